@@ -1,0 +1,29 @@
+"""Running the named statements of ``queueing.sql`` on Django's connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+
+
+def fetch_all(statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run one statement and return its rows as dicts."""
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        if cursor.description is None:
+            return []
+        names = [col.name for col in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def fetch_one(statement: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    rows = fetch_all(statement, params)
+    return rows[0] if rows else None
+
+
+def execute(statement: str, params: dict[str, Any]) -> int:
+    """Run one statement and return the number of rows it touched."""
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.rowcount

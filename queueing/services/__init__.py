@@ -1,0 +1,44 @@
+"""The queue's writes. Views, consumers and commands call these and nothing else to change the queue."""
+
+from queueing.services.claims import (
+    order_claim_next,
+    order_claim_ticket,
+    order_complete,
+    order_mark_ready,
+    order_recall,
+    orders_complete,
+    orders_mark_ready,
+    lease_renew,
+)
+from queueing.services.orders import order_enqueue
+from queueing.services.outlets import (
+    outlet_create,
+    outlet_drain,
+    outlet_heartbeat,
+    outlet_mark_down,
+    outlet_retire,
+    outlet_rotate_token,
+    outlet_authenticate,
+)
+from queueing.services.routing import orders_move, outlets_reroute
+
+__all__ = [
+    "lease_renew",
+    "order_claim_next",
+    "order_claim_ticket",
+    "order_complete",
+    "order_enqueue",
+    "order_mark_ready",
+    "order_recall",
+    "orders_complete",
+    "orders_mark_ready",
+    "orders_move",
+    "outlet_authenticate",
+    "outlet_create",
+    "outlet_drain",
+    "outlet_heartbeat",
+    "outlet_mark_down",
+    "outlet_retire",
+    "outlet_rotate_token",
+    "outlets_reroute",
+]

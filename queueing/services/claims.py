@@ -1,0 +1,203 @@
+"""Claims and the fence.
+
+A claim is ``(order, fence)``. Claiming bumps the order's fence; every write
+that acts on a claim (ready, complete, recall, lease renewal) names the fence it
+holds and matches the row only when that fence is still the order's fence. When
+the notifier moves an order (its outlet died, or the lease ran out) it bumps the
+fence too, so a station that wakes up later can change nothing: its writes match
+no row and are refused as stale. Nothing needs a lock held across the cooking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.conf import settings
+from django.db import OperationalError, transaction
+
+from queueing import sql
+from queueing.db import fetch_all, fetch_one
+from queueing.errors import Forbidden, InvalidState, NotFound, StaleFence, TicketTaken
+from queueing.models import Outlet
+from queueing.tickets import Ticket
+
+
+Refusal = StaleFence | NotFound | InvalidState | Forbidden
+
+
+def _lease_seconds(lease: float | None) -> float:
+    return float(settings.HEARTH_LEASE_SECONDS if lease is None else lease)
+
+
+def order_claim_next(
+    *, outlet: Outlet, station: str, limit: int = 1, lease: float | None = None
+) -> list[Ticket]:
+    """Claim up to ``limit`` queued orders of the outlet, best first; [] when none is waiting."""
+    rows = fetch_all(
+        sql.CLAIM_NEXT,
+        {
+            "outlet_id": outlet.pk,
+            "station": station,
+            "limit": limit,
+            "lease": _lease_seconds(lease),
+            "event_type": "claimed",
+        },
+    )
+    return [Ticket.from_row(r) for r in rows]
+
+
+def order_claim_ticket(
+    *, outlet: Outlet, token: str, station: str, lease: float | None = None
+) -> Ticket:
+    """Claim one named ticket of the outlet; TicketTaken when another station has it."""
+    with transaction.atomic():
+        try:
+            row = fetch_one(sql.TICKET_LOCK, {"token": token})
+        except OperationalError as exc:  # NOWAIT: another station is claiming it this instant
+            raise TicketTaken("this ticket is being taken by another station") from exc
+        if row is None or row["outlet_id"] != outlet.pk:
+            raise NotFound(f"no ticket {token} at outlet {outlet.slug}")
+        if row["state"] != "queued":
+            if row["state"] == "preparing":
+                raise TicketTaken(
+                    f"order {row['id']} is already taken by {row['claimed_by'] or 'another station'}",
+                    claimed_by=row["claimed_by"],
+                )
+            raise InvalidState(f"order {row['id']} is {row['state']}, it cannot be started")
+        rows = fetch_all(
+            sql.CLAIM_TICKET,
+            {
+                "order_id": row["id"],
+                "station": station,
+                "lease": _lease_seconds(lease),
+                "event_type": "claimed",
+            },
+        )
+    return Ticket.from_row(rows[0])
+
+
+def _explain_refusals(
+    tokens: Sequence[str], fences: Sequence[int], done: set[str], action: str, outlet: Outlet | None
+) -> list[Refusal]:
+    """Why each fenced write that matched no row was refused (only on the refusal path)."""
+    missing = [(t, f) for t, f in zip(tokens, fences, strict=True) if t not in done]
+    if not missing:
+        return []
+    current = {r["token"]: r for r in fetch_all(sql.ORDER_BY_TOKEN, {"tokens": [t for t, _ in missing]})}
+    errors: list[Refusal] = []
+    for token, fence in missing:
+        row = current.get(token)
+        if row is None:
+            errors.append(NotFound(f"no order with token {token}", token=token))
+        elif row["fence"] != fence:
+            errors.append(
+                StaleFence(
+                    f"fence {fence} is stale for order {row['id']} (current fence {row['fence']}, "
+                    f"now {row['state']} at {row['outlet_slug'] or 'no outlet'}); "
+                    f"this station no longer holds it and must not {action} it",
+                    token=token,
+                    fence=fence,
+                    current_fence=row["fence"],
+                )
+            )
+        elif outlet is not None and row["outlet_id"] != outlet.pk:
+            errors.append(Forbidden(f"order {row['id']} is not an order of {outlet.slug}", token=token))
+        else:
+            errors.append(
+                InvalidState(
+                    f"order {row['id']} is {row['state']}; it cannot be {action}", token=token
+                )
+            )
+    return errors
+
+
+def _fenced_write(
+    statement: str,
+    event_type: str,
+    claims: Sequence[tuple[str, int]],
+    action: str,
+    outlet: Outlet | None,
+) -> tuple[list[Ticket], list[Refusal]]:
+    tokens = [t for t, _ in claims]
+    fences = [int(f) for _, f in claims]
+    rows = fetch_all(
+        statement,
+        {
+            "tokens": tokens,
+            "fences": fences,
+            "event_type": event_type,
+            "outlet_id": outlet.pk if outlet else None,
+        },
+    )
+    done = [Ticket.from_row(r) for r in rows]
+    return done, _explain_refusals(tokens, fences, {t.token for t in done}, action, outlet)
+
+
+def orders_mark_ready(
+    *, claims: Sequence[tuple[str, int]], outlet: Outlet | None = None
+) -> tuple[list[Ticket], list[Refusal]]:
+    """Mark a batch ready in one statement, each row checked against its own fence.
+
+    With ``outlet``, only that outlet's orders match (an agent acts for its outlet only).
+    """
+    return _fenced_write(sql.MARK_READY, "ready", claims, "mark ready", outlet)
+
+
+def orders_complete(
+    *, claims: Sequence[tuple[str, int]], outlet: Outlet | None = None
+) -> tuple[list[Ticket], list[Refusal]]:
+    """Complete a batch in one statement; returns (completed, refusals): stale rows never complete."""
+    return _fenced_write(sql.ORDER_COMPLETE, "completed", claims, "complete", outlet)
+
+
+def _one(result: tuple[list[Ticket], list[Refusal]]) -> Ticket:
+    done, refused = result
+    if refused:
+        raise refused[0]
+    return done[0]
+
+
+def order_mark_ready(*, token: str, fence: int, outlet: Outlet | None = None) -> Ticket:
+    """Mark one claimed order ready; raises StaleFence when the fence is not the current one."""
+    return _one(orders_mark_ready(claims=[(token, fence)], outlet=outlet))
+
+
+def order_complete(*, token: str, fence: int, outlet: Outlet | None = None) -> Ticket:
+    """Complete (bump) one order; raises StaleFence when the fence is not the current one."""
+    return _one(orders_complete(claims=[(token, fence)], outlet=outlet))
+
+
+def order_recall(*, token: str, fence: int, outlet: Outlet | None = None) -> Ticket:
+    """Bring a bumped ticket back to the pass as ready."""
+    rows = fetch_all(
+        sql.ORDER_RECALL,
+        {
+            "token": token,
+            "fence": fence,
+            "event_type": "recalled",
+            "outlet_id": outlet.pk if outlet else None,
+        },
+    )
+    if rows:
+        return Ticket.from_row(rows[0])
+    raise _explain_refusals([token], [fence], set(), "recall", outlet)[0]
+
+
+def lease_renew(
+    *, token: str, fence: int, lease: float | None = None, outlet: Outlet | None = None
+) -> datetime:
+    """Extend a claim's lease; returns the new expiry, raises StaleFence when the claim was lost."""
+    row = fetch_one(
+        sql.LEASE_RENEW,
+        {
+            "token": token,
+            "fence": fence,
+            "lease": _lease_seconds(lease),
+            "outlet_id": outlet.pk if outlet else None,
+        },
+    )
+    if row is None:
+        raise _explain_refusals([token], [fence], set(), "renew", outlet)[0]
+    expires: datetime = row["lease_expires_at"]
+    return expires

@@ -1,0 +1,179 @@
+"""One notifier tick: silent outlets go down and their orders move; expired leases move on.
+
+Time is the database clock (or the ``now`` a test passes in), never the
+notifier's own, so a notifier on a machine with a skewed clock cannot declare a
+live outlet dead. Each outlet is taken down in its own short transaction that
+re-checks its silence under the outlet's row lock, so a heartbeat that lands
+while the tick runs wins. Two safety rules keep a fault of the detector from
+looking like a mass outage: the caller says whether it may declare anyone down
+yet (grace after start, takeover or a database outage), and when more than half
+of the live outlets fall silent at once nobody is declared down and an alert is
+raised instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from psycopg.types.json import Jsonb
+
+from queueing import sql
+from queueing.db import fetch_all, fetch_one
+from queueing.models import NotifierStatus, Outlet, OutletState
+from queueing.services.outlets import outlet_event, outlet_take_down
+from queueing.services.routing import orders_move
+
+log = logging.getLogger("hearth.notifier")
+
+BATCH = 1000
+
+
+@dataclass
+class TickReport:
+    down: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    rerouted: Counter[str] = field(default_factory=Counter)
+    cancelled: int = 0
+    expired: int = 0
+    attention: int = 0
+    assigned: int = 0
+    back: list[str] = field(default_factory=list)
+    alert: str = ""
+
+
+def database_now() -> datetime:
+    row = fetch_one(sql.DATABASE_NOW, {})
+    assert row is not None
+    now: datetime = row["now"]
+    return now
+
+
+def notifier_tick(
+    *,
+    now: datetime | None = None,
+    may_declare_down: bool = True,
+    timeout: float | None = None,
+) -> TickReport:
+    """Run one tick of the failure detector and the lease reaper. Caller leads (holds the advisory lock)."""
+    now = now or database_now()
+    timeout = settings.HEARTH_HEARTBEAT_TIMEOUT if timeout is None else timeout
+    report = TickReport()
+    _silent_outlets_down(now=now, timeout=timeout, may_declare_down=may_declare_down, report=report)
+    _expired_leases_move(now=now, report=report)
+    _waiting_orders_assign(report=report)
+    _returning_outlets_activate(now=now, timeout=timeout, report=report)
+    fetch_all(sql.HEARTBEATS_PRUNE, {"now": now, "keep": max(600.0, timeout * 4)})
+    return report
+
+
+def _silent_outlets_down(*, now: datetime, timeout: float, may_declare_down: bool, report: TickReport) -> None:
+    silent = fetch_all(sql.OUTLETS_SILENT, {"now": now, "timeout": timeout})
+    live = Outlet.objects.filter(state__in=[OutletState.ACTIVE, OutletState.DRAINING]).count()
+    if not silent:
+        _alert_set("")
+        return
+    slugs = [r["slug"] for r in silent]
+    if not may_declare_down:
+        report.held = slugs
+        return
+    if len(silent) * 2 > live:
+        report.alert = (
+            f"{len(silent)} of {live} outlets fell silent at once ({', '.join(slugs)}); "
+            "nobody was declared down: check the network, or mark outlets down by hand"
+        )
+        if _alert_set(report.alert):
+            log.warning("ALERT %s", report.alert)
+        return
+    _alert_set("")
+    for row in silent:
+        result = outlet_take_down(
+            outlet_id=row["id"], reason="fell silent", silent_before=now, timeout=timeout
+        )
+        if result is None:  # it heartbeated while we looked
+            continue
+        moved, cancelled = result
+        report.down.append(row["slug"])
+        report.cancelled += len(cancelled)
+        slugs_by_id = dict(Outlet.objects.values_list("id", "slug"))
+        for ticket in moved:
+            report.rerouted[slugs_by_id.get(ticket.outlet_id, "(waiting)")] += 1
+        log.info(
+            "outlet %s down: no heartbeat for %ss; %d delivery orders rerouted (%s), %d takeaway cancelled",
+            row["slug"],
+            timeout,
+            len(moved),
+            ", ".join(f"{n} to {s}" for s, n in sorted(report.rerouted.items())) or "none",
+            len(cancelled),
+        )
+
+
+def _expired_leases_move(*, now: datetime, report: TickReport) -> None:
+    with transaction.atomic():
+        rows = fetch_all(sql.LEASES_EXPIRED, {"now": now, "limit": BATCH})
+        if not rows:
+            return
+        limit = settings.HEARTH_MAX_ATTEMPTS
+        give_up = [r["id"] for r in rows if r["attempts"] + 1 >= limit]
+        retry = [r for r in rows if r["attempts"] + 1 < limit]
+        if give_up:
+            fetch_all(
+                sql.ORDERS_ATTENTION,
+                {
+                    "ids": give_up,
+                    "event_type": "attention",
+                    "detail": Jsonb({"reason": f"lease expired {limit} times"}),
+                },
+            )
+        moved, _ = orders_move(
+            rows=retry, reason="lease expired", exclude_current=True, count_attempt=True, outlet_lost=False
+        )
+    report.expired = len(rows)
+    report.attention = len(give_up)
+    log.info(
+        "lease expired on %d orders: %d moved on, %d set aside as needing attention",
+        len(rows),
+        len(moved),
+        len(give_up),
+    )
+
+
+def _waiting_orders_assign(*, report: TickReport) -> None:
+    if not Outlet.objects.filter(state=OutletState.ACTIVE).exists():
+        return
+    with transaction.atomic():
+        rows = fetch_all(sql.ORDERS_WAITING, {"limit": BATCH})
+        if not rows:
+            return
+        moved, _ = orders_move(rows=rows, reason="an outlet is available")
+    report.assigned = sum(1 for t in moved if t.outlet_id)
+    if report.assigned:
+        log.info("%d waiting orders assigned to outlets", report.assigned)
+
+
+def _returning_outlets_activate(*, now: datetime, timeout: float, report: TickReport) -> None:
+    with transaction.atomic():
+        rows = fetch_all(
+            sql.OUTLETS_BACK, {"now": now, "guard": settings.HEARTH_FLAP_GUARD, "timeout": timeout}
+        )
+        for row in rows:
+            outlet = Outlet(pk=row["id"], slug=row["slug"])
+            outlet_event(outlet=outlet, state=OutletState.ACTIVE, detail={"action": "back"})
+            report.back.append(row["slug"])
+            log.info("outlet %s is back: active again, new orders only", row["slug"])
+
+
+def _alert_set(alert: str) -> bool:
+    """Store the notifier's alert for the operations view; True when it changed."""
+    changed = NotifierStatus.objects.filter(pk=1).filter(~Q(alert=alert)).update(
+        alert=alert, alert_since=None if not alert else datetime.now().astimezone()
+    )
+    if not NotifierStatus.objects.filter(pk=1).exists():
+        NotifierStatus.objects.get_or_create(pk=1, defaults={"alert": alert})
+        return bool(alert)
+    return bool(changed)

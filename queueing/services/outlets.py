@@ -1,0 +1,166 @@
+"""Outlets: creating them, their agent tokens, heartbeats and the states a manager sets."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from psycopg.types.json import Jsonb
+
+from queueing import sql
+from queueing.db import fetch_all, fetch_one
+from queueing.errors import InvalidState, NotFound, OutletNotEmpty
+from queueing.models import OPEN_STATES, Order, Outlet, OutletState
+from queueing.services.routing import orders_move, outlets_reroute
+from queueing.tickets import Ticket
+
+log = logging.getLogger("hearth.outlets")
+
+
+def _token_hash(token: str) -> str:
+    # Agent tokens are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def outlet_event(*, outlet: Outlet, state: str, detail: dict[str, Any]) -> None:
+    """Record an outlet-level event (down, back, drained, added) and announce it on commit."""
+    fetch_all(
+        sql.OUTLET_EVENT,
+        {"outlet_id": outlet.pk, "outlet_slug": outlet.slug, "state": state, "detail": Jsonb(detail)},
+    )
+
+
+def outlet_create(*, slug: str, name: str = "", weight: int = 1) -> tuple[Outlet, str]:
+    """Add an outlet; returns it and its agent token, which is stored only hashed."""
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        outlet = Outlet.objects.create(
+            slug=slug, name=name or slug, weight=weight, token_hash=_token_hash(token)
+        )
+        outlet_event(outlet=outlet, state=outlet.state, detail={"action": "added"})
+    return outlet, token
+
+
+def outlet_rotate_token(*, outlet: Outlet) -> str:
+    """Give the outlet a new agent token; the old one stops working at once."""
+    token = secrets.token_urlsafe(32)
+    Outlet.objects.filter(pk=outlet.pk).update(token_hash=_token_hash(token))
+    return token
+
+
+def outlet_authenticate(*, slug: str, token: str) -> Outlet | None:
+    """The outlet whose agent token this is, if it is ``slug``'s; None otherwise."""
+    outlet = Outlet.objects.filter(slug=slug).first()
+    if outlet is None or not outlet.token_hash:
+        return None
+    if not hmac.compare_digest(outlet.token_hash, _token_hash(token)):
+        return None
+    return outlet
+
+
+def outlet_by_token(*, token: str) -> Outlet | None:
+    """The (not retired) outlet whose agent token this is, or None."""
+    return Outlet.objects.filter(token_hash=_token_hash(token)).exclude(state=OutletState.RETIRED).first()
+
+
+def outlet_heartbeat(*, outlet: Outlet, source: str, seq: int = 0) -> dict[str, Any]:
+    """Record that the outlet is alive (database clock). A down outlet comes back after the flap guard."""
+    row = fetch_one(sql.OUTLET_HEARTBEAT, {"outlet_id": outlet.pk, "source": source[:60], "seq": seq})
+    if row is None:
+        raise InvalidState(f"outlet {outlet.slug} is retired")
+    return row
+
+
+def outlet_drain(*, outlet: Outlet, move_queued: bool = False) -> list[Ticket]:
+    """Take no new orders; finish what it has. With ``move_queued``, unclaimed delivery orders move now."""
+    with transaction.atomic():
+        locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
+        if locked.state not in (OutletState.ACTIVE, OutletState.DRAINING):
+            raise InvalidState(f"outlet {outlet.slug} is {locked.state}; only an active outlet can drain")
+        locked.state = OutletState.DRAINING
+        locked.save(update_fields=["state"])
+        outlet_event(outlet=locked, state=locked.state, detail={"action": "drain", "move": move_queued})
+        moved: list[Ticket] = []
+        if move_queued:
+            rows = [
+                r
+                for r in fetch_all(sql.ORDERS_TO_MOVE, {"outlet_ids": [outlet.pk], "order_ids": []})
+                if r["state"] == "queued" and r["kind"] == "delivery"
+            ]
+            moved, _ = orders_move(rows=rows, reason=f"{outlet.slug} is draining")
+    log.info("outlet %s draining%s", outlet.slug, f", moved {len(moved)} orders" if moved else "")
+    return moved
+
+
+def outlet_mark_down(*, outlet: Outlet, reason: str = "marked down by a manager") -> tuple[list[Ticket], list[Ticket]]:
+    """Declare the outlet down now and move its open orders (a manager, for a planned outage)."""
+    with transaction.atomic():
+        locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
+        if locked.state in (OutletState.DOWN, OutletState.RETIRED):
+            raise InvalidState(f"outlet {outlet.slug} is already {locked.state}")
+        return _take_down(locked, reason)
+
+
+def outlet_take_down(
+    *, outlet_id: int, reason: str, silent_before: datetime, timeout: float
+) -> tuple[list[Ticket], list[Ticket]] | None:
+    """The notifier's path: take a silent outlet down, re-checking its silence under the row lock.
+
+    Returns None when it heartbeated (or changed state) after the caller looked.
+    """
+    cutoff = silent_before - timedelta(seconds=timeout)
+    with transaction.atomic():
+        locked = Outlet.objects.select_for_update().get(pk=outlet_id)
+        if locked.state not in (OutletState.ACTIVE, OutletState.DRAINING):
+            return None
+        if (locked.last_heartbeat_at or locked.created_at) >= cutoff:
+            return None
+        return _take_down(locked, reason)
+
+
+def _take_down(locked: Outlet, reason: str) -> tuple[list[Ticket], list[Ticket]]:
+    """Caller holds the outlet row lock in an open transaction."""
+    locked.state = OutletState.DOWN
+    locked.back_since = None
+    locked.save(update_fields=["state", "back_since"])
+    outlet_event(outlet=locked, state=locked.state, detail={"action": "down", "reason": reason})
+    return outlets_reroute(outlet_ids=[locked.pk], reason=f"{locked.slug} {reason}")
+
+
+def outlet_activate(*, outlet: Outlet) -> None:
+    """Let a draining or down outlet take new orders again (a manager's undo)."""
+    with transaction.atomic():
+        locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
+        if locked.state == OutletState.RETIRED:
+            raise InvalidState(f"outlet {outlet.slug} is retired")
+        locked.state = OutletState.ACTIVE
+        locked.back_since = None
+        locked.save(update_fields=["state", "back_since"])
+        outlet_event(outlet=locked, state=locked.state, detail={"action": "activate"})
+
+
+def outlet_retire(*, outlet: Outlet) -> None:
+    """Retire an outlet for good; it must have no open orders."""
+    with transaction.atomic():
+        locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
+        open_orders = Order.objects.filter(outlet=locked, state__in=OPEN_STATES).count()
+        if open_orders:
+            raise OutletNotEmpty(
+                f"outlet {outlet.slug} still has {open_orders} open orders; drain it first"
+            )
+        locked.state = OutletState.RETIRED
+        locked.token_hash = ""
+        locked.save(update_fields=["state", "token_hash"])
+        outlet_event(outlet=locked, state=locked.state, detail={"action": "retire"})
+
+
+def outlet_get(*, slug: str) -> Outlet:
+    outlet = Outlet.objects.filter(slug=slug).first()
+    if outlet is None:
+        raise NotFound(f"no outlet {slug}")
+    return outlet

@@ -1,0 +1,174 @@
+"""Which outlet takes an order: the ring of live outlets with bounded loads.
+
+The ring is consulted only when an order is assigned or reassigned; the answer
+is then stored on the order. A delivery order's key is its zone, so a zone keeps
+going to the same outlet while that outlet lives. Moving orders off an outlet
+touches only that outlet's orders: survivors keep what they have and only take
+new keys (invariant 3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from psycopg.types.json import Jsonb
+
+from queueing import sql
+from queueing.db import fetch_all
+from queueing.models import Outlet, OutletState
+from queueing.ring import HashRing, NoOutletAvailable
+from queueing.tickets import Ticket
+
+log = logging.getLogger("hearth.routing")
+
+OUTLET_UNAVAILABLE = "outlet unavailable"
+
+
+@lru_cache(maxsize=32)
+def _ring(weights: tuple[tuple[str, int], ...]) -> HashRing:
+    return HashRing(dict(weights))
+
+
+def active_outlets() -> list[Outlet]:
+    """Outlets taking new orders, by id."""
+    return list(Outlet.objects.filter(state=OutletState.ACTIVE).order_by("id"))
+
+
+def ring_of(outlets: Sequence[Outlet]) -> HashRing:
+    """The ring of these outlets (cached by slug and weight)."""
+    return _ring(tuple(sorted((o.slug, max(int(o.weight), 1)) for o in outlets)))
+
+
+def outlet_loads(outlets: Sequence[Outlet]) -> dict[str, int]:
+    """Open orders per outlet slug."""
+    by_id = {o.pk: o.slug for o in outlets}
+    rows = fetch_all(sql.OUTLET_LOADS, {"outlet_ids": list(by_id)})
+    loads = {slug: 0 for slug in by_id.values()}
+    for row in rows:
+        loads[by_id[row["outlet_id"]]] = int(row["open"])
+    return loads
+
+
+@dataclass
+class Router:
+    """Assigns a batch of orders over one snapshot of the live outlets and their loads."""
+
+    outlets: list[Outlet]
+    epsilon: float
+    bounded: bool = True
+    loads: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+
+    @classmethod
+    def for_live_outlets(cls, *, incoming: int, epsilon: float | None = None, bounded: bool = True) -> Router:
+        outlets = active_outlets()
+        loads = outlet_loads(outlets) if outlets else {}
+        return cls(
+            outlets=outlets,
+            epsilon=settings.HEARTH_RING_EPSILON if epsilon is None else epsilon,
+            bounded=bounded,
+            loads=loads,
+            total=sum(loads.values()) + incoming,
+        )
+
+    def choose(self, key: str, *, exclude: Collection[str] = ()) -> Outlet | None:
+        """The outlet for ``key``; None when no outlet is available."""
+        candidates = [o for o in self.outlets if o.slug not in exclude]
+        if not candidates:
+            return None
+        ring = ring_of(self.outlets)
+        by_slug = {o.slug: o for o in self.outlets}
+        try:
+            if self.bounded:
+                slug = ring.assign(
+                    key, self.loads, total=max(self.total, 1), epsilon=self.epsilon, exclude=exclude
+                )
+            else:
+                slug = next(s for s in ring.walk(key) if s not in exclude)
+                self.loads[slug] = self.loads.get(slug, 0) + 1
+        except (NoOutletAvailable, StopIteration):
+            return None
+        return by_slug[slug]
+
+
+def routing_key(row: dict[str, Any]) -> str:
+    """A delivery order's key is its zone; an order without one is keyed by its token."""
+    return row.get("zone") or row["token"]
+
+
+def orders_move(
+    *,
+    rows: Sequence[dict[str, Any]],
+    reason: str,
+    exclude_current: bool = False,
+    count_attempt: bool = False,
+    bounded: bool = True,
+    outlet_lost: bool = True,
+) -> tuple[list[Ticket], list[Ticket]]:
+    """Move locked order rows through the ring; takeaway orders are cancelled instead.
+
+    Caller holds the rows' locks (``sql.ORDERS_TO_MOVE``) in an open transaction.
+    Returns (moved, cancelled). Delivery orders with no live outlet wait with outlet NULL.
+    With ``outlet_lost`` False (a lease ran out, the outlet lives), orders whose kind
+    is never rerouted go back to their own outlet's queue instead of being cancelled.
+    """
+    policy = settings.HEARTH_ON_OUTLET_DOWN
+    stays = [r for r in rows if policy.get(r["kind"]) == "cancel"]
+    to_cancel = [r["id"] for r in stays] if outlet_lost else []
+    to_move = [r for r in rows if policy.get(r["kind"]) != "cancel" or not outlet_lost]
+    moved: list[Ticket] = []
+    cancelled: list[Ticket] = []
+    if to_move:
+        router = Router.for_live_outlets(incoming=len(to_move), bounded=bounded)
+        slugs = {o.pk: o.slug for o in Outlet.objects.all().only("id", "slug")}
+        ids, outlet_ids = [], []
+        for row in to_move:
+            ids.append(row["id"])
+            if policy.get(row["kind"]) == "cancel":  # never rerouted: back to its own queue
+                outlet_ids.append(row["outlet_id"])
+                continue
+            exclude = {slugs[row["outlet_id"]]} if exclude_current and row["outlet_id"] else set()
+            outlet = router.choose(routing_key(row), exclude=exclude)
+            outlet_ids.append(outlet.pk if outlet else None)
+        result = fetch_all(
+            sql.ORDERS_MOVE,
+            {
+                "ids": ids,
+                "outlet_ids": outlet_ids,
+                "attempt": [1 if count_attempt else 0] * len(ids),
+                "event_type": "rerouted",
+                "detail": Jsonb({"reason": reason}),
+            },
+        )
+        moved = [Ticket.from_row(r) for r in result]
+    if to_cancel:
+        result = fetch_all(
+            sql.ORDERS_CANCEL,
+            {"ids": to_cancel, "reason": OUTLET_UNAVAILABLE, "event_type": "cancelled"},
+        )
+        cancelled = [Ticket.from_row(r) for r in result]
+    return moved, cancelled
+
+
+def outlets_reroute(*, outlet_ids: Sequence[int], reason: str, bounded: bool = True) -> tuple[list[Ticket], list[Ticket]]:
+    """Move the open (queued or preparing) orders of these outlets; one transaction."""
+    with transaction.atomic():
+        rows = fetch_all(sql.ORDERS_TO_MOVE, {"outlet_ids": list(outlet_ids), "order_ids": []})
+        moved, cancelled = orders_move(rows=rows, reason=reason, bounded=bounded)
+    if moved or cancelled:
+        targets = Counter(t.outlet_id for t in moved)
+        log.info(
+            "rerouted %d orders (%s), cancelled %d (%s)",
+            len(moved),
+            ", ".join(f"{n} to outlet #{k}" if k else f"{n} waiting for an outlet" for k, n in targets.items()),
+            len(cancelled),
+            reason,
+        )
+    return moved, cancelled

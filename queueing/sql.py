@@ -1,0 +1,312 @@
+"""Every raw SQL statement of the queue, named and commented, in one place.
+
+Values are always ``%(name)s`` parameters. A write that changes orders is a
+``changed`` CTE; ``with_events`` appends the tail that writes one OrderEvent per
+changed row and hands the event to ``pg_notify`` in the same statement.
+PostgreSQL delivers a NOTIFY only when its transaction commits, so no screen
+ever hears of a change that was rolled back, and a change that committed is
+always announced (and is in the table for screens that were away).
+
+Every ``changed`` CTE returns ``order_columns(alias)`` plus ``from_outlet_id``
+and ``event_detail`` (jsonb). Every statement that locks several orders locks
+them in id order, so two of them can never deadlock.
+"""
+
+from __future__ import annotations
+
+EVENTS_CHANNEL = "hearth_events"
+
+_ORDER_COLUMNS = (
+    "id",
+    "token",
+    "kind",
+    "zone",
+    "rush",
+    "quick",
+    "lines",
+    "prep_seconds",
+    "state",
+    "cancel_reason",
+    "outlet_id",
+    "sort_key",
+    "fence",
+    "claimed_by",
+    "lease_expires_at",
+    "attempts",
+    "created_at",
+)
+
+
+def order_columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{c}" for c in _ORDER_COLUMNS)
+
+
+def with_events(changed: str) -> str:
+    """Wrap a ``changed`` CTE so each changed order gets its event and its NOTIFY."""
+    return f"""
+WITH changed AS (
+{changed}
+), ev AS (
+    INSERT INTO queueing_orderevent
+        (order_id, type, state, outlet_id, from_outlet_id, fence, detail, at)
+    SELECT c.id, %(event_type)s, c.state, c.outlet_id, c.from_outlet_id, c.fence,
+           c.event_detail, now()
+    FROM changed c
+    RETURNING id, order_id, at
+)
+SELECT {order_columns("c")}, ev.id AS event_id,
+       pg_notify('{EVENTS_CHANNEL}', json_build_object(
+           'id', ev.id, 'type', %(event_type)s::text, 'order', c.token, 'number', c.id,
+           'kind', c.kind, 'state', c.state, 'outlet', o.slug, 'from_outlet', f.slug,
+           'fence', c.fence, 'at', ev.at, 'detail', c.event_detail
+       )::text) AS notified
+FROM changed c
+JOIN ev ON ev.order_id = c.id
+LEFT JOIN queueing_outlet o ON o.id = c.outlet_id
+LEFT JOIN queueing_outlet f ON f.id = c.from_outlet_id
+ORDER BY c.sort_key, c.id
+"""
+
+
+_RETURNING = f"RETURNING {order_columns('o')}"
+
+# Place an order. sort_key = now() - boost (see queueing.services.orders).
+ORDER_INSERT = with_events(f"""
+    INSERT INTO queueing_order AS o
+        (token, kind, zone, rush, quick, lines, customer, prep_seconds, state, cancel_reason,
+         outlet_id, sort_key, fence, claimed_by, attempts, created_at)
+    VALUES
+        (%(token)s, %(kind)s, %(zone)s, %(rush)s, %(quick)s, %(lines)s, %(customer)s,
+         %(prep_seconds)s, 'queued', '', %(outlet_id)s,
+         now() - make_interval(secs => %(boost)s), 1, '', 0, now())
+    {_RETURNING}, NULL::bigint AS from_outlet_id, %(detail)s::jsonb AS event_detail
+""")
+
+# Claim up to %(limit)s orders of an outlet, highest priority first. SKIP LOCKED
+# lets every station take a different row without waiting; the fence grows, so
+# every earlier holder's writes are refused from now on.
+CLAIM_NEXT = with_events(f"""
+    WITH next AS MATERIALIZED (
+        SELECT id FROM queueing_order
+        WHERE outlet_id = %(outlet_id)s AND state = 'queued'
+        ORDER BY sort_key, id
+        LIMIT %(limit)s
+        FOR NO KEY UPDATE SKIP LOCKED
+    )
+    UPDATE queueing_order o
+    SET state = 'preparing', fence = o.fence + 1, claimed_by = %(station)s,
+        claimed_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+    FROM next
+    WHERE o.id = next.id
+    {_RETURNING}, NULL::bigint AS from_outlet_id,
+        jsonb_build_object('station', %(station)s::text) AS event_detail
+""")
+
+# Lock one named ticket without waiting: a cook tapped it, and if another
+# station holds it right now the answer is "taken", not a frozen screen.
+TICKET_LOCK = f"""
+    SELECT {order_columns("o")}, out.slug AS outlet_slug
+    FROM queueing_order o LEFT JOIN queueing_outlet out ON out.id = o.outlet_id
+    WHERE o.token = %(token)s
+    FOR NO KEY UPDATE OF o NOWAIT
+"""
+
+# Claim the ticket locked by TICKET_LOCK (caller checked it is queued here).
+CLAIM_TICKET = with_events(f"""
+    UPDATE queueing_order o
+    SET state = 'preparing', fence = o.fence + 1, claimed_by = %(station)s,
+        claimed_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE o.id = %(order_id)s AND o.state = 'queued'
+    {_RETURNING}, NULL::bigint AS from_outlet_id,
+        jsonb_build_object('station', %(station)s::text) AS event_detail
+""")
+
+# Acknowledge claims: each row is checked against its own fence; rows whose
+# fence is stale (or state wrong) are simply not returned.
+MARK_READY = with_events(f"""
+    WITH target AS MATERIALIZED (
+        SELECT o.id FROM queueing_order o
+        JOIN unnest(%(tokens)s::text[], %(fences)s::bigint[]) AS b(token, fence)
+          ON o.token = b.token AND o.fence = b.fence
+        WHERE o.state = 'preparing'
+          AND (%(outlet_id)s::bigint IS NULL OR o.outlet_id = %(outlet_id)s::bigint)
+        ORDER BY o.id
+        FOR NO KEY UPDATE OF o
+    )
+    UPDATE queueing_order o
+    SET state = 'ready', ready_at = now(), lease_expires_at = NULL
+    FROM target WHERE o.id = target.id
+    {_RETURNING}, NULL::bigint AS from_outlet_id, '{{}}'::jsonb AS event_detail
+""")
+
+ORDER_COMPLETE = with_events(f"""
+    WITH target AS MATERIALIZED (
+        SELECT o.id FROM queueing_order o
+        JOIN unnest(%(tokens)s::text[], %(fences)s::bigint[]) AS b(token, fence)
+          ON o.token = b.token AND o.fence = b.fence
+        WHERE o.state IN ('preparing', 'ready')
+          AND (%(outlet_id)s::bigint IS NULL OR o.outlet_id = %(outlet_id)s::bigint)
+        ORDER BY o.id
+        FOR NO KEY UPDATE OF o
+    )
+    UPDATE queueing_order o
+    SET state = 'completed', finished_at = now(), lease_expires_at = NULL,
+        ready_at = coalesce(o.ready_at, now())
+    FROM target WHERE o.id = target.id
+    {_RETURNING}, NULL::bigint AS from_outlet_id, '{{}}'::jsonb AS event_detail
+""")
+
+# Bring a bumped (completed) ticket back to the pass as ready; same fence.
+ORDER_RECALL = with_events(f"""
+    UPDATE queueing_order o
+    SET state = 'ready', finished_at = NULL
+    WHERE o.token = %(token)s AND o.fence = %(fence)s AND o.state = 'completed'
+      AND (%(outlet_id)s::bigint IS NULL OR o.outlet_id = %(outlet_id)s::bigint)
+    {_RETURNING}, NULL::bigint AS from_outlet_id, '{{}}'::jsonb AS event_detail
+""")
+
+# Extend a claim's lease; no event (the lease is bookkeeping, not a change a screen shows).
+LEASE_RENEW = """
+    UPDATE queueing_order
+    SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE token = %(token)s AND fence = %(fence)s AND state = 'preparing'
+      AND (%(outlet_id)s::bigint IS NULL OR outlet_id = %(outlet_id)s::bigint)
+    RETURNING lease_expires_at
+"""
+
+# Why a fenced write matched nothing: the order as it is now.
+ORDER_BY_TOKEN = f"""
+    SELECT {order_columns("o")}, out.slug AS outlet_slug
+    FROM queueing_order o LEFT JOIN queueing_outlet out ON out.id = o.outlet_id
+    WHERE o.token = ANY(%(tokens)s::text[])
+"""
+
+# Open orders per active outlet: the loads the bounded-load ring balances.
+OUTLET_LOADS = """
+    SELECT outlet_id, count(*) AS open
+    FROM queueing_order
+    WHERE state IN ('queued', 'preparing', 'ready') AND outlet_id = ANY(%(outlet_ids)s::bigint[])
+    GROUP BY outlet_id
+"""
+
+# Lock the open orders that must move (of the given outlets, or given ids),
+# in id order. Ready orders are made already: they stay where they are.
+ORDERS_TO_MOVE = """
+    SELECT id, token, kind, zone, outlet_id, state, attempts
+    FROM queueing_order
+    WHERE state IN ('queued', 'preparing')
+      AND (outlet_id = ANY(%(outlet_ids)s::bigint[]) OR id = ANY(%(order_ids)s::bigint[]))
+    ORDER BY id
+    FOR NO KEY UPDATE
+"""
+
+# Move locked orders to new outlets (NULL: no outlet available yet). The fence
+# grows, so the old holder can no longer acknowledge; the claim is dropped.
+ORDERS_MOVE = with_events(f"""
+    UPDATE queueing_order o
+    SET outlet_id = m.outlet_id, state = 'queued', fence = o.fence + 1, claimed_by = '',
+        lease_expires_at = NULL, claimed_at = NULL, attempts = o.attempts + m.attempt
+    FROM unnest(%(ids)s::bigint[], %(outlet_ids)s::bigint[], %(attempt)s::int[])
+         AS m(id, outlet_id, attempt),
+         queueing_order before
+    WHERE o.id = m.id AND before.id = m.id
+    {_RETURNING}, before.outlet_id AS from_outlet_id, %(detail)s::jsonb AS event_detail
+""")
+
+# Cancel locked orders with a reason the customer sees.
+ORDERS_CANCEL = with_events(f"""
+    UPDATE queueing_order o
+    SET state = 'cancelled', cancel_reason = %(reason)s, fence = o.fence + 1, claimed_by = '',
+        lease_expires_at = NULL, finished_at = now()
+    WHERE o.id = ANY(%(ids)s::bigint[])
+    {_RETURNING}, NULL::bigint AS from_outlet_id,
+        jsonb_build_object('reason', %(reason)s::text) AS event_detail
+""")
+
+# Set aside orders that bounced too often.
+ORDERS_ATTENTION = with_events(f"""
+    UPDATE queueing_order o
+    SET state = 'attention', fence = o.fence + 1, claimed_by = '', lease_expires_at = NULL,
+        attempts = o.attempts + 1
+    WHERE o.id = ANY(%(ids)s::bigint[])
+    {_RETURNING}, NULL::bigint AS from_outlet_id, %(detail)s::jsonb AS event_detail
+""")
+
+# Claims whose lease ran out (database clock, or the tick's clock in tests).
+LEASES_EXPIRED = """
+    SELECT id, token, kind, zone, outlet_id, state, attempts
+    FROM queueing_order
+    WHERE state = 'preparing' AND lease_expires_at < %(now)s
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+"""
+
+# Orders waiting for any outlet (their outlet died while none was alive).
+ORDERS_WAITING = """
+    SELECT id, token, kind, zone, outlet_id, state, attempts
+    FROM queueing_order
+    WHERE state = 'queued' AND outlet_id IS NULL
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+"""
+
+# A heartbeat: database clock, one row of history.
+OUTLET_HEARTBEAT = """
+    WITH beat AS (
+        UPDATE queueing_outlet
+        SET last_heartbeat_at = now(),
+            back_since = CASE WHEN state = 'down' THEN coalesce(back_since, now()) ELSE NULL END
+        WHERE id = %(outlet_id)s AND state <> 'retired'
+        RETURNING id, state, last_heartbeat_at
+    ), hist AS (
+        INSERT INTO queueing_heartbeat (outlet_id, source, seq, at)
+        SELECT id, %(source)s, %(seq)s, last_heartbeat_at FROM beat
+    )
+    SELECT state, last_heartbeat_at FROM beat
+"""
+
+HEARTBEATS_PRUNE = """
+    DELETE FROM queueing_heartbeat WHERE at < %(now)s - make_interval(secs => %(keep)s)
+"""
+
+# The notifier's leadership: a session-level advisory lock on its own connection.
+LEADER_TRY = "SELECT pg_try_advisory_lock(%(key)s)"
+LEADER_RELEASE = "SELECT pg_advisory_unlock(%(key)s)"
+
+# Outlets that fell silent: active or draining, last heartbeat older than the timeout.
+OUTLETS_SILENT = """
+    SELECT id, slug, state, last_heartbeat_at
+    FROM queueing_outlet
+    WHERE state IN ('active', 'draining')
+      AND coalesce(last_heartbeat_at, created_at) < %(now)s - make_interval(secs => %(timeout)s)
+    ORDER BY id
+"""
+
+# Outlets that came back: down, heartbeating, for longer than the flap guard.
+OUTLETS_BACK = """
+    UPDATE queueing_outlet
+    SET state = 'active', back_since = NULL
+    WHERE state = 'down'
+      AND back_since IS NOT NULL AND back_since < %(now)s - make_interval(secs => %(guard)s)
+      AND last_heartbeat_at >= %(now)s - make_interval(secs => %(timeout)s)
+    RETURNING id, slug
+"""
+
+# Outlet-level events (down, back, drained, added): order_id is NULL.
+OUTLET_EVENT = f"""
+    WITH ev AS (
+        INSERT INTO queueing_orderevent (order_id, type, state, outlet_id, fence, detail, at)
+        VALUES (NULL, 'outlet', %(state)s, %(outlet_id)s, 0, %(detail)s::jsonb, now())
+        RETURNING id, at
+    )
+    SELECT ev.id, pg_notify('{EVENTS_CHANNEL}', json_build_object(
+        'id', ev.id, 'type', 'outlet', 'order', NULL, 'state', %(state)s::text,
+        'outlet', %(outlet_slug)s::text, 'from_outlet', NULL, 'at', ev.at,
+        'detail', %(detail)s::jsonb
+    )::text)
+    FROM ev
+"""
+
+DATABASE_NOW = "SELECT now()"

@@ -1,0 +1,75 @@
+"""The customer's side of the API: place an order, follow it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from queueing.models import Order
+from queueing.selectors import order_by_token, order_events, order_ready_estimate
+from shop.api.common import ApiError, api_view, json_body
+from shop.ordering import order_place, order_request_parse
+
+
+def order_summary(order: Order, request: HttpRequest | None = None) -> dict[str, Any]:
+    """The order as every API answer shows it."""
+    status_path = reverse("order-status", args=[order.token])
+    estimate = order_ready_estimate(order=order)
+    return {
+        "number": order.pk,
+        "token": order.token,
+        "kind": order.kind,
+        "state": order.state,
+        "outlet": order.outlet.slug if order.outlet else None,
+        "zone": order.zone,
+        "rush": order.rush,
+        "lines": [
+            {"item": ln["item"], "name": ln["name"], "qty": ln["qty"], "note": ln["note"]}
+            for ln in order.lines
+        ],
+        "cancel_reason": order.cancel_reason,
+        "estimated_ready_at": estimate.isoformat() if estimate else None,
+        "status_url": request.build_absolute_uri(status_path) if request else status_path,
+    }
+
+
+@csrf_exempt  # a public JSON API: no cookie authentication, so nothing to forge
+@require_POST
+@api_view
+def order_create(request: HttpRequest) -> JsonResponse:
+    data = json_body(request)
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > 200:
+        raise ApiError(400, "invalid", "Idempotency-Key must be at most 200 characters", field="Idempotency-Key")
+    order, created = order_place(
+        request=order_request_parse(data), idempotency_key=key, body=request.body
+    )
+    answer = order_summary(order, request)
+    answer["message"] = f"order {order.pk}: we'll tell you when it's ready"
+    return JsonResponse(answer, status=202, headers={"Idempotent-Replayed": "false" if created else "true"})
+
+
+@require_GET
+@api_view
+def order_detail(request: HttpRequest, token: str) -> JsonResponse:
+    order = order_by_token(token=token)
+    if order is None:
+        raise ApiError(404, "not_found", "no order with this token")
+    answer = order_summary(order, request)
+    answer["timeline"] = [
+        {
+            "id": ev.pk,
+            "type": ev.type,
+            "state": ev.state,
+            "at": ev.at.isoformat(),
+            "outlet": ev.outlet.slug if ev.outlet else None,
+            "from_outlet": ev.from_outlet.slug if ev.from_outlet else None,
+            "detail": ev.detail,
+        }
+        for ev in order_events(order=order)
+    ]
+    return JsonResponse(answer)

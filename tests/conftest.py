@@ -1,0 +1,26 @@
+"""Shared fixtures: a real PostgreSQL (DATABASE_URL, or the embedded one), the menu, outlets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.core.management import call_command
+
+from queueing.models import Outlet
+from queueing.services import outlet_create
+
+
+@pytest.fixture
+def menu(db: None) -> None:
+    call_command("loaddata", "sample_menu", verbosity=0)
+
+
+@pytest.fixture
+def make_outlet(db: None) -> Callable[..., tuple[Outlet, str]]:
+    """Create an outlet; returns (outlet, agent token)."""
+
+    def make(slug: str, *, weight: int = 1, name: str = "") -> tuple[Outlet, str]:
+        return outlet_create(slug=slug, name=name or slug.title(), weight=weight)
+
+    return make
