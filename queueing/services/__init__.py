@@ -1,6 +1,7 @@
 """The queue's writes. Views, consumers and commands call these and nothing else to change the queue."""
 
 from queueing.services.claims import (
+    lease_renew,
     order_claim_next,
     order_claim_ticket,
     order_complete,
@@ -8,17 +9,16 @@ from queueing.services.claims import (
     order_recall,
     orders_complete,
     orders_mark_ready,
-    lease_renew,
 )
 from queueing.services.orders import order_enqueue
 from queueing.services.outlets import (
+    outlet_authenticate,
     outlet_create,
     outlet_drain,
     outlet_heartbeat,
     outlet_mark_down,
     outlet_retire,
     outlet_rotate_token,
-    outlet_authenticate,
 )
 from queueing.services.routing import orders_move, outlets_reroute
 
