@@ -5,10 +5,34 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet, Sum
+from django.db.models import (
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FilteredRelation,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from queueing.models import Order, OrderEvent, OrderState, Outlet
+from queueing.models import (
+    OPEN_STATES,
+    EventType,
+    NotifierStatus,
+    Order,
+    OrderEvent,
+    OrderKind,
+    OrderState,
+    Outlet,
+    OutletState,
+)
 
 
 def order_by_token(*, token: str) -> Order | None:
@@ -43,15 +67,123 @@ def order_ready_estimate(*, order: Order, now: datetime | None = None) -> dateti
         started = order.claimed_at or now
         return max(now, started + timedelta(seconds=order.prep_seconds))
     ahead = (
-        Order.objects.filter(outlet_id=order.outlet_id, state=OrderState.QUEUED, sort_key__lt=order.sort_key)
-        .aggregate(total=Sum("prep_seconds"))["total"]
+        Order.objects.filter(
+            outlet_id=order.outlet_id, state=OrderState.QUEUED, sort_key__lt=order.sort_key
+        ).aggregate(total=Sum("prep_seconds"))["total"]
         or 0
     )
-    in_progress = Order.objects.filter(outlet_id=order.outlet_id, state=OrderState.PREPARING).values_list(
-        "claimed_at", "prep_seconds"
-    )
+    in_progress = Order.objects.filter(
+        outlet_id=order.outlet_id, state=OrderState.PREPARING
+    ).values_list("claimed_at", "prep_seconds")
     remaining = sum(
         max(0.0, prep - (now - (claimed or now)).total_seconds()) for claimed, prep in in_progress
     )
     wait = (ahead + remaining) / stations
     return now + timedelta(seconds=wait + order.prep_seconds)
+
+
+def last_event_id() -> int:
+    """The newest event id: a screen's snapshot is at least this fresh, its socket resumes after it."""
+    return int(OrderEvent.objects.aggregate(last=Max("id"))["last"] or 0)
+
+
+def kitchen_tickets(*, outlet: Outlet) -> QuerySet[Order]:
+    """``outlet_queue`` with, on tickets that arrived by reroute, the outlet they came from."""
+    moved_here = OrderEvent.objects.filter(
+        order=OuterRef("pk"), type=EventType.REROUTED, outlet=OuterRef("outlet")
+    ).order_by("-id")
+    return outlet_queue(outlet=outlet).annotate(
+        moved_from_slug=Subquery(moved_here.values("from_outlet__slug")[:1]),
+        moved_from_name=Subquery(moved_here.values("from_outlet__name")[:1]),
+    )
+
+
+def outlet_last_bumped(*, outlet: Outlet) -> Order | None:
+    """The outlet's most recently completed order: the one a recall brings back."""
+    return (
+        Order.objects.filter(outlet=outlet, state=OrderState.COMPLETED)
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+
+
+def outlets_for_user(*, user: object, manager: bool) -> QuerySet[Outlet]:
+    """The kitchens a user may open: every outlet that is not retired for a manager, else theirs."""
+    outlets = Outlet.objects.exclude(state=OutletState.RETIRED)
+    if manager:
+        return outlets
+    return outlets.filter(memberships__user=user).distinct()
+
+
+def outlets_health() -> QuerySet[Outlet]:
+    """Every outlet with its live figures, in one query.
+
+    Ages come from the database clock. The join is restricted to open orders so it
+    reads the partial index of open orders, not an outlet's whole history.
+    """
+    return (
+        Outlet.objects.annotate(
+            open_orders=FilteredRelation("orders", condition=Q(orders__state__in=OPEN_STATES)),
+        )
+        .annotate(
+            queued=Count("open_orders", filter=Q(open_orders__state=OrderState.QUEUED)),
+            preparing=Count("open_orders", filter=Q(open_orders__state=OrderState.PREPARING)),
+            ready=Count("open_orders", filter=Q(open_orders__state=OrderState.READY)),
+            heartbeat_age=ExpressionWrapper(
+                Now() - F("last_heartbeat_at"), output_field=DurationField()
+            ),
+            oldest_age=ExpressionWrapper(
+                Now()
+                - Min(
+                    "open_orders__created_at",
+                    filter=Q(open_orders__state__in=[OrderState.QUEUED, OrderState.PREPARING]),
+                ),
+                output_field=DurationField(),
+            ),
+        )
+        .order_by("slug")
+    )
+
+
+def open_delivery_zones() -> list[tuple[int, str, int]]:
+    """(outlet id, zone, open delivery orders) for every zone with open orders at an outlet."""
+    rows = (
+        Order.objects.filter(state__in=OPEN_STATES, kind=OrderKind.DELIVERY, outlet__isnull=False)
+        .values_list("outlet_id", "zone")
+        .annotate(n=Count("id"))
+        .order_by("outlet_id", "zone")
+    )
+    return [(outlet_id, zone, n) for outlet_id, zone, n in rows]
+
+
+# What the operations screen lists as "what happened lately".
+NOTABLE_EVENTS = (
+    EventType.REROUTED,
+    EventType.LEASE_EXPIRED,
+    EventType.ATTENTION,
+    EventType.CANCELLED,
+    EventType.WAITING,
+    EventType.OUTLET,
+)
+
+
+def events_notable(*, limit: int = 25) -> QuerySet[OrderEvent]:
+    """Recent reroutes, lease expiries, cancellations and outlet changes, newest first."""
+    return (
+        OrderEvent.objects.filter(type__in=NOTABLE_EVENTS)
+        .select_related("order", "outlet", "from_outlet")
+        .order_by("-id")[:limit]
+    )
+
+
+def orders_needing_attention(*, limit: int = 50) -> QuerySet[Order]:
+    """Orders set aside after too many lease expiries, oldest first."""
+    return (
+        Order.objects.filter(state=OrderState.ATTENTION)
+        .select_related("outlet")
+        .order_by("created_at")[:limit]
+    )
+
+
+def notifier_status() -> NotifierStatus | None:
+    return NotifierStatus.objects.filter(pk=1).first()
