@@ -60,6 +60,8 @@ def _text(value: Any, name: str, *, required: bool, limit: int = 200) -> str:
         return ""
     if not isinstance(value, str):
         raise OrderInvalid(name, "must be a string")
+    if "\x00" in value:  # PostgreSQL cannot store NUL in text
+        raise OrderInvalid(name, "must not contain NUL characters")
     value = value.strip()
     if required and not value:
         raise OrderInvalid(name, "is required")
@@ -163,3 +165,32 @@ def order_place(*, request: OrderRequest, idempotency_key: str = "", body: bytes
             key_row.order_id = ticket.id
             key_row.save(update_fields=["order"])
     return Order.objects.select_related("outlet").get(pk=ticket.id), True
+
+
+def order_replay(*, idempotency_key: str, body: bytes) -> Order | None:
+    """The order an earlier request with this key placed; IdempotencyConflict when its body differed."""
+    first = (
+        IdempotentRequest.objects.select_related("order__outlet")
+        .filter(key=idempotency_key, order__isnull=False)
+        .first()
+    )
+    if first is None:
+        return None
+    if first.body_hash != hashlib.sha256(body).hexdigest():
+        raise IdempotencyConflict()
+    return first.order
+
+
+def order_submit(*, payload: Any, idempotency_key: str = "", body: bytes = b"") -> tuple[Order, bool]:
+    """Check and queue an order request; a retry with the same key gets the first order back.
+
+    The replay is looked up before validating, so a retry still gets its order
+    when the outlet has stopped taking new ones since the first request.
+    """
+    if idempotency_key:
+        first = order_replay(idempotency_key=idempotency_key, body=body)
+        if first is not None:
+            return first, False
+    return order_place(
+        request=order_request_parse(payload), idempotency_key=idempotency_key, body=body
+    )

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from shop import pages
-from shop.api import agents, orders
+from shop.api import agents, openapi, orders
 
 api = [
     path("orders", orders.order_create, name="api-order-create"),
@@ -14,6 +14,9 @@ api = [
     path("orders/<str:token>/renew", agents.renew, name="api-order-renew"),
     path("outlets/<slug:slug>/heartbeat", agents.heartbeat, name="api-outlet-heartbeat"),
     path("outlets/<slug:slug>/claim", agents.claim, name="api-outlet-claim"),
+    path("outlets/<slug:slug>/complete", agents.complete_batch, name="api-outlet-complete"),
+    path("openapi.json", openapi.openapi_json, name="api-openapi"),
+    path("docs/", openapi.docs, name="api-docs"),
 ]
 
 urlpatterns = [

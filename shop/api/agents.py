@@ -6,57 +6,87 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
+from queueing.errors import QueueError
 from queueing.services import (
     lease_renew,
     order_claim_next,
     order_complete,
     order_mark_ready,
+    orders_complete,
     outlet_heartbeat,
 )
 from queueing.tickets import Ticket
-from shop.api.common import ApiError, agent_outlet, api_view, fence_of, json_body
+from shop.api.common import (
+    ApiError,
+    agent_outlet,
+    api_view,
+    fence_of,
+    json_body,
+    order_token,
+    whole_number,
+)
 
 MAX_CLAIM_BATCH = 50
+MAX_COMPLETE_BATCH = 200
 
 
 def claim_answer(ticket: Ticket) -> dict[str, Any]:
     return {
         "fence": ticket.fence,
-        "lease_expires_at": ticket.lease_expires_at.isoformat() if ticket.lease_expires_at else None,
+        "lease_expires_at": ticket.lease_expires_at.isoformat()
+        if ticket.lease_expires_at
+        else None,
+        "lease_seconds": settings.HEARTH_LEASE_SECONDS,
         "order": {
             "token": ticket.token,
             "number": ticket.id,
             "kind": ticket.kind,
             "rush": ticket.rush,
-            "lines": ticket.lines,
+            "lines": [
+                {
+                    "item": ln.get("item"),
+                    "name": ln.get("name"),
+                    "qty": ln.get("qty"),
+                    "note": ln.get("note", ""),
+                    "prep_seconds": ln.get("prep_seconds", 0),
+                }
+                for ln in ticket.lines
+            ],
             "prep_seconds": ticket.prep_seconds,
         },
+    }
+
+
+def acknowledged(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "token": ticket.token,
+        "number": ticket.id,
+        "state": ticket.state,
+        "fence": ticket.fence,
     }
 
 
 def _station(data: dict[str, Any], outlet_slug: str) -> str:
     station = data.get("station", f"{outlet_slug}-api")
     if not isinstance(station, str) or not station.strip() or len(station) > 60:
-        raise ApiError(400, "invalid", "station must be a name of 1 to 60 characters", field="station")
+        raise ApiError(
+            400, "invalid", "station must be a name of 1 to 60 characters", field="station"
+        )
     return station.strip()
 
 
-@csrf_exempt  # token-authenticated machine API; no cookies
-@require_POST
-@api_view
+@api_view("POST")
 def heartbeat(request: HttpRequest, slug: str) -> JsonResponse:
     outlet = agent_outlet(request, slug)
     data = json_body(request, required=False)
-    seq = data.get("seq", 0)
-    if isinstance(seq, bool) or not isinstance(seq, int):
-        raise ApiError(400, "invalid", "seq must be an integer", field="seq")
+    seq = whole_number(data, "seq", default=0)
     source = data.get("source", "agent")
-    if not isinstance(source, str):
-        raise ApiError(400, "invalid", "source must be a string", field="source")
-    row = outlet_heartbeat(outlet=outlet, source=source, seq=seq)
+    if not isinstance(source, str) or not source.strip() or len(source) > 60:
+        raise ApiError(
+            400, "invalid", "source must be a name of 1 to 60 characters", field="source"
+        )
+    row = outlet_heartbeat(outlet=outlet, source=source.strip(), seq=seq)
     return JsonResponse(
         {
             "outlet": outlet.slug,
@@ -67,15 +97,20 @@ def heartbeat(request: HttpRequest, slug: str) -> JsonResponse:
     )
 
 
-@csrf_exempt
-@require_POST
-@api_view
+@api_view("POST")
 def claim(request: HttpRequest, slug: str) -> HttpResponse:
     outlet = agent_outlet(request, slug)
     data = json_body(request, required=False)
     limit = data.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_CLAIM_BATCH):
-        raise ApiError(400, "invalid", f"limit must be from 1 to {MAX_CLAIM_BATCH}", field="limit")
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_CLAIM_BATCH
+    ):
+        raise ApiError(
+            400,
+            "invalid",
+            f"limit must be a whole number from 1 to {MAX_CLAIM_BATCH}",
+            field="limit",
+        )
     tickets = order_claim_next(outlet=outlet, station=_station(data, outlet.slug), limit=limit or 1)
     if not tickets:
         return HttpResponse(status=204)
@@ -84,29 +119,85 @@ def claim(request: HttpRequest, slug: str) -> HttpResponse:
     return JsonResponse({"claims": [claim_answer(t) for t in tickets]})
 
 
-@csrf_exempt
-@require_POST
-@api_view
+@api_view("POST")
 def ready(request: HttpRequest, token: str) -> JsonResponse:
     outlet = agent_outlet(request)
+    token = order_token(token)
     ticket = order_mark_ready(token=token, fence=fence_of(json_body(request)), outlet=outlet)
-    return JsonResponse({"token": ticket.token, "state": ticket.state, "fence": ticket.fence})
+    return JsonResponse(acknowledged(ticket))
 
 
-@csrf_exempt
-@require_POST
-@api_view
+@api_view("POST")
 def complete(request: HttpRequest, token: str) -> JsonResponse:
     outlet = agent_outlet(request)
+    token = order_token(token)
     ticket = order_complete(token=token, fence=fence_of(json_body(request)), outlet=outlet)
-    return JsonResponse({"token": ticket.token, "state": ticket.state, "fence": ticket.fence})
+    return JsonResponse(acknowledged(ticket))
 
 
-@csrf_exempt
-@require_POST
-@api_view
+@api_view("POST")
 def renew(request: HttpRequest, token: str) -> JsonResponse:
     outlet = agent_outlet(request)
+    token = order_token(token)
     fence = fence_of(json_body(request))
     expires = lease_renew(token=token, fence=fence, outlet=outlet)
     return JsonResponse({"token": token, "fence": fence, "lease_expires_at": expires.isoformat()})
+
+
+def _claims_of(data: dict[str, Any]) -> list[tuple[str, int]]:
+    raw = data.get("claims")
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_COMPLETE_BATCH:
+        raise ApiError(
+            400,
+            "invalid",
+            f"claims must be a list of 1 to {MAX_COMPLETE_BATCH} {{token, fence}} objects",
+            field="claims",
+        )
+    claims: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        where = f"claims[{i}]"
+        if not isinstance(item, dict):
+            raise ApiError(400, "invalid", "must be an object with token and fence", field=where)
+        token = item.get("token")
+        if not isinstance(token, str) or not token:
+            raise ApiError(400, "invalid", "token must be an order token", field=f"{where}.token")
+        if token in seen:
+            raise ApiError(400, "invalid", "this order is listed twice", field=f"{where}.token")
+        seen.add(token)
+        try:
+            fence = fence_of(item)
+        except ApiError as exc:
+            exc.extra["field"] = f"{where}.fence"
+            raise
+        claims.append((token, fence))
+    return claims
+
+
+def _refusal(token: str, exc: QueueError) -> dict[str, Any]:
+    extra = {k: v for k, v in exc.context.items() if isinstance(v, str | int) and k != "token"}
+    return {"token": token, "error": exc.code, "message": exc.message, **extra}
+
+
+@api_view("POST")
+def complete_batch(request: HttpRequest, slug: str) -> JsonResponse:
+    outlet = agent_outlet(request, slug)
+    claims = _claims_of(json_body(request))
+    # A token that cannot exist is refused without asking the database.
+    valid = [(t, f) for t, f in claims if order_token_ok(t)]
+    done, refused = orders_complete(claims=valid, outlet=outlet) if valid else ([], [])
+    refusals = [_refusal(str(exc.context.get("token", "")), exc) for exc in refused]
+    refusals += [
+        {"token": t, "error": "not_found", "message": "no order with this token"}
+        for t, _ in claims
+        if not order_token_ok(t)
+    ]
+    return JsonResponse({"completed": [acknowledged(t) for t in done], "refused": refusals})
+
+
+def order_token_ok(token: str) -> bool:
+    try:
+        order_token(token)
+    except ApiError:
+        return False
+    return True

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from queueing.errors import QueueError
 from queueing.models import Outlet
-from queueing.services import outlet_authenticate
 from queueing.services.outlets import outlet_by_token
 from shop.ordering import OrderInvalid
+
+MAX_BODY = 64 * 1024  # settings.DATA_UPLOAD_MAX_MEMORY_SIZE says the same to Django
+BIGINT_MAX = 2**63 - 1  # fences and sequence numbers are PostgreSQL bigints
+ORDER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 class ApiError(Exception):
@@ -30,12 +34,35 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JsonRe
     return JsonResponse({"error": code, "message": message, **extra}, status=status)
 
 
+def _storable_text_check(data: Any) -> None:
+    """Refuse strings PostgreSQL cannot store (NUL, lone surrogates) anywhere in the document."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise ApiError(400, "invalid_text", "text must not contain NUL characters")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(
+                    400, "invalid_text", "text must be valid Unicode (no lone surrogates)"
+                ) from None
+
+
 def json_body(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object; ApiError 413 when too big, 400 when malformed."""
     try:
         raw = request.body
     except RequestDataTooBig:
         raise ApiError(413, "too_large", "request body is larger than 64 KiB") from None
+    if len(raw) > MAX_BODY:  # a body sent without Content-Length is only measured here
+        raise ApiError(413, "too_large", "request body is larger than 64 KiB")
     if not raw.strip():
         if required:
             raise ApiError(400, "malformed_json", "request body must be a JSON object")
@@ -44,51 +71,96 @@ def json_body(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "malformed_json", "request body must be a JSON object")
+    _storable_text_check(data)
     return data
 
 
-def api_view(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
-    """Turn the domain's refusals into JSON answers with their status; never a 500 for bad input."""
+def api_view(*methods: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """An API endpoint answering these methods; domain refusals become JSON errors, never a 500."""
+    allowed = ", ".join(methods)
 
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message, **exc.extra)
-        except OrderInvalid as exc:
-            return error_response(exc.status, "invalid", exc.message, field=exc.field)
-        except QueueError as exc:
-            extra = {k: v for k, v in exc.context.items() if isinstance(v, str | int)}
-            return error_response(exc.status, exc.code, exc.message, **extra)
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods and not (
+                request.method == "HEAD" and "GET" in methods
+            ):
+                response = error_response(
+                    405,
+                    "method_not_allowed",
+                    f"{request.method} is not allowed here; use {allowed}",
+                )
+                response["Allow"] = allowed
+                return response
+            try:
+                return view(request, *args, **kwargs)
+            except ApiError as exc:
+                return error_response(exc.status, exc.code, exc.message, **exc.extra)
+            except OrderInvalid as exc:
+                return error_response(exc.status, "invalid", exc.message, field=exc.field)
+            except QueueError as exc:
+                extra = {k: v for k, v in exc.context.items() if isinstance(v, str | int)}
+                return error_response(exc.status, exc.code, exc.message, **extra)
 
-    return wrapper
+        # A machine API authenticated by tokens, not cookies: there is no session to forge.
+        wrapper.csrf_exempt = True  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
 
 
 def bearer_token(request: HttpRequest) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthenticated", "send the outlet's agent token as 'Authorization: Bearer <token>'")
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "send the outlet's agent token as 'Authorization: Bearer <token>'",
+        )
     return token.strip()
 
 
 def agent_outlet(request: HttpRequest, slug: str | None = None) -> Outlet:
-    """The outlet the bearer token belongs to; 403 when it is another outlet's or no outlet's."""
-    token = bearer_token(request)
-    if slug is not None:
-        outlet = outlet_authenticate(slug=slug, token=token)
-    else:
-        outlet = outlet_by_token(token=token)
+    """The outlet the bearer token belongs to: 401 when it is no outlet's, 403 when another's."""
+    outlet = outlet_by_token(token=bearer_token(request))
     if outlet is None:
-        raise ApiError(403, "forbidden", "this token is not a valid agent token for this outlet")
+        raise ApiError(401, "unauthenticated", "this is not a valid agent token")
+    if slug is not None and outlet.slug != slug:
+        raise ApiError(403, "forbidden", f"this token belongs to another outlet, not {slug}")
     return outlet
+
+
+def order_token(token: str) -> str:
+    """An order token from the URL; 404 for anything that cannot be one."""
+    if not ORDER_TOKEN.fullmatch(token):
+        raise ApiError(404, "not_found", "no order with this token")
+    return token
+
+
+def whole_number(data: dict[str, Any], name: str, *, minimum: int = 0, default: Any = None) -> int:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= BIGINT_MAX:
+        raise ApiError(
+            400,
+            "invalid",
+            f"{name} must be a whole number from {minimum} to {BIGINT_MAX}",
+            field=name,
+        )
+    return value
 
 
 def fence_of(data: dict[str, Any]) -> int:
     fence = data.get("fence")
-    if isinstance(fence, bool) or not isinstance(fence, int) or fence < 0:
-        raise ApiError(400, "invalid", "fence must be the non-negative integer the claim returned", field="fence")
+    if isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence <= BIGINT_MAX:
+        raise ApiError(
+            400,
+            "invalid",
+            "fence must be the non-negative integer the claim returned",
+            field="fence",
+        )
     return fence

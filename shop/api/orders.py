@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
 
 from queueing.models import Order
 from queueing.selectors import order_by_token, order_events, order_ready_estimate
-from shop.api.common import ApiError, api_view, json_body
-from shop.ordering import order_place, order_request_parse
+from shop.api.common import ApiError, api_view, json_body, order_token
+from shop.ordering import order_submit
+
+MAX_IDEMPOTENCY_KEY = 200
 
 
 def order_summary(order: Order, request: HttpRequest | None = None) -> dict[str, Any]:
@@ -37,26 +38,35 @@ def order_summary(order: Order, request: HttpRequest | None = None) -> dict[str,
     }
 
 
-@csrf_exempt  # a public JSON API: no cookie authentication, so nothing to forge
-@require_POST
-@api_view
+def _idempotency_key(request: HttpRequest) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > MAX_IDEMPOTENCY_KEY or "\x00" in key:
+        raise ApiError(
+            400,
+            "invalid",
+            f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} characters",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+@api_view("POST")
 def order_create(request: HttpRequest) -> JsonResponse:
     data = json_body(request)
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if len(key) > 200:
-        raise ApiError(400, "invalid", "Idempotency-Key must be at most 200 characters", field="Idempotency-Key")
-    order, created = order_place(
-        request=order_request_parse(data), idempotency_key=key, body=request.body
-    )
+    key = _idempotency_key(request)
+    # The same order written with other spacing or key order is the same request.
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    order, created = order_submit(payload=data, idempotency_key=key, body=canonical)
     answer = order_summary(order, request)
     answer["message"] = f"order {order.pk}: we'll tell you when it's ready"
-    return JsonResponse(answer, status=202, headers={"Idempotent-Replayed": "false" if created else "true"})
+    return JsonResponse(
+        answer, status=202, headers={"Idempotent-Replayed": "false" if created else "true"}
+    )
 
 
-@require_GET
-@api_view
+@api_view("GET")
 def order_detail(request: HttpRequest, token: str) -> JsonResponse:
-    order = order_by_token(token=token)
+    order = order_by_token(token=order_token(token))
     if order is None:
         raise ApiError(404, "not_found", "no order with this token")
     answer = order_summary(order, request)

@@ -1,0 +1,659 @@
+"""The API's OpenAPI 3.1 description, written by hand, and the docs page rendered from it.
+
+Hand-written rather than generated, so it says what clients may rely on (the
+shapes in issue 2) and nothing about how the views happen to be built. A test
+checks that it is valid OpenAPI 3.1, that it names every API route, and that
+real answers match its schemas.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from shop.api.common import api_view
+
+MAX_QTY = 50
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_content(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+def error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": json_content(ref("Error"))}
+
+
+def body(schema: dict[str, Any], *, required: bool = True, example: Any = None) -> dict[str, Any]:
+    return {"required": required, "content": json_content(schema, example)}
+
+
+TOKEN_PARAM = {
+    "name": "token",
+    "in": "path",
+    "required": True,
+    "description": "The order's public token (from the answer to POST /api/orders or a claim).",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,40}$"},
+}
+SLUG_PARAM = {
+    "name": "slug",
+    "in": "path",
+    "required": True,
+    "description": "The outlet's slug.",
+    "schema": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"},
+}
+AGENT_SECURITY = [{"outletToken": []}]
+
+# Every endpoint can answer these; each operation lists the ones that apply to it.
+MALFORMED = error("The body is not a JSON object, or a field is wrong (`field` names it).")
+TOO_LARGE = error("The body is larger than 64 KiB.")
+WRONG_METHOD = error("This method is not allowed on this path (see the Allow header).")
+UNAUTHENTICATED = error("No bearer token, or one that is no outlet's agent token.")
+OTHER_OUTLET = error("The token is another outlet's, or the order is not this outlet's.")
+STALE = error(
+    "The fence is stale (`stale_fence`: the claim was lost, the order moved on; drop the work) "
+    "or the order is in a state that does not allow this (`invalid_state`)."
+)
+NO_ORDER = error("No order with this token.")
+
+
+def _agent_errors(*, order: bool) -> dict[str, Any]:
+    answers = {
+        "400": MALFORMED,
+        "401": UNAUTHENTICATED,
+        "403": OTHER_OUTLET,
+        "405": WRONG_METHOD,
+        "413": TOO_LARGE,
+    }
+    if order:
+        answers |= {"404": NO_ORDER, "409": STALE}
+    return answers
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "description": "Every refusal. `error` is a stable code; `message` is fit to show a person.",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {
+                "type": "string",
+                "examples": ["invalid", "stale_fence", "unauthenticated", "forbidden"],
+            },
+            "message": {"type": "string"},
+            "field": {
+                "type": "string",
+                "description": "The part of the request to fix, e.g. `lines[0].qty`.",
+            },
+            "token": {"type": "string"},
+            "fence": {"type": "integer"},
+            "current_fence": {"type": "integer"},
+        },
+    },
+    "OrderLineRequest": {
+        "type": "object",
+        "required": ["item"],
+        "properties": {
+            "item": {
+                "type": "string",
+                "description": "A menu item's slug.",
+                "examples": ["margherita"],
+            },
+            "qty": {"type": "integer", "minimum": 1, "maximum": MAX_QTY, "default": 1},
+            "note": {"type": "string", "maxLength": 200},
+        },
+    },
+    "Customer": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+            "phone": {"type": "string", "maxLength": 40},
+            "address": {
+                "type": "string",
+                "maxLength": 300,
+                "description": "Required for delivery orders.",
+            },
+        },
+    },
+    "OrderRequest": {
+        "type": "object",
+        "description": (
+            "A delivery order names its zone (and the customer's address); a takeaway order names "
+            "the outlet the customer walks into, which must be active."
+        ),
+        "required": ["kind", "lines", "customer"],
+        "properties": {
+            "kind": {"type": "string", "enum": ["delivery", "takeaway"]},
+            "zone": {
+                "type": "string",
+                "maxLength": 40,
+                "description": "Delivery only: the routing key.",
+            },
+            "outlet": {"type": "string", "description": "Takeaway only: the outlet's slug."},
+            "lines": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 30,
+                "items": ref("OrderLineRequest"),
+            },
+            "customer": ref("Customer"),
+            "rush": {"type": "boolean", "default": False},
+        },
+    },
+    "OrderLine": {
+        "type": "object",
+        "required": ["item", "name", "qty", "note"],
+        "properties": {
+            "item": {"type": "string"},
+            "name": {"type": "string"},
+            "qty": {"type": "integer"},
+            "note": {"type": "string"},
+        },
+    },
+    "OrderState": {
+        "type": "string",
+        "enum": ["queued", "preparing", "ready", "completed", "cancelled", "attention"],
+    },
+    "Order": {
+        "type": "object",
+        "required": ["number", "token", "kind", "state", "outlet", "status_url", "lines"],
+        "properties": {
+            "number": {"type": "integer", "description": "The short number the customer is told."},
+            "token": {
+                "type": "string",
+                "description": "Unguessable; the key to the order's pages.",
+            },
+            "kind": {"type": "string", "enum": ["delivery", "takeaway"]},
+            "state": ref("OrderState"),
+            "outlet": {
+                "type": ["string", "null"],
+                "description": "The outlet making it; null while no outlet is available.",
+            },
+            "zone": {"type": "string"},
+            "rush": {"type": "boolean"},
+            "lines": {"type": "array", "items": ref("OrderLine")},
+            "cancel_reason": {"type": "string"},
+            "estimated_ready_at": {"type": ["string", "null"], "format": "date-time"},
+            "status_url": {"type": "string", "description": "The customer's live page."},
+        },
+    },
+    "PlacedOrder": {
+        "allOf": [
+            ref("Order"),
+            {
+                "type": "object",
+                "required": ["message"],
+                "properties": {"message": {"type": "string"}},
+            },
+        ]
+    },
+    "TimelineEvent": {
+        "type": "object",
+        "required": ["type", "at", "outlet"],
+        "properties": {
+            "id": {"type": "integer", "description": "Grows monotonically."},
+            "type": {
+                "type": "string",
+                "examples": ["placed", "claimed", "ready", "completed", "rerouted", "cancelled"],
+            },
+            "state": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "outlet": {"type": ["string", "null"]},
+            "from_outlet": {"type": ["string", "null"]},
+            "detail": {"type": "object"},
+        },
+    },
+    "OrderWithTimeline": {
+        "allOf": [
+            ref("Order"),
+            {
+                "type": "object",
+                "required": ["timeline"],
+                "properties": {"timeline": {"type": "array", "items": ref("TimelineEvent")}},
+            },
+        ]
+    },
+    "HeartbeatRequest": {
+        "type": "object",
+        "properties": {
+            "seq": {"type": "integer", "minimum": 0, "description": "The sender's own counter."},
+            "source": {"type": "string", "maxLength": 60, "default": "agent"},
+        },
+    },
+    "Heartbeat": {
+        "type": "object",
+        "required": ["outlet", "state", "at", "interval"],
+        "properties": {
+            "outlet": {"type": "string"},
+            "state": {"type": "string", "enum": ["active", "draining", "down"]},
+            "at": {"type": "string", "format": "date-time", "description": "Database clock."},
+            "interval": {
+                "type": "number",
+                "description": "Seconds until the next heartbeat is due.",
+            },
+        },
+    },
+    "ClaimRequest": {
+        "type": "object",
+        "properties": {
+            "station": {
+                "type": "string",
+                "maxLength": 60,
+                "description": "Who claims, for the screens.",
+            },
+            "limit": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 50,
+                "description": "Claim up to this many at once; the answer is then a ClaimBatch.",
+            },
+        },
+    },
+    "ClaimedLine": {
+        "type": "object",
+        "required": ["item", "qty"],
+        "properties": {
+            "item": {"type": "string"},
+            "name": {"type": "string"},
+            "qty": {"type": "integer"},
+            "note": {"type": "string"},
+            "prep_seconds": {"type": "integer", "description": "Time to prepare this item."},
+        },
+    },
+    "Claim": {
+        "type": "object",
+        "description": "A claim is (order, fence): send the fence with every write on this order.",
+        "required": ["fence", "order"],
+        "properties": {
+            "fence": {"type": "integer"},
+            "lease_expires_at": {"type": ["string", "null"], "format": "date-time"},
+            "lease_seconds": {
+                "type": "number",
+                "description": "Renew (or finish) well before this many seconds pass.",
+            },
+            "order": {
+                "type": "object",
+                "required": ["token", "number", "kind", "lines"],
+                "properties": {
+                    "token": {"type": "string"},
+                    "number": {"type": "integer"},
+                    "kind": {"type": "string", "enum": ["delivery", "takeaway"]},
+                    "rush": {"type": "boolean"},
+                    "lines": {"type": "array", "items": ref("ClaimedLine")},
+                    "prep_seconds": {"type": "integer", "description": "The slowest line's time."},
+                },
+            },
+        },
+    },
+    "ClaimBatch": {
+        "type": "object",
+        "required": ["claims"],
+        "properties": {"claims": {"type": "array", "items": ref("Claim")}},
+    },
+    "FenceRequest": {
+        "type": "object",
+        "required": ["fence"],
+        "properties": {"fence": {"type": "integer", "minimum": 0}},
+    },
+    "Acknowledged": {
+        "type": "object",
+        "required": ["token", "number", "state", "fence"],
+        "properties": {
+            "token": {"type": "string"},
+            "number": {"type": "integer"},
+            "state": ref("OrderState"),
+            "fence": {"type": "integer"},
+        },
+    },
+    "Renewed": {
+        "type": "object",
+        "required": ["token", "fence", "lease_expires_at"],
+        "properties": {
+            "token": {"type": "string"},
+            "fence": {"type": "integer"},
+            "lease_expires_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "CompleteBatchRequest": {
+        "type": "object",
+        "required": ["claims"],
+        "properties": {
+            "claims": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 200,
+                "items": {
+                    "type": "object",
+                    "required": ["token", "fence"],
+                    "properties": {
+                        "token": {"type": "string"},
+                        "fence": {"type": "integer", "minimum": 0},
+                    },
+                },
+            }
+        },
+    },
+    "CompleteBatch": {
+        "type": "object",
+        "required": ["completed", "refused"],
+        "properties": {
+            "completed": {"type": "array", "items": ref("Acknowledged")},
+            "refused": {
+                "type": "array",
+                "description": "Claims that did not complete, each with the reason (a stale fence…).",
+                "items": {
+                    "type": "object",
+                    "required": ["token", "error", "message"],
+                    "properties": {
+                        "token": {"type": "string"},
+                        "error": {"type": "string"},
+                        "message": {"type": "string"},
+                        "fence": {"type": "integer"},
+                        "current_fence": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
+}
+
+DELIVERY_EXAMPLE = {
+    "kind": "delivery",
+    "zone": "N1",
+    "lines": [{"item": "margherita", "qty": 2, "note": "no basil"}],
+    "customer": {"name": "Ada", "phone": "020 7946 0000", "address": "12 Analytical Row"},
+}
+
+PATHS: dict[str, Any] = {
+    "/api/orders": {
+        "post": {
+            "operationId": "orderPlace",
+            "tags": ["customers"],
+            "summary": "Place an order",
+            "description": (
+                "Validates every field and queues the order in one transaction. With an "
+                "`Idempotency-Key`, a retried request gets the first answer again (and the "
+                "`Idempotent-Replayed: true` header) instead of a second order."
+            ),
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "description": "Any string up to 200 characters, unique per order the client means.",
+                    "schema": {"type": "string", "maxLength": 200},
+                }
+            ],
+            "requestBody": body(ref("OrderRequest"), example=DELIVERY_EXAMPLE),
+            "responses": {
+                "202": {
+                    "description": "Accepted: the order is queued (or was, for a replayed key).",
+                    "headers": {
+                        "Idempotent-Replayed": {
+                            "description": "`true` when this is the answer to an earlier request.",
+                            "schema": {"type": "string", "enum": ["true", "false"]},
+                        }
+                    },
+                    "content": json_content(ref("PlacedOrder")),
+                },
+                "400": MALFORMED,
+                "405": WRONG_METHOD,
+                "413": TOO_LARGE,
+                "422": error(
+                    "The takeaway outlet is not taking orders, or the Idempotency-Key was used "
+                    "for a different order request."
+                ),
+            },
+        }
+    },
+    "/api/orders/{token}": {
+        "get": {
+            "operationId": "orderGet",
+            "tags": ["customers"],
+            "summary": "Follow an order",
+            "description": "The order's state, outlet and timeline (oldest event first).",
+            "parameters": [TOKEN_PARAM],
+            "responses": {
+                "200": {
+                    "description": "The order.",
+                    "content": json_content(ref("OrderWithTimeline")),
+                },
+                "404": NO_ORDER,
+                "405": WRONG_METHOD,
+            },
+        }
+    },
+    "/api/orders/{token}/ready": {
+        "post": {
+            "operationId": "orderReady",
+            "tags": ["outlet agents"],
+            "summary": "Mark a claimed order ready",
+            "parameters": [TOKEN_PARAM],
+            "security": AGENT_SECURITY,
+            "requestBody": body(ref("FenceRequest"), example={"fence": 2}),
+            "responses": {
+                "200": {"description": "Ready.", "content": json_content(ref("Acknowledged"))},
+                **_agent_errors(order=True),
+            },
+        }
+    },
+    "/api/orders/{token}/complete": {
+        "post": {
+            "operationId": "orderComplete",
+            "tags": ["outlet agents"],
+            "summary": "Complete (bump) a claimed order",
+            "parameters": [TOKEN_PARAM],
+            "security": AGENT_SECURITY,
+            "requestBody": body(ref("FenceRequest"), example={"fence": 2}),
+            "responses": {
+                "200": {"description": "Completed.", "content": json_content(ref("Acknowledged"))},
+                **_agent_errors(order=True),
+            },
+        }
+    },
+    "/api/orders/{token}/renew": {
+        "post": {
+            "operationId": "leaseRenew",
+            "tags": ["outlet agents"],
+            "summary": "Renew a claim's lease while cooking",
+            "description": "Unrenewed claims are taken back when their lease ends.",
+            "parameters": [TOKEN_PARAM],
+            "security": AGENT_SECURITY,
+            "requestBody": body(ref("FenceRequest"), example={"fence": 2}),
+            "responses": {
+                "200": {"description": "Renewed.", "content": json_content(ref("Renewed"))},
+                **_agent_errors(order=True),
+            },
+        }
+    },
+    "/api/outlets/{slug}/heartbeat": {
+        "post": {
+            "operationId": "outletHeartbeat",
+            "tags": ["outlet agents"],
+            "summary": "Say the outlet is alive",
+            "description": "An outlet silent for longer than the timeout is declared down.",
+            "parameters": [SLUG_PARAM],
+            "security": AGENT_SECURITY,
+            "requestBody": body(ref("HeartbeatRequest"), required=False, example={"seq": 7}),
+            "responses": {
+                "200": {"description": "Recorded.", "content": json_content(ref("Heartbeat"))},
+                "409": error("The outlet is retired."),
+                **_agent_errors(order=False),
+            },
+        }
+    },
+    "/api/outlets/{slug}/claim": {
+        "post": {
+            "operationId": "orderClaimNext",
+            "tags": ["outlet agents"],
+            "summary": "Claim the outlet's next order",
+            "description": (
+                "The best queued order, with the fence to send with every write on it; with "
+                "`limit`, up to that many in one answer."
+            ),
+            "parameters": [SLUG_PARAM],
+            "security": AGENT_SECURITY,
+            "requestBody": body(ref("ClaimRequest"), required=False, example={"station": "oven-1"}),
+            "responses": {
+                "200": {
+                    "description": "Claimed (a Claim, or a ClaimBatch when `limit` was sent).",
+                    "content": json_content({"oneOf": [ref("Claim"), ref("ClaimBatch")]}),
+                },
+                "204": {"description": "Nothing is waiting; ask again shortly."},
+                **_agent_errors(order=False),
+            },
+        }
+    },
+    "/api/outlets/{slug}/complete": {
+        "post": {
+            "operationId": "ordersComplete",
+            "tags": ["outlet agents"],
+            "summary": "Complete a batch of claimed orders",
+            "description": (
+                "One statement for the whole batch, every row checked against its own fence: "
+                "stale claims are refused one by one and the rest complete."
+            ),
+            "parameters": [SLUG_PARAM],
+            "security": AGENT_SECURITY,
+            "requestBody": body(ref("CompleteBatchRequest")),
+            "responses": {
+                "200": {
+                    "description": "What completed and what was refused.",
+                    "content": json_content(ref("CompleteBatch")),
+                },
+                **_agent_errors(order=False),
+            },
+        }
+    },
+    "/api/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "tags": ["about"],
+            "summary": "This description",
+            "responses": {
+                "200": {"description": "OpenAPI 3.1.", "content": json_content({"type": "object"})},
+                "405": WRONG_METHOD,
+            },
+        }
+    },
+    "/api/docs/": {
+        "get": {
+            "operationId": "docs",
+            "tags": ["about"],
+            "summary": "This description as a page",
+            "responses": {
+                "200": {
+                    "description": "HTML.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                "405": WRONG_METHOD,
+            },
+        }
+    },
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Hearth",
+        "version": "1",
+        "summary": "A live order queue for a chain of shops.",
+        "description": (
+            "Customers place and follow orders. Outlet agents (an outlet's computer) heartbeat, "
+            "claim orders and acknowledge them with the claim's fence; a write with a stale fence "
+            "is refused with 409, so an order is never made twice. Every error is a JSON object "
+            "with `error` (a stable code) and `message`."
+        ),
+    },
+    "servers": [{"url": "/"}],
+    "tags": [
+        {"name": "customers", "description": "Placing and following orders."},
+        {"name": "outlet agents", "description": "An outlet's computer, with its agent token."},
+        {"name": "about", "description": "This description."},
+    ],
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "outletToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": (
+                    "The agent token `manage.py outlet add` printed. Another outlet's token "
+                    "gets 403."
+                ),
+            }
+        },
+    },
+}
+
+
+@api_view("GET")
+def openapi_json(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(OPENAPI, json_dumps_params={"indent": 1})
+
+
+def _schema_text(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False)
+
+
+def docs_context() -> dict[str, Any]:
+    """The description reshaped for the template: a list of operations with their parts."""
+    operations = []
+    for path, methods in OPENAPI["paths"].items():
+        for method, op in methods.items():
+            request_body = op.get("requestBody")
+            operations.append(
+                {
+                    "anchor": op["operationId"],
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": op.get("summary", ""),
+                    "description": op.get("description", ""),
+                    "tag": (op.get("tags") or [""])[0],
+                    "needs_token": bool(op.get("security")),
+                    "parameters": op.get("parameters", []),
+                    "request": {
+                        "schema": _schema_text(
+                            next(iter(request_body["content"].values()))["schema"]
+                        ),
+                        "example": _schema_text(
+                            next(iter(request_body["content"].values())).get("example", {})
+                        ),
+                        "required": request_body.get("required", False),
+                    }
+                    if request_body
+                    else None,
+                    "responses": [
+                        {
+                            "status": status,
+                            "description": answer.get("description", ""),
+                            "schema": _schema_text(next(iter(answer["content"].values()))["schema"])
+                            if answer.get("content")
+                            else "",
+                        }
+                        for status, answer in sorted(op["responses"].items())
+                    ],
+                }
+            )
+    schemas = [
+        {"name": name, "text": _schema_text(schema)}
+        for name, schema in OPENAPI["components"]["schemas"].items()
+    ]
+    return {"info": OPENAPI["info"], "operations": operations, "schemas": schemas}
+
+
+@api_view("GET")
+def docs(request: HttpRequest) -> HttpResponse:
+    return render(request, "api/docs.html", docs_context())
