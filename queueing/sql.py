@@ -252,14 +252,27 @@ ORDERS_WAITING = """
     FOR NO KEY UPDATE SKIP LOCKED
 """
 
-# A heartbeat: database clock, one row of history.
+# A heartbeat: database clock (%(now)s NULL; tests pass their own), one row of history.
+# A down outlet's return (back_since, where the flap guard starts) begins with its first
+# heartbeat after a silence longer than the timeout; an unbroken run keeps it. So an
+# outlet that flaps starts its guard again, and one a manager marked down while it kept
+# heartbeating stays down until a manager activates it (or it goes silent and returns).
 OUTLET_HEARTBEAT = """
-    WITH beat AS (
-        UPDATE queueing_outlet
-        SET last_heartbeat_at = now(),
-            back_since = CASE WHEN state = 'down' THEN coalesce(back_since, now()) ELSE NULL END
-        WHERE id = %(outlet_id)s AND state <> 'retired'
-        RETURNING id, state, last_heartbeat_at
+    WITH clock AS (
+        SELECT coalesce(%(now)s::timestamptz, now()) AS at
+    ), beat AS (
+        UPDATE queueing_outlet o
+        SET last_heartbeat_at = clock.at,
+            back_since = CASE
+                WHEN o.state <> 'down' THEN NULL
+                WHEN o.last_heartbeat_at IS NULL
+                  OR o.last_heartbeat_at < clock.at - make_interval(secs => %(timeout)s)
+                  THEN clock.at
+                ELSE o.back_since
+            END
+        FROM clock
+        WHERE o.id = %(outlet_id)s AND o.state <> 'retired'
+        RETURNING o.id, o.state, o.last_heartbeat_at
     ), hist AS (
         INSERT INTO queueing_heartbeat (outlet_id, source, seq, at)
         SELECT id, %(source)s, %(seq)s, last_heartbeat_at FROM beat
@@ -302,11 +315,58 @@ OUTLET_EVENT = f"""
         RETURNING id, at
     )
     SELECT ev.id, pg_notify('{EVENTS_CHANNEL}', json_build_object(
-        'id', ev.id, 'type', 'outlet', 'order', NULL, 'state', %(state)s::text,
-        'outlet', %(outlet_slug)s::text, 'from_outlet', NULL, 'at', ev.at,
-        'detail', %(detail)s::jsonb
+        'id', ev.id, 'type', 'outlet', 'order', NULL, 'number', NULL, 'kind', NULL,
+        'state', %(state)s::text, 'outlet', %(outlet_slug)s::text, 'from_outlet', NULL,
+        'fence', 0, 'at', ev.at, 'detail', %(detail)s::jsonb
     )::text)
     FROM ev
 """
 
 DATABASE_NOW = "SELECT now()"
+
+# --- The live path (queueing.listener) ------------------------------------------
+
+# Each web process's one listening connection.
+EVENTS_LISTEN = f"LISTEN {EVENTS_CHANNEL}"
+
+# The newest event id: where a screen's stream starts, and the listener's first mark.
+EVENTS_LAST_ID = "SELECT coalesce(max(id), 0) AS last_event_id FROM queueing_orderevent"
+
+# An event as the JSON object its NOTIFY carried (with_events / OUTLET_EVENT), so a
+# replayed event and a live one look the same to a screen.
+_EVENT_PAYLOAD = """
+    SELECT e.id, json_build_object(
+        'id', e.id, 'type', e.type, 'order', o.token, 'number', e.order_id, 'kind', o.kind,
+        'state', e.state, 'outlet', ot.slug, 'from_outlet', f.slug, 'fence', e.fence,
+        'at', e.at, 'detail', e.detail
+    )::text AS payload
+    FROM queueing_orderevent e
+    LEFT JOIN queueing_order o ON o.id = e.order_id
+    LEFT JOIN queueing_outlet ot ON ot.id = e.outlet_id
+    LEFT JOIN queueing_outlet f ON f.id = e.from_outlet_id
+"""
+
+# Replays and catch-up: the newest %(limit)s events after %(after)s (NULL: all of
+# them), oldest first. One statement per audience, so each uses its own index.
+EVENTS_AFTER = f"""
+    SELECT * FROM ({_EVENT_PAYLOAD}
+        WHERE e.id > %(after)s
+        ORDER BY e.id DESC LIMIT %(limit)s
+    ) newest ORDER BY id
+"""
+
+# A kitchen's events: its orders (also those that moved away) and its outlet-level events.
+EVENTS_AFTER_FOR_OUTLET = f"""
+    SELECT * FROM ({_EVENT_PAYLOAD}
+        WHERE e.id > %(after)s AND (e.outlet_id = %(outlet_id)s OR e.from_outlet_id = %(outlet_id)s)
+        ORDER BY e.id DESC LIMIT %(limit)s
+    ) newest ORDER BY id
+"""
+
+# One order's events (a customer's page).
+EVENTS_AFTER_FOR_ORDER = f"""
+    SELECT * FROM ({_EVENT_PAYLOAD}
+        WHERE e.id > %(after)s AND e.order_id = %(order_id)s
+        ORDER BY e.id DESC LIMIT %(limit)s
+    ) newest ORDER BY id
+"""

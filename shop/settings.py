@@ -113,7 +113,20 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One process fans events out to its own sockets (queueing.listener feeds it
 # from PostgreSQL LISTEN); channels_redis can take over across processes.
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels.layers.InMemoryChannelLayer",
+        "CONFIG": {
+            # A full socket queue silently drops messages: give a busy screen room.
+            "capacity": 10_000,
+            # Group membership would lapse after a day; kitchen screens stay open longer.
+            "group_expiry": 10 * 365 * 86_400,
+        },
+    }
+}
+# The LISTEN connection's reconnect backoff: doubles from MIN up to MAX (seconds).
+HEARTH_LISTENER_RETRY_MIN = env_seconds("HEARTH_LISTENER_RETRY_MIN", 0.1)
+HEARTH_LISTENER_RETRY_MAX = env_seconds("HEARTH_LISTENER_RETRY_MAX", 5)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

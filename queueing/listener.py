@@ -1,0 +1,281 @@
+"""The LISTEN side of the live path: one connection per web process, fanned out to socket groups.
+
+Every queue write sends its event with ``pg_notify`` in the writing transaction,
+so PostgreSQL delivers it only on commit, and in commit order. The listener
+forwards each payload as it arrives (ids are bigserial: they are taken in one
+order and may commit in another, so "wait for the next id" would stall on a
+rolled-back id or reorder what PostgreSQL already ordered).
+
+While the connection is away nothing is delivered, so after every reconnect the
+listener reads the table from a little before the last id it forwarded
+(``CATCH_UP_REWIND`` ids, to take in transactions that took their id earlier but
+committed while it was away) and forwards what it has not forwarded yet.
+
+Screens replay from the table themselves on connect (``event_payloads_after``);
+sockets drop ids they already sent, so a replay overlapping the stream is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+from collections import deque
+from typing import Any
+
+import psycopg
+from channels.layers import get_channel_layer
+from django.conf import settings
+from psycopg.conninfo import make_conninfo
+
+from queueing import sql
+from queueing.db import fetch_all, fetch_one
+
+log = logging.getLogger("hearth.listener")
+
+OPS_GROUP = "ops"
+# The channel-layer message a consumer handles in ``hearth_event``.
+EVENT_MESSAGE = "hearth.event"
+APPLICATION_NAME = "hearth-listener"
+# How far back (in ids) a catch-up reads: a transaction that took its id this
+# many ids before the last forwarded one and committed during the gap is still found.
+CATCH_UP_REWIND = 10_000
+# How often an idle connection is checked with a query (a dead peer sends no FIN).
+HEALTH_CHECK_SECONDS = 10.0
+# Django OPTIONS that are not libpq connection parameters.
+_NOT_LIBPQ = {"pool", "server_side_binding", "isolation_level", "assume_role", "cursor_factory"}
+
+
+def kitchen_group(slug: str) -> str:
+    return f"kitchen.{slug}"
+
+
+def order_group(token: str) -> str:
+    return f"order.{token}"
+
+
+def event_groups(event: dict[str, Any]) -> list[str]:
+    """Who hears an event: ops, the kitchens of its outlet and the outlet it left, its order."""
+    groups = [OPS_GROUP]
+    for slug in (event.get("outlet"), event.get("from_outlet")):
+        if isinstance(slug, str) and slug and kitchen_group(slug) not in groups:
+            groups.append(kitchen_group(slug))
+    token = event.get("order")
+    if isinstance(token, str) and token:
+        groups.append(order_group(token))
+    return groups
+
+
+def listener_conninfo() -> str:
+    """libpq conninfo of Django's default database, named so pg_stat_activity shows the listener."""
+    db = settings.DATABASES["default"]
+    options = {k: v for k, v in db.get("OPTIONS", {}).items() if k not in _NOT_LIBPQ}
+    params: dict[str, Any] = {
+        "dbname": db["NAME"],
+        "user": db.get("USER") or None,
+        "password": db.get("PASSWORD") or None,
+        "host": db.get("HOST") or None,
+        "port": db.get("PORT") or None,
+        # A half-open TCP connection is found by the kernel too, not only by the health check.
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        **options,
+        "application_name": f"{APPLICATION_NAME}:{os.getpid()}",
+    }
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+def latest_event_id() -> int:
+    """The newest event id now (0 when there is none)."""
+    row = fetch_one(sql.EVENTS_LAST_ID, {})
+    return int(row["last_event_id"]) if row else 0
+
+
+def event_payloads_after(
+    *,
+    after: int,
+    outlet_id: int | None = None,
+    order_id: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Events with id > ``after`` (of one outlet, one order, or all), oldest first, as NOTIFY payloads.
+
+    With ``limit``, only the newest ``limit`` of them.
+    """
+    params: dict[str, Any] = {"after": after, "limit": limit}
+    if order_id is not None:
+        statement = sql.EVENTS_AFTER_FOR_ORDER
+        params["order_id"] = order_id
+    elif outlet_id is not None:
+        statement = sql.EVENTS_AFTER_FOR_OUTLET
+        params["outlet_id"] = outlet_id
+    else:
+        statement = sql.EVENTS_AFTER
+    return [json.loads(row["payload"]) for row in fetch_all(statement, params)]
+
+
+def normalise_event(event: dict[str, Any]) -> dict[str, Any]:
+    """Every key of the payload present, so outlet-level and order events have one shape."""
+    for key in ("order", "number", "kind", "outlet", "from_outlet", "at"):
+        event.setdefault(key, None)
+    event.setdefault("fence", 0)
+    event.setdefault("detail", {})
+    return event
+
+
+class EventListener:
+    """Owns the process's LISTEN connection and forwards every event to the channel layer."""
+
+    def __init__(self, *, conninfo: str, retry_min: float, retry_max: float) -> None:
+        self.conninfo = conninfo
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.loop = asyncio.get_running_loop()
+        self.started = asyncio.Event()  # the first LISTEN is in place
+        self.connected = False
+        self.backend_pid: int | None = None
+        self.reconnects = 0
+        self.forwarded = 0
+        # The highest id forwarded, and the ids forwarded above ``last_id - CATCH_UP_REWIND``.
+        self.last_id: int | None = None
+        self._recent: set[int] = set()
+        self._recent_order: deque[int] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = self.loop.create_task(self._run(), name="hearth-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(sql.EVENTS_LISTEN)
+                    self.backend_pid = conn.info.backend_pid
+                    caught_up = await self._catch_up(conn)
+                    self.connected = True
+                    if failures:
+                        self.reconnects += 1
+                        log.warning(
+                            "listener reconnected (backend pid %s) after %d failed attempt(s); "
+                            "forwarded %d event(s) committed while it was away",
+                            self.backend_pid,
+                            failures,
+                            caught_up,
+                        )
+                    else:
+                        log.info("listener listening (backend pid %s)", self.backend_pid)
+                    failures = 0
+                    self.started.set()
+                    await self._stream(conn)
+            except asyncio.CancelledError:
+                self.connected = False
+                raise
+            except Exception as exc:  # noqa: BLE001 (any loss of the connection: retry, never die)
+                self.connected = False
+                failures += 1
+                delay = min(self.retry_max, self.retry_min * 2 ** (failures - 1))
+                delay *= random.uniform(0.8, 1.2)  # several web processes do not reconnect in step
+                log.warning(
+                    "listener lost its connection (%s: %s); reconnecting in %.2fs (attempt %d)",
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                    delay,
+                    failures,
+                )
+                await asyncio.sleep(delay)
+
+    async def _catch_up(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """After LISTEN: set the first mark, or forward what committed while the connection was away."""
+        if self.last_id is None:
+            cur = await conn.execute(sql.EVENTS_LAST_ID)
+            row = await cur.fetchone()
+            self.last_id = int(row[0]) if row else 0
+            return 0
+        after = max(0, self.last_id - CATCH_UP_REWIND)
+        cur = await conn.execute(sql.EVENTS_AFTER, {"after": after, "limit": None})
+        count = 0
+        for _id, payload in await cur.fetchall():
+            if await self.forward(payload):
+                count += 1
+        return count
+
+    async def _stream(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        while True:
+            async for notify in conn.notifies(timeout=HEALTH_CHECK_SECONDS):
+                await self.forward(notify.payload)
+            async with asyncio.timeout(HEALTH_CHECK_SECONDS):
+                await conn.execute("SELECT 1")
+
+    async def forward(self, payload: str) -> bool:
+        """Send one event to its groups unless it was forwarded already; True when sent."""
+        try:
+            event = json.loads(payload)
+            event_id = int(event["id"])
+        except (ValueError, TypeError, KeyError):
+            log.error("listener dropped a malformed event payload: %.200r", payload)
+            return False
+        if event_id in self._recent:
+            return False
+        self._remember(event_id)
+        normalise_event(event)
+        layer = get_channel_layer()
+        message = {"type": EVENT_MESSAGE, "event": event}
+        for group in event_groups(event):
+            await layer.group_send(group, message)
+        self.forwarded += 1
+        return True
+
+    def _remember(self, event_id: int) -> None:
+        self._recent.add(event_id)
+        self._recent_order.append(event_id)
+        if self.last_id is None or event_id > self.last_id:
+            self.last_id = event_id
+        floor = self.last_id - CATCH_UP_REWIND
+        while self._recent_order and self._recent_order[0] <= floor:
+            self._recent.discard(self._recent_order.popleft())
+
+
+_listener: EventListener | None = None
+
+
+def listener_running() -> EventListener:
+    """The process's listener, started on the running event loop if it is not yet."""
+    global _listener
+    loop = asyncio.get_running_loop()
+    if _listener is None or _listener.loop is not loop:
+        _listener = EventListener(
+            conninfo=listener_conninfo(),
+            retry_min=float(getattr(settings, "HEARTH_LISTENER_RETRY_MIN", 0.1)),
+            retry_max=float(getattr(settings, "HEARTH_LISTENER_RETRY_MAX", 5.0)),
+        )
+    _listener.start()
+    return _listener
+
+
+async def listener_ready(*, timeout: float) -> EventListener | None:
+    """The running listener once its first LISTEN is in place; None if that takes longer than ``timeout``."""
+    listener = listener_running()
+    if not listener.started.is_set():
+        try:
+            async with asyncio.timeout(timeout):
+                await listener.started.wait()
+        except TimeoutError:
+            return None
+    return listener

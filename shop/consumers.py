@@ -1,0 +1,275 @@
+"""The live sockets: a kitchen's, a customer's order, and operations (protocol in docs/live.md).
+
+Each socket joins its group before it reads its replay from the table, so an
+event committed at any moment is either in the replay or in the stream, and may
+be in both: a socket never sends one event id twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from queueing.errors import QueueError
+from queueing.listener import (
+    OPS_GROUP,
+    event_payloads_after,
+    kitchen_group,
+    latest_event_id,
+    listener_ready,
+    order_group,
+)
+from queueing.models import Order, Outlet
+from queueing.services import outlet_heartbeat
+from shop.access import can_open_kitchen, is_manager
+
+log = logging.getLogger("hearth.live")
+
+# Close codes (after accept, so the browser sees them; see docs/live.md).
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TRY_AGAIN = 1013  # the listener could not start: the database is unreachable
+LISTENER_WAIT_SECONDS = 10.0
+# Replays are capped to the newest this many events; "live" then says "truncated".
+OPS_REPLAY_LIMIT = 500
+KITCHEN_REPLAY_LIMIT = 5_000
+MAX_EVENT_ID = 2**63 - 1
+
+
+class SentIds:
+    """The event ids one socket has sent; remembers the newest ``keep`` of them."""
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self.keep = keep
+        self._ids: set[int] = set()
+        self._order: deque[int] = deque()
+
+    def add(self, event_id: int) -> bool:
+        """Record ``event_id``; False when it was sent already."""
+        if event_id in self._ids:
+            return False
+        self._ids.add(event_id)
+        self._order.append(event_id)
+        if len(self._order) > self.keep:
+            self._ids.discard(self._order.popleft())
+        return True
+
+
+class BadMessage(ValueError):
+    """A client message or parameter the socket cannot act on; the text is sent back."""
+
+
+def event_id_of(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EVENT_ID:
+        raise BadMessage(f"{name} must be a non-negative integer event id")
+    return value
+
+
+def after_param(scope: dict[str, Any]) -> int | None:
+    """The ``?after=<event id>`` of the socket URL; None when absent."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(
+        "after"
+    )
+    if not values:
+        return None
+    raw = values[-1].strip()
+    if not raw.isdigit():
+        raise BadMessage(f"after must be a non-negative integer event id, got {raw[:40]!r}")
+    return event_id_of(int(raw), "after")
+
+
+def replay(
+    *,
+    after: int | None,
+    outlet_id: int | None = None,
+    order_id: int | None = None,
+    limit: int | None = None,
+) -> tuple[int, list[dict[str, Any]], bool]:
+    """(newest event id, events after ``after`` for this audience, whether the cap cut some off)."""
+    last = latest_event_id()
+    if after is None or after >= last:
+        return last, [], False
+    events = event_payloads_after(
+        after=after,
+        outlet_id=outlet_id,
+        order_id=order_id,
+        limit=None if limit is None else limit + 1,
+    )
+    truncated = limit is not None and len(events) > limit
+    return last, events[-limit:] if truncated and limit else events, truncated
+
+
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """hello, replay, live, then the stream; ping and resume; never one event id twice."""
+
+    group: str = ""
+    replay_limit: int | None = None
+
+    async def connect(self) -> None:
+        self.sent = SentIds()
+        # Accept first: a close code reaches the client only on an open socket.
+        await self.accept()
+        try:
+            after = after_param(self.scope)
+        except BadMessage as exc:
+            await self.send_error(str(exc))
+            await self.close(code=CLOSE_BAD_REQUEST)
+            return
+        refusal = await self.authorize()
+        if refusal is not None:
+            await self.close(code=refusal)
+            return
+        if await listener_ready(timeout=LISTENER_WAIT_SECONDS) is None:
+            await self.send_error("live updates are unavailable right now; try again")
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return
+        # Join before reading the table: whatever commits after the read is then streamed.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.groups = [self.group]
+        last_id, events, truncated = await database_sync_to_async(replay)(
+            after=after, limit=self.replay_limit, **self.audience()
+        )
+        await self.send_json({"type": "hello", "last_event_id": last_id})
+        await self.send_replay(events, truncated)
+
+    async def authorize(self) -> int | None:
+        """Look up what this socket follows and set ``group``; a close code to refuse it."""
+        raise NotImplementedError
+
+    def audience(self) -> dict[str, Any]:
+        """The filter of ``replay`` for this socket (outlet_id or order_id; none for all)."""
+        return {}
+
+    async def send_replay(self, events: list[dict[str, Any]], truncated: bool) -> None:
+        for event in events:
+            await self.send_event(event)
+        live: dict[str, Any] = {"type": "live"}
+        if truncated:
+            live["truncated"] = True
+        await self.send_json(live)
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        if self.sent.add(int(event["id"])):
+            await self.send_json({"type": "event", "event": event})
+
+    async def send_error(self, message: str) -> None:
+        await self.send_json({"type": "error", "message": message})
+
+    async def hearth_event(self, message: dict[str, Any]) -> None:
+        """An event forwarded by queueing.listener to this socket's group."""
+        await self.send_event(message["event"])
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            if text_data is None:
+                raise BadMessage("messages are JSON text frames")
+            try:
+                content = json.loads(text_data)
+            except ValueError:
+                raise BadMessage("message is not valid JSON") from None
+            if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+                raise BadMessage('a message is a JSON object with a "type"')
+            await self.receive_message(content["type"], content)
+        except BadMessage as exc:
+            await self.send_error(str(exc))
+        except QueueError as exc:
+            await self.send_error(exc.message)
+        except Exception:
+            log.exception("live socket %s: message failed", self.scope.get("path"))
+            await self.send_error("the server could not handle this message; try again")
+
+    async def receive_message(self, kind: str, content: dict[str, Any]) -> None:
+        if kind == "ping":
+            await self.send_json({"type": "pong"})
+        elif kind == "resume":
+            after = event_id_of(content.get("after"), "after")
+            _, events, truncated = await database_sync_to_async(replay)(
+                after=after, limit=self.replay_limit, **self.audience()
+            )
+            await self.send_replay(events, truncated)
+        else:
+            raise BadMessage(f"unknown message type {kind[:40]!r}")
+
+
+class KitchenConsumer(LiveConsumer):
+    """``ws/kitchen/<slug>/``: an outlet's staff (or a manager); the screen heartbeats for its outlet."""
+
+    replay_limit = KITCHEN_REPLAY_LIMIT
+
+    async def authorize(self) -> int | None:
+        user = self.scope["user"]
+        if not user.is_authenticated:
+            return CLOSE_UNAUTHENTICATED
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        outlet, allowed = await database_sync_to_async(_kitchen_access)(user, slug)
+        if outlet is None:
+            return CLOSE_NOT_FOUND
+        if not allowed:
+            return CLOSE_FORBIDDEN
+        self.outlet = outlet
+        self.source = f"screen:{user.get_username()}"
+        self.group = kitchen_group(outlet.slug)
+        return None
+
+    def audience(self) -> dict[str, Any]:
+        return {"outlet_id": self.outlet.pk}
+
+    async def receive_message(self, kind: str, content: dict[str, Any]) -> None:
+        if kind != "heartbeat":
+            await super().receive_message(kind, content)
+            return
+        seq = event_id_of(content.get("seq", 0), "seq")
+        row = await database_sync_to_async(outlet_heartbeat)(
+            outlet=self.outlet, source=self.source, seq=seq
+        )
+        at: datetime = row["last_heartbeat_at"]
+        await self.send_json({"type": "heartbeat", "state": row["state"], "at": at.isoformat()})
+
+
+def _kitchen_access(user: Any, slug: str) -> tuple[Outlet | None, bool]:
+    outlet = Outlet.objects.filter(slug=slug).first()
+    return outlet, outlet is not None and can_open_kitchen(user, outlet)
+
+
+class OrderConsumer(LiveConsumer):
+    """``ws/orders/<token>/``: anyone with the order's token; only that order's events."""
+
+    async def authorize(self) -> int | None:
+        token = self.scope["url_route"]["kwargs"]["token"]
+        order_id = await database_sync_to_async(_order_id)(token)
+        if order_id is None:
+            return CLOSE_NOT_FOUND
+        self.order_id = order_id
+        self.group = order_group(token)
+        return None
+
+    def audience(self) -> dict[str, Any]:
+        return {"order_id": self.order_id}
+
+
+def _order_id(token: str) -> int | None:
+    return Order.objects.filter(token=token).values_list("id", flat=True).first()
+
+
+class OpsConsumer(LiveConsumer):
+    """``ws/ops/``: managers; every event."""
+
+    replay_limit = OPS_REPLAY_LIMIT
+
+    async def authorize(self) -> int | None:
+        user = self.scope["user"]
+        if not user.is_authenticated:
+            return CLOSE_UNAUTHENTICATED
+        if not await database_sync_to_async(is_manager)(user):
+            return CLOSE_FORBIDDEN
+        self.group = OPS_GROUP
+        return None

@@ -1,0 +1,13 @@
+"""Websocket URLs (served by shop.asgi); the protocol is in docs/live.md."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from shop.consumers import KitchenConsumer, OpsConsumer, OrderConsumer
+
+websocket_urlpatterns = [
+    path("ws/kitchen/<slug:slug>/", KitchenConsumer.as_asgi(), name="ws-kitchen"),
+    path("ws/orders/<str:token>/", OrderConsumer.as_asgi(), name="ws-order"),
+    path("ws/ops/", OpsConsumer.as_asgi(), name="ws-ops"),
+]
