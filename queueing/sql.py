@@ -252,14 +252,27 @@ ORDERS_WAITING = """
     FOR NO KEY UPDATE SKIP LOCKED
 """
 
-# A heartbeat: database clock, one row of history.
+# A heartbeat: database clock (%(now)s NULL; tests pass their own), one row of history.
+# A down outlet's return (back_since, where the flap guard starts) begins with its first
+# heartbeat after a silence longer than the timeout; an unbroken run keeps it. So an
+# outlet that flaps starts its guard again, and one a manager marked down while it kept
+# heartbeating stays down until a manager activates it (or it goes silent and returns).
 OUTLET_HEARTBEAT = """
-    WITH beat AS (
-        UPDATE queueing_outlet
-        SET last_heartbeat_at = now(),
-            back_since = CASE WHEN state = 'down' THEN coalesce(back_since, now()) ELSE NULL END
-        WHERE id = %(outlet_id)s AND state <> 'retired'
-        RETURNING id, state, last_heartbeat_at
+    WITH clock AS (
+        SELECT coalesce(%(now)s::timestamptz, now()) AS at
+    ), beat AS (
+        UPDATE queueing_outlet o
+        SET last_heartbeat_at = clock.at,
+            back_since = CASE
+                WHEN o.state <> 'down' THEN NULL
+                WHEN o.last_heartbeat_at IS NULL
+                  OR o.last_heartbeat_at < clock.at - make_interval(secs => %(timeout)s)
+                  THEN clock.at
+                ELSE o.back_since
+            END
+        FROM clock
+        WHERE o.id = %(outlet_id)s AND o.state <> 'retired'
+        RETURNING o.id, o.state, o.last_heartbeat_at
     ), hist AS (
         INSERT INTO queueing_heartbeat (outlet_id, source, seq, at)
         SELECT id, %(source)s, %(seq)s, last_heartbeat_at FROM beat

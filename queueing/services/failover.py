@@ -4,11 +4,16 @@ Time is the database clock (or the ``now`` a test passes in), never the
 notifier's own, so a notifier on a machine with a skewed clock cannot declare a
 live outlet dead. Each outlet is taken down in its own short transaction that
 re-checks its silence under the outlet's row lock, so a heartbeat that lands
-while the tick runs wins. Two safety rules keep a fault of the detector from
-looking like a mass outage: the caller says whether it may declare anyone down
-yet (grace after start, takeover or a database outage), and when more than half
-of the live outlets fall silent at once nobody is declared down and an alert is
-raised instead.
+while the tick runs wins. Every step re-checks its rows under their locks, so a
+tick that overlaps another (a leader that lost its lock mid-tick) changes
+nothing twice.
+
+Two safety rules keep a fault of the detector from looking like a mass outage:
+the caller says whether it may act on silence yet (grace after start, takeover
+or a database outage), and when more than half of the live outlets fall silent
+at once nobody is declared down and an alert is raised instead. While either
+rule holds an outlet back, the leases of its claims are left alone too: its
+stations could not renew them for the same reason it could not heartbeat.
 """
 
 from __future__ import annotations
@@ -20,14 +25,13 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from psycopg.types.json import Jsonb
 
 from queueing import sql
 from queueing.db import fetch_all, fetch_one
 from queueing.models import NotifierStatus, Outlet, OutletState
 from queueing.services.outlets import outlet_event, outlet_take_down
-from queueing.services.routing import orders_move
+from queueing.services.routing import moves_described, orders_move
 
 log = logging.getLogger("hearth.notifier")
 
@@ -36,6 +40,9 @@ BATCH = 1000
 
 @dataclass
 class TickReport:
+    """What one tick decided; the notifier logs it and tests assert on it."""
+
+    now: datetime | None = None
     down: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
     rerouted: Counter[str] = field(default_factory=Counter)
@@ -60,42 +67,56 @@ def notifier_tick(
     may_declare_down: bool = True,
     timeout: float | None = None,
 ) -> TickReport:
-    """Run one tick of the failure detector and the lease reaper. Caller leads (holds the advisory lock)."""
+    """Run one tick of the failure detector and the lease reaper. Caller leads (holds the advisory lock).
+
+    With ``may_declare_down`` False (the notifier's grace period) nobody is declared
+    down and no lease is reaped; returning outlets and waiting orders still go ahead.
+    """
     now = now or database_now()
     timeout = settings.HEARTH_HEARTBEAT_TIMEOUT if timeout is None else timeout
-    report = TickReport()
-    _silent_outlets_down(now=now, timeout=timeout, may_declare_down=may_declare_down, report=report)
-    _expired_leases_move(now=now, report=report)
-    _waiting_orders_assign(report=report)
+    report = TickReport(now=now)
+    held_ids = _silent_outlets_down(
+        now=now, timeout=timeout, may_declare_down=may_declare_down, report=report
+    )
     _returning_outlets_activate(now=now, timeout=timeout, report=report)
+    if may_declare_down:
+        _expired_leases_move(now=now, held_outlet_ids=held_ids, report=report)
+    _waiting_orders_assign(report=report)
     fetch_all(sql.HEARTBEATS_PRUNE, {"now": now, "keep": max(600.0, timeout * 4)})
     return report
 
 
-def _silent_outlets_down(*, now: datetime, timeout: float, may_declare_down: bool, report: TickReport) -> None:
+def _silent_outlets_down(
+    *, now: datetime, timeout: float, may_declare_down: bool, report: TickReport
+) -> set[int]:
+    """Declare silent outlets down; returns the ids of silent outlets held back instead."""
     silent = fetch_all(sql.OUTLETS_SILENT, {"now": now, "timeout": timeout})
-    live = Outlet.objects.filter(state__in=[OutletState.ACTIVE, OutletState.DRAINING]).count()
     if not silent:
-        _alert_set("")
-        return
+        _alert_set("", now=now)
+        return set()
     slugs = [r["slug"] for r in silent]
     if not may_declare_down:
         report.held = slugs
-        return
+        return {r["id"] for r in silent}
+    live = Outlet.objects.filter(state__in=[OutletState.ACTIVE, OutletState.DRAINING]).count()
     if len(silent) * 2 > live:
+        report.held = slugs
         report.alert = (
             f"{len(silent)} of {live} outlets fell silent at once ({', '.join(slugs)}); "
             "nobody was declared down: check the network, or mark outlets down by hand"
         )
-        if _alert_set(report.alert):
+        if _alert_set(report.alert, now=now):
             log.warning("ALERT %s", report.alert)
-        return
-    _alert_set("")
+        return {r["id"] for r in silent}
+    _alert_set("", now=now)
     for row in silent:
         result = outlet_take_down(
-            outlet_id=row["id"], reason="fell silent", silent_before=now, timeout=timeout
+            outlet_id=row["id"],
+            reason=f"no heartbeat for {timeout:g}s",
+            silent_before=now,
+            timeout=timeout,
         )
-        if result is None:  # it heartbeated while we looked
+        if result is None:  # it heartbeated (or a manager acted) while we looked
             continue
         moved, cancelled = result
         report.down.append(row["slug"])
@@ -103,19 +124,16 @@ def _silent_outlets_down(*, now: datetime, timeout: float, may_declare_down: boo
         slugs_by_id = dict(Outlet.objects.values_list("id", "slug"))
         for ticket in moved:
             report.rerouted[slugs_by_id.get(ticket.outlet_id, "(waiting)")] += 1
-        log.info(
-            "outlet %s down: no heartbeat for %ss; %d delivery orders rerouted (%s), %d takeaway cancelled",
-            row["slug"],
-            timeout,
-            len(moved),
-            ", ".join(f"{n} to {s}" for s, n in sorted(report.rerouted.items())) or "none",
-            len(cancelled),
-        )
+    return set()
 
 
-def _expired_leases_move(*, now: datetime, report: TickReport) -> None:
+def _expired_leases_move(*, now: datetime, held_outlet_ids: set[int], report: TickReport) -> None:
     with transaction.atomic():
-        rows = fetch_all(sql.LEASES_EXPIRED, {"now": now, "limit": BATCH})
+        rows = [
+            r
+            for r in fetch_all(sql.LEASES_EXPIRED, {"now": now, "limit": BATCH})
+            if r["outlet_id"] not in held_outlet_ids
+        ]
         if not rows:
             return
         limit = settings.HEARTH_MAX_ATTEMPTS
@@ -131,14 +149,21 @@ def _expired_leases_move(*, now: datetime, report: TickReport) -> None:
                 },
             )
         moved, _ = orders_move(
-            rows=retry, reason="lease expired", exclude_current=True, count_attempt=True, outlet_lost=False
+            rows=retry,
+            reason="lease expired",
+            exclude_current=True,
+            count_attempt=True,
+            outlet_lost=False,
+            event_type="lease_expired",
         )
     report.expired = len(rows)
     report.attention = len(give_up)
     log.info(
-        "lease expired on %d orders: %d moved on, %d set aside as needing attention",
+        "lease expired on %d orders (%s): %d moved on (%s), %d set aside as needing attention",
         len(rows),
+        ", ".join(f"order {r['id']}" for r in rows[:10]) + (", ..." if len(rows) > 10 else ""),
         len(moved),
+        moves_described(moved),
         len(give_up),
     )
 
@@ -150,10 +175,12 @@ def _waiting_orders_assign(*, report: TickReport) -> None:
         rows = fetch_all(sql.ORDERS_WAITING, {"limit": BATCH})
         if not rows:
             return
-        moved, _ = orders_move(rows=rows, reason="an outlet is available")
-    report.assigned = sum(1 for t in moved if t.outlet_id)
-    if report.assigned:
-        log.info("%d waiting orders assigned to outlets", report.assigned)
+        moved, _ = orders_move(
+            rows=rows, reason="an outlet is available again", wait_if_no_outlet=False
+        )
+    report.assigned = len(moved)
+    if moved:
+        log.info("%d waiting orders assigned (%s)", len(moved), moves_described(moved))
 
 
 def _returning_outlets_activate(*, now: datetime, timeout: float, report: TickReport) -> None:
@@ -165,15 +192,19 @@ def _returning_outlets_activate(*, now: datetime, timeout: float, report: TickRe
             outlet = Outlet(pk=row["id"], slug=row["slug"])
             outlet_event(outlet=outlet, state=OutletState.ACTIVE, detail={"action": "back"})
             report.back.append(row["slug"])
-            log.info("outlet %s is back: active again, new orders only", row["slug"])
+            log.info(
+                "outlet %s is back (heartbeating for %gs): active again, new orders only",
+                row["slug"],
+                settings.HEARTH_FLAP_GUARD,
+            )
 
 
-def _alert_set(alert: str) -> bool:
+def _alert_set(alert: str, *, now: datetime) -> bool:
     """Store the notifier's alert for the operations view; True when it changed."""
-    changed = NotifierStatus.objects.filter(pk=1).filter(~Q(alert=alert)).update(
-        alert=alert, alert_since=None if not alert else datetime.now().astimezone()
-    )
-    if not NotifierStatus.objects.filter(pk=1).exists():
-        NotifierStatus.objects.get_or_create(pk=1, defaults={"alert": alert})
-        return bool(alert)
-    return bool(changed)
+    status, _ = NotifierStatus.objects.get_or_create(pk=1)
+    if status.alert == alert:
+        return False
+    NotifierStatus.objects.filter(pk=1).update(alert=alert, alert_since=now if alert else None)
+    if not alert:
+        log.info("alert cleared: %s", status.alert)
+    return True

@@ -9,6 +9,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from psycopg.types.json import Jsonb
 
@@ -16,7 +17,7 @@ from queueing import sql
 from queueing.db import fetch_all, fetch_one
 from queueing.errors import InvalidState, NotFound, OutletNotEmpty
 from queueing.models import OPEN_STATES, Order, Outlet, OutletState
-from queueing.services.routing import orders_move, outlets_reroute
+from queueing.services.routing import moves_described, orders_move, outlets_reroute
 from queueing.tickets import Ticket
 
 log = logging.getLogger("hearth.outlets")
@@ -31,7 +32,12 @@ def outlet_event(*, outlet: Outlet, state: str, detail: dict[str, Any]) -> None:
     """Record an outlet-level event (down, back, drained, added) and announce it on commit."""
     fetch_all(
         sql.OUTLET_EVENT,
-        {"outlet_id": outlet.pk, "outlet_slug": outlet.slug, "state": state, "detail": Jsonb(detail)},
+        {
+            "outlet_id": outlet.pk,
+            "outlet_slug": outlet.slug,
+            "state": state,
+            "detail": Jsonb(detail),
+        },
     )
 
 
@@ -65,26 +71,57 @@ def outlet_authenticate(*, slug: str, token: str) -> Outlet | None:
 
 def outlet_by_token(*, token: str) -> Outlet | None:
     """The (not retired) outlet whose agent token this is, or None."""
-    return Outlet.objects.filter(token_hash=_token_hash(token)).exclude(state=OutletState.RETIRED).first()
+    return (
+        Outlet.objects.filter(token_hash=_token_hash(token))
+        .exclude(state=OutletState.RETIRED)
+        .first()
+    )
 
 
-def outlet_heartbeat(*, outlet: Outlet, source: str, seq: int = 0) -> dict[str, Any]:
-    """Record that the outlet is alive (database clock). A down outlet comes back after the flap guard."""
-    row = fetch_one(sql.OUTLET_HEARTBEAT, {"outlet_id": outlet.pk, "source": source[:60], "seq": seq})
+def outlet_heartbeat(
+    *,
+    outlet: Outlet,
+    source: str,
+    seq: int = 0,
+    now: datetime | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Record that the outlet is alive (database clock unless a test passes ``now``).
+
+    A down outlet that went silent and heartbeats again is back after the flap guard.
+    """
+    row = fetch_one(
+        sql.OUTLET_HEARTBEAT,
+        {
+            "outlet_id": outlet.pk,
+            "source": source[:60],
+            "seq": seq,
+            "now": now,
+            "timeout": settings.HEARTH_HEARTBEAT_TIMEOUT if timeout is None else timeout,
+        },
+    )
     if row is None:
         raise InvalidState(f"outlet {outlet.slug} is retired")
     return row
 
 
 def outlet_drain(*, outlet: Outlet, move_queued: bool = False) -> list[Ticket]:
-    """Take no new orders; finish what it has. With ``move_queued``, unclaimed delivery orders move now."""
+    """Take no new orders; finish what it has. With ``move_queued``, unclaimed delivery orders move now.
+
+    Orders being prepared stay, and so does every order when no other outlet is live
+    (the draining outlet still makes them rather than leaving them with no outlet).
+    """
     with transaction.atomic():
         locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
         if locked.state not in (OutletState.ACTIVE, OutletState.DRAINING):
-            raise InvalidState(f"outlet {outlet.slug} is {locked.state}; only an active outlet can drain")
+            raise InvalidState(
+                f"outlet {outlet.slug} is {locked.state}; only an active outlet can drain"
+            )
         locked.state = OutletState.DRAINING
         locked.save(update_fields=["state"])
-        outlet_event(outlet=locked, state=locked.state, detail={"action": "drain", "move": move_queued})
+        outlet_event(
+            outlet=locked, state=locked.state, detail={"action": "drain", "move": move_queued}
+        )
         moved: list[Ticket] = []
         if move_queued:
             rows = [
@@ -92,12 +129,22 @@ def outlet_drain(*, outlet: Outlet, move_queued: bool = False) -> list[Ticket]:
                 for r in fetch_all(sql.ORDERS_TO_MOVE, {"outlet_ids": [outlet.pk], "order_ids": []})
                 if r["state"] == "queued" and r["kind"] == "delivery"
             ]
-            moved, _ = orders_move(rows=rows, reason=f"{outlet.slug} is draining")
-    log.info("outlet %s draining%s", outlet.slug, f", moved {len(moved)} orders" if moved else "")
+            moved, _ = orders_move(
+                rows=rows, reason=f"{outlet.slug} is draining", wait_if_no_outlet=False
+            )
+    log.info(
+        "outlet %s draining: takes no new orders%s",
+        outlet.slug,
+        f"; {len(moved)} queued delivery orders moved ({moves_described(moved)})"
+        if move_queued
+        else "",
+    )
     return moved
 
 
-def outlet_mark_down(*, outlet: Outlet, reason: str = "marked down by a manager") -> tuple[list[Ticket], list[Ticket]]:
+def outlet_mark_down(
+    *, outlet: Outlet, reason: str = "marked down by a manager"
+) -> tuple[list[Ticket], list[Ticket]]:
     """Declare the outlet down now and move its open orders (a manager, for a planned outage)."""
     with transaction.atomic():
         locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
@@ -129,7 +176,16 @@ def _take_down(locked: Outlet, reason: str) -> tuple[list[Ticket], list[Ticket]]
     locked.back_since = None
     locked.save(update_fields=["state", "back_since"])
     outlet_event(outlet=locked, state=locked.state, detail={"action": "down", "reason": reason})
-    return outlets_reroute(outlet_ids=[locked.pk], reason=f"{locked.slug} {reason}")
+    moved, cancelled = outlets_reroute(outlet_ids=[locked.pk], reason=f"{locked.slug} {reason}")
+    log.info(
+        "outlet %s down (%s): %d delivery orders rerouted (%s), %d takeaway orders cancelled",
+        locked.slug,
+        reason,
+        len(moved),
+        moves_described(moved),
+        len(cancelled),
+    )
+    return moved, cancelled
 
 
 def outlet_activate(*, outlet: Outlet) -> None:
@@ -148,6 +204,8 @@ def outlet_retire(*, outlet: Outlet) -> None:
     """Retire an outlet for good; it must have no open orders."""
     with transaction.atomic():
         locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
+        if locked.state == OutletState.RETIRED:
+            raise InvalidState(f"outlet {outlet.slug} is already retired")
         open_orders = Order.objects.filter(outlet=locked, state__in=OPEN_STATES).count()
         if open_orders:
             raise OutletNotEmpty(

@@ -9,7 +9,6 @@ new keys (invariant 3).
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +24,6 @@ from queueing.db import fetch_all
 from queueing.models import Outlet, OutletState
 from queueing.ring import HashRing, NoOutletAvailable
 from queueing.tickets import Ticket
-
-log = logging.getLogger("hearth.routing")
 
 OUTLET_UNAVAILABLE = "outlet unavailable"
 
@@ -66,8 +63,14 @@ class Router:
     loads: dict[str, int] = field(default_factory=dict)
     total: int = 0
 
+    def __post_init__(self) -> None:
+        self._ring = ring_of(self.outlets) if self.outlets else None
+        self._by_slug = {o.slug: o for o in self.outlets}
+
     @classmethod
-    def for_live_outlets(cls, *, incoming: int, epsilon: float | None = None, bounded: bool = True) -> Router:
+    def for_live_outlets(
+        cls, *, incoming: int, epsilon: float | None = None, bounded: bool = True
+    ) -> Router:
         outlets = active_outlets()
         loads = outlet_loads(outlets) if outlets else {}
         return cls(
@@ -79,28 +82,42 @@ class Router:
         )
 
     def choose(self, key: str, *, exclude: Collection[str] = ()) -> Outlet | None:
-        """The outlet for ``key``; None when no outlet is available."""
-        candidates = [o for o in self.outlets if o.slug not in exclude]
-        if not candidates:
+        """The outlet for ``key``; None when no outlet other than ``exclude`` is live."""
+        ring = self._ring
+        if ring is None or all(slug in exclude for slug in self._by_slug):
             return None
-        ring = ring_of(self.outlets)
-        by_slug = {o.slug: o for o in self.outlets}
-        try:
-            if self.bounded:
+        slug: str | None = None
+        if self.bounded:
+            try:
                 slug = ring.assign(
                     key, self.loads, total=max(self.total, 1), epsilon=self.epsilon, exclude=exclude
                 )
-            else:
-                slug = next(s for s in ring.walk(key) if s not in exclude)
-                self.loads[slug] = self.loads.get(slug, 0) + 1
-        except (NoOutletAvailable, StopIteration):
-            return None
-        return by_slug[slug]
+            except NoOutletAvailable:
+                # The caps add up to the total only when no outlet is excluded; with the
+                # order's own outlet left out the rest may all be full. Overfilling one
+                # a little beats leaving the order with no outlet.
+                slug = None
+        if slug is None:
+            slug = next(s for s in ring.walk(key) if s not in exclude)
+            self.loads[slug] = self.loads.get(slug, 0) + 1
+        return self._by_slug[slug]
 
 
 def routing_key(row: dict[str, Any]) -> str:
     """A delivery order's key is its zone; an order without one is keyed by its token."""
     return row.get("zone") or row["token"]
+
+
+def moves_described(moved: Sequence[Ticket]) -> str:
+    """'12 to north, 9 to south, 2 waiting for an outlet': where a batch of moved orders went."""
+    slugs = dict(Outlet.objects.values_list("id", "slug"))
+    counts = Counter(t.outlet_id for t in moved)
+    parts = [
+        f"{n} to {slugs.get(k, k)}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]) if k
+    ]
+    if counts.get(None):
+        parts.append(f"{counts[None]} waiting for an outlet")
+    return ", ".join(parts) or "none"
 
 
 def orders_move(
@@ -111,43 +128,47 @@ def orders_move(
     count_attempt: bool = False,
     bounded: bool = True,
     outlet_lost: bool = True,
+    wait_if_no_outlet: bool = True,
+    event_type: str = "rerouted",
 ) -> tuple[list[Ticket], list[Ticket]]:
     """Move locked order rows through the ring; takeaway orders are cancelled instead.
 
     Caller holds the rows' locks (``sql.ORDERS_TO_MOVE``) in an open transaction.
-    Returns (moved, cancelled). Delivery orders with no live outlet wait with outlet NULL.
-    With ``outlet_lost`` False (a lease ran out, the outlet lives), orders whose kind
-    is never rerouted go back to their own outlet's queue instead of being cancelled.
+    Returns (moved, cancelled). A delivery order no live outlet can take waits with
+    outlet NULL and a "waiting" event ("no outlet available"), or, with
+    ``wait_if_no_outlet`` False, is left untouched where it is. With ``outlet_lost``
+    False (a lease ran out, the outlet lives), orders whose kind is never rerouted go
+    back to their own outlet's queue instead of being cancelled.
     """
     policy = settings.HEARTH_ON_OUTLET_DOWN
     stays = [r for r in rows if policy.get(r["kind"]) == "cancel"]
     to_cancel = [r["id"] for r in stays] if outlet_lost else []
     to_move = [r for r in rows if policy.get(r["kind"]) != "cancel" or not outlet_lost]
-    moved: list[Ticket] = []
-    cancelled: list[Ticket] = []
+    placed: list[tuple[int, int | None]] = []
     if to_move:
         router = Router.for_live_outlets(incoming=len(to_move), bounded=bounded)
         slugs = {o.pk: o.slug for o in Outlet.objects.all().only("id", "slug")}
-        ids, outlet_ids = [], []
         for row in to_move:
-            ids.append(row["id"])
             if policy.get(row["kind"]) == "cancel":  # never rerouted: back to its own queue
-                outlet_ids.append(row["outlet_id"])
+                placed.append((row["id"], row["outlet_id"]))
                 continue
             exclude = {slugs[row["outlet_id"]]} if exclude_current and row["outlet_id"] else set()
             outlet = router.choose(routing_key(row), exclude=exclude)
-            outlet_ids.append(outlet.pk if outlet else None)
-        result = fetch_all(
-            sql.ORDERS_MOVE,
-            {
-                "ids": ids,
-                "outlet_ids": outlet_ids,
-                "attempt": [1 if count_attempt else 0] * len(ids),
-                "event_type": "rerouted",
-                "detail": Jsonb({"reason": reason}),
-            },
-        )
-        moved = [Ticket.from_row(r) for r in result]
+            if outlet is None and not wait_if_no_outlet:
+                continue
+            placed.append((row["id"], outlet.pk if outlet else None))
+    going = [(i, o) for i, o in placed if o is not None]
+    waiting = [(i, o) for i, o in placed if o is None]
+    moved = _move(
+        going, event_type=event_type, detail={"reason": reason}, count_attempt=count_attempt
+    )
+    moved += _move(
+        waiting,
+        event_type="waiting",
+        detail={"reason": "no outlet available", "cause": reason},
+        count_attempt=count_attempt,
+    )
+    cancelled: list[Ticket] = []
     if to_cancel:
         result = fetch_all(
             sql.ORDERS_CANCEL,
@@ -157,18 +178,37 @@ def orders_move(
     return moved, cancelled
 
 
-def outlets_reroute(*, outlet_ids: Sequence[int], reason: str, bounded: bool = True) -> tuple[list[Ticket], list[Ticket]]:
-    """Move the open (queued or preparing) orders of these outlets; one transaction."""
+def _move(
+    placed: Sequence[tuple[int, int | None]],
+    *,
+    event_type: str,
+    detail: dict[str, Any],
+    count_attempt: bool,
+) -> list[Ticket]:
+    """One statement for the whole batch: each order to its outlet, fence bumped, one event each."""
+    if not placed:
+        return []
+    result = fetch_all(
+        sql.ORDERS_MOVE,
+        {
+            "ids": [i for i, _ in placed],
+            "outlet_ids": [o for _, o in placed],
+            "attempt": [1 if count_attempt else 0] * len(placed),
+            "event_type": event_type,
+            "detail": Jsonb(detail),
+        },
+    )
+    return [Ticket.from_row(r) for r in result]
+
+
+def outlets_reroute(
+    *, outlet_ids: Sequence[int], reason: str, bounded: bool = True
+) -> tuple[list[Ticket], list[Ticket]]:
+    """Move the open (queued or preparing) orders of these outlets. Caller logs the decision.
+
+    Runs in the caller's transaction when there is one (the outlet row lock must be
+    held until the orders have moved), else in its own.
+    """
     with transaction.atomic():
         rows = fetch_all(sql.ORDERS_TO_MOVE, {"outlet_ids": list(outlet_ids), "order_ids": []})
-        moved, cancelled = orders_move(rows=rows, reason=reason, bounded=bounded)
-    if moved or cancelled:
-        targets = Counter(t.outlet_id for t in moved)
-        log.info(
-            "rerouted %d orders (%s), cancelled %d (%s)",
-            len(moved),
-            ", ".join(f"{n} to outlet #{k}" if k else f"{n} waiting for an outlet" for k, n in targets.items()),
-            len(cancelled),
-            reason,
-        )
-    return moved, cancelled
+        return orders_move(rows=rows, reason=reason, bounded=bounded)
