@@ -1,0 +1,233 @@
+"""The outlet agent against a live server: every order cooked exactly once; stale fences dropped."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+from django.db.models import Count
+
+from queueing.models import Order, OrderEvent, Outlet
+from queueing.services import outlets_reroute
+from shop.ordering import order_place, order_request_parse
+from tests.processes import Process, manage, process_env, wait_for, web_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+MakeOutlet = Callable[..., tuple[Outlet, str]]
+ITEMS = ["margherita", "pepperoni", "cola", "garlic-bread", "tiramisu", "water"]
+
+
+def place_orders(count: int, *, outlets: list[str], start: int = 0) -> list[Order]:
+    """A mix of takeaway orders at each outlet and delivery orders over ten zones."""
+    orders = []
+    for i in range(start, start + count):
+        payload: dict[str, object] = {
+            "lines": [{"item": ITEMS[i % len(ITEMS)], "qty": 1 + i % 3}, {"item": "cola"}],
+            "customer": {"name": f"customer {i}", "address": f"{i} High Street"},
+            "rush": i % 7 == 0,
+        }
+        if i % 2:
+            payload |= {"kind": "takeaway", "outlet": outlets[i % len(outlets)]}
+        else:
+            payload |= {"kind": "delivery", "zone": f"Z{i % 10}"}
+        orders.append(order_place(request=order_request_parse(payload))[0])
+    return orders
+
+
+@contextmanager
+def agent(
+    tmp_path: Path,
+    url: str,
+    slug: str,
+    token: str,
+    *,
+    pace: str = "0",
+    stations: str = "2",
+    **env: str,
+) -> Iterator[Process]:
+    proc = Process(
+        manage(
+            "outlet_agent",
+            "--outlet",
+            slug,
+            "--server",
+            url,
+            "--pace",
+            pace,
+            "--stations",
+            stations,
+            "--heartbeat-interval",
+            "1",
+            "--made-log",
+            str(tmp_path / "made.jsonl"),
+        ),
+        env=process_env(HEARTH_OUTLET_TOKEN=token, **env),
+        log_path=tmp_path / f"agent-{slug}.log",
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def made_lines(tmp_path: Path) -> list[dict[str, object]]:
+    path = tmp_path / "made.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def sigterm_exit_code(proc: Process) -> int:
+    proc.signal(signal.SIGTERM)
+    return proc.popen.wait(timeout=5)
+
+
+def test_three_agents__300_orders__each_completed_exactly_once(
+    tmp_path: Path, menu: None, make_outlet: MakeOutlet
+) -> None:
+    outlets = {slug: make_outlet(slug)[1] for slug in ("north", "east", "west")}
+    place_orders(150, outlets=list(outlets))
+
+    with ExitStack() as stack:
+        _, url = stack.enter_context(web_server(tmp_path))
+        agents = [
+            stack.enter_context(agent(tmp_path, url, slug, token))
+            for slug, token in outlets.items()
+        ]
+        place_orders(150, outlets=list(outlets), start=150)  # while the agents cook
+
+        wait_for(
+            lambda: Order.objects.filter(state="completed").count() == 300,
+            timeout=45,
+            interval=0.25,
+            message="300 orders completed",
+        )
+        codes = [sigterm_exit_code(a) for a in agents]
+        logs = [a.output() for a in agents]
+
+    assert codes == [0, 0, 0], logs
+    orders = {o.token: o for o in Order.objects.select_related("outlet")}
+    assert len(orders) == 300
+    assert {o.state for o in orders.values()} == {"completed"}
+    # Every outlet cooked, and its own orders only.
+    assert {o.outlet.slug for o in orders.values()} == set(outlets)
+    made = made_lines(tmp_path)
+    assert Counter(m["order"] for m in made) == Counter(set(orders))  # one line per order
+    for m in made:
+        order = orders[str(m["order"])]
+        assert (m["number"], m["fence"], m["outlet"]) == (order.pk, order.fence, order.outlet.slug)
+        assert m["at"]
+    completions = (
+        OrderEvent.objects.filter(type="completed").values("order").annotate(n=Count("id"))
+    )
+    assert len(completions) == 300
+    assert {c["n"] for c in completions} == {1}
+    assert all("fence lost" not in log for log in logs)
+    assert all("stopped; " in log for log in logs)
+
+
+def test_agent__stale_fence__logs_fence_lost_drops_the_work_and_carries_on(
+    tmp_path: Path, menu: None, make_outlet: MakeOutlet
+) -> None:
+    north, token = make_outlet("north")
+    (order,) = place_orders(1, outlets=["north"])  # a delivery order: rerouting keeps it
+
+    with (
+        web_server(tmp_path) as (_, url),
+        agent(
+            tmp_path,
+            url,
+            "north",
+            token,
+            pace="0.005",
+            stations="1",  # ~2.4 s of cooking
+        ) as proc,
+    ):
+        first = wait_for(
+            lambda: Order.objects.filter(pk=order.pk, state="preparing").first(),
+            timeout=15,
+            message="the agent claimed the order",
+        )
+        # The order is taken away and queued again (a new fence), as a reroute does.
+        outlets_reroute(outlet_ids=[north.pk], reason="test")
+        wait_for(
+            lambda: f"fence lost on order {order.pk}" in proc.output(),
+            timeout=15,
+            message="the agent noticing its fence is stale",
+        )
+        done = wait_for(
+            lambda: Order.objects.filter(pk=order.pk, state="completed").first(),
+            timeout=15,
+            message="the order cooked again under its new claim",
+        )
+        code = sigterm_exit_code(proc)
+        output = proc.output()
+
+    assert code == 0, output
+    assert done.fence > first.fence + 1  # rerouted (+1), then claimed again (+1)
+    made = made_lines(tmp_path)
+    assert [(m["order"], m["fence"]) for m in made] == [(order.token, done.fence)]
+    assert OrderEvent.objects.filter(order=order, type="completed").count() == 1
+    assert OrderEvent.objects.filter(order=order, type="ready", fence=first.fence).count() == 0
+    assert "north station 1" in output
+
+
+def test_agent__renews_the_lease_while_cooking(
+    tmp_path: Path, menu: None, make_outlet: MakeOutlet
+) -> None:
+    _, token = make_outlet("north")
+    (order,) = place_orders(1, outlets=["north"])
+
+    with (
+        web_server(tmp_path, HEARTH_LEASE_SECONDS="1") as (_, url),
+        agent(
+            tmp_path,
+            url,
+            "north",
+            token,
+            pace="0.006",
+            stations="1",  # ~2.9 s of cooking
+        ) as proc,
+    ):
+        claimed = wait_for(
+            lambda: Order.objects.filter(pk=order.pk, state="preparing").first(),
+            timeout=15,
+            message="the agent claimed the order",
+        )
+        assert claimed.lease_expires_at is not None
+        wait_for(
+            lambda: Order.objects.filter(
+                pk=order.pk, state="preparing", lease_expires_at__gt=claimed.lease_expires_at
+            ).exists(),
+            timeout=5,
+            message="a renewed lease",
+        )
+        wait_for(
+            lambda: Order.objects.filter(pk=order.pk, state="completed").exists(),
+            timeout=10,
+            message="the order completed",
+        )
+        output = proc.output()
+
+    order.refresh_from_db()
+    assert order.fence == claimed.fence  # the one claim held throughout
+    assert "fence lost" not in output
+
+
+def test_agent__wrong_token__exits_non_zero_saying_so(
+    tmp_path: Path, make_outlet: MakeOutlet
+) -> None:
+    make_outlet("north")
+
+    with web_server(tmp_path) as (_, url), agent(tmp_path, url, "north", "forged-token") as proc:
+        code = proc.popen.wait(timeout=15)
+        output = proc.output()
+
+    assert code == 1
+    assert "refuses this agent" in output
