@@ -188,7 +188,10 @@ class Notifier:
                 ", ".join(report.held),
             )
         self._last_held = report.held
-        NotifierStatus.objects.filter(pk=1).update(last_tick_at=now, leader=self.name)
+        if not NotifierStatus.objects.filter(pk=1).update(last_tick_at=now, leader=self.name):
+            NotifierStatus.objects.create(
+                pk=1, leader=self.name, leader_since=now, last_tick_at=now
+            )
         return report
 
     def _step(self) -> None:

@@ -11,7 +11,9 @@ nothing twice.
 Two safety rules keep a fault of the detector from looking like a mass outage:
 the caller says whether it may act on silence yet (grace after start, takeover
 or a database outage), and when more than half of the live outlets fall silent
-at once nobody is declared down and an alert is raised instead. While either
+at once (quiet for half the timeout, so that outlets cut off together but whose
+last heartbeats were an interval apart count together) nobody is declared down
+and an alert is raised instead. While either
 rule holds an outlet back, the leases of its claims are left alone too: its
 stations could not renew them for the same reason it could not heartbeat.
 """
@@ -99,10 +101,15 @@ def _silent_outlets_down(
         report.held = slugs
         return {r["id"] for r in silent}
     live = Outlet.objects.filter(state__in=[OutletState.ACTIVE, OutletState.DRAINING]).count()
-    if len(silent) * 2 > live:
+    # Outlets cut off together still cross the timeout up to one heartbeat interval
+    # apart; counting only those past it would take the first down alone, then the
+    # next, and so on. An outlet quiet for half the timeout already counts as silent.
+    quiet = fetch_all(sql.OUTLETS_SILENT, {"now": now, "timeout": timeout / 2})
+    if len(quiet) * 2 > live:
         report.held = slugs
         report.alert = (
-            f"{len(silent)} of {live} outlets fell silent at once ({', '.join(slugs)}); "
+            f"{len(quiet)} of {live} outlets fell silent at once "
+            f"({', '.join(r['slug'] for r in quiet)}); "
             "nobody was declared down: check the network, or mark outlets down by hand"
         )
         if _alert_set(report.alert, now=now):

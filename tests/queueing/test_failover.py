@@ -191,6 +191,20 @@ def test_tick__more_than_half_silent__nobody_down_and_an_alert_until_heartbeats_
     assert report.alert == "" and NotifierStatus.objects.get(pk=1).alert == ""
 
 
+def test_tick__outlets_cut_off_together_count_together_though_their_beats_were_apart(
+    make_outlet: MakeOutlet, settings_fast: Any, t0: datetime
+) -> None:
+    outlets = [make_outlet(f"o{i}")[0] for i in range(5)]
+    beat(outlets, t0)
+    beat(outlets[2:], after(t0, 4))  # o2..o4 beat 4 s later, then all but o0 fall silent
+    beat(outlets[:1], after(t0, 16))
+
+    report = tick(after(t0, 16))  # only o1 is past the timeout yet; o2..o4 are quiet
+
+    assert report.down == [] and report.held == ["o1"]
+    assert "4 of 5 outlets fell silent" in report.alert
+
+
 def test_tick__two_of_five_silent__both_go_down(
     make_outlet: MakeOutlet, settings_fast: Any, t0: datetime
 ) -> None:
