@@ -52,7 +52,7 @@ SLUG_PARAM = {
     "description": "The outlet's slug.",
     "schema": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"},
 }
-AGENT_SECURITY = [{"outletToken": []}]
+AGENT_SECURITY: list[dict[str, list[str]]] = [{"outletToken": []}]
 
 # Every endpoint can answer these; each operation lists the ones that apply to it.
 MALFORMED = error("The body is not a JSON object, or a field is wrong (`field` names it).")

@@ -101,14 +101,16 @@ class Command(BaseCommand):
             return
         rows = [("slug", "name", "weight", "state", "heartbeat", "open")]
         for o in outlets:
+            figures: Any = o  # annotated by outlets_health()
+            open_orders = figures.queued + figures.preparing + figures.ready
             rows.append(
                 (
                     o.slug,
                     o.name,
                     str(o.weight),
                     o.state,
-                    age_text(o.heartbeat_age),
-                    str(o.queued + o.preparing + o.ready),
+                    age_text(figures.heartbeat_age),
+                    str(open_orders),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
