@@ -470,11 +470,14 @@ def test_live_server__place_claim_ready_complete_over_http(
         )
         followed = http.get(f"/api/orders/{order_token}").json()
         big = http.post("/api/orders", content=b'{"kind": "' + b"x" * 70000 + b'"}')
+        # Sent in chunks without a Content-Length: measured as it is read.
+        chunked = http.post("/api/orders", content=iter([b"[" * 40000, b"]" * 40000]))
         wrong = http.put("/api/orders", json=order)
 
     assert followed["state"] == "completed"
     assert [e["type"] for e in followed["timeline"]] == ["placed", "claimed", "ready", "completed"]
-    assert (big.status_code, wrong.status_code) == (413, 405)
+    assert (big.status_code, chunked.status_code, wrong.status_code) == (413, 413, 405)
+    assert Order.objects.count() == 1
 
 
 @pytest.mark.slow
