@@ -231,3 +231,28 @@ def test_agent__wrong_token__exits_non_zero_saying_so(
 
     assert code == 1
     assert "refuses this agent" in output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_agent__stop_while_cooking__exits_0_at_once_leaving_the_order_to_its_lease(
+    tmp_path: Path, menu: None, make_outlet: MakeOutlet, sig: signal.Signals
+) -> None:
+    _, token = make_outlet("north")
+    (order,) = place_orders(1, outlets=["north"])
+
+    with web_server(tmp_path) as (_, url), agent(tmp_path, url, "north", token, pace="1") as proc:
+        wait_for(
+            lambda: Order.objects.filter(pk=order.pk, state="preparing").exists(),
+            timeout=15,
+            message="the agent claimed the order",
+        )
+        wait_for(lambda: "cooking" in proc.output(), timeout=5, message="cooking")
+        proc.signal(sig)
+        code = proc.popen.wait(timeout=3)
+        output = proc.output()
+
+    assert code == 0, output
+    assert f"order {order.pk} left to its lease" in output
+    order.refresh_from_db()
+    assert order.state == "preparing"  # not completed by a stopping agent
+    assert made_lines(tmp_path) == []
