@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
 from queueing.models import Outlet
 
 MANAGER_PERMISSION = "shop.manager"
@@ -20,3 +23,13 @@ def can_open_kitchen(user: Any, outlet: Outlet) -> bool:
     if is_manager(user):
         return True
     return bool(user.memberships.filter(outlet=outlet).exists())
+
+
+def kitchen_outlet(*, user: Any, slug: str) -> Outlet:
+    """The outlet whose kitchen ``user`` opens; Http404 if unknown, PermissionDenied if not theirs."""
+    outlet = Outlet.objects.filter(slug=slug).first()
+    if outlet is None:
+        raise Http404(f"no outlet {slug}")
+    if not can_open_kitchen(user, outlet):
+        raise PermissionDenied(f"you do not work at {outlet.name}")
+    return outlet

@@ -1,23 +1,271 @@
-"""The HTML pages: the customer's order page, the order form, the kitchen and operations screens."""
+"""The HTML pages: home, the order form, the customer's order page and the kitchen screen.
+
+Each live screen renders a snapshot with the id of the newest event it includes;
+its script connects the screen's socket after that id and, on every event or
+reconnect, fetches the snapshot's fragment again. Refetching instead of patching
+the page event by event makes a screen converge on the database whatever it
+missed.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods
 
-from queueing.selectors import order_by_token, order_events, order_ready_estimate
+from queueing.errors import QueueError
+from queueing.models import EventType, Order, OrderEvent, OrderKind, OrderState, Outlet
+from queueing.selectors import (
+    kitchen_tickets,
+    last_event_id,
+    order_by_token,
+    order_events,
+    order_ready_estimate,
+    outlet_last_bumped,
+    outlets_for_user,
+)
+from queueing.services.routing import active_outlets
+from shop.access import is_manager, kitchen_outlet
+from shop.forms import OrderForm
+from shop.models import MenuItem
+from shop.ordering import OrderInvalid, order_place, order_request_parse
+
+# The customer's stepper, in order. Delivery and takeaway differ in the fourth step.
+STEPS_DELIVERY = ("Received", "In the kitchen", "Ready", "Out for delivery", "Done")
+STEPS_TAKEAWAY = ("Received", "In the kitchen", "Ready", "Ready for pickup", "Done")
+# The step an order in each state is at. A ready order is on the pass: it is made
+# (step 2 done) and waiting to be picked up or taken out (step 3 under way).
+STEP_OF_STATE = {
+    OrderState.QUEUED: 0,
+    OrderState.PREPARING: 1,
+    OrderState.READY: 3,
+    OrderState.COMPLETED: 5,
+}
 
 
-def order_status(request: HttpRequest, token: str) -> HttpResponse:
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    manager = is_manager(user)
+    kitchens: QuerySet[Outlet] | list[Outlet] = (
+        outlets_for_user(user=user, manager=manager) if user.is_authenticated else []
+    )
+    return render(request, "shop/home.html", {"kitchens": kitchens, "manager": manager})
+
+
+# --- The order form ---------------------------------------------------------------
+
+
+def _order_form(data: Any = None) -> OrderForm:
+    return OrderForm(
+        data,
+        menu=MenuItem.objects.filter(available=True).order_by("name"),
+        outlets=active_outlets(),
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def order_form(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return render(request, "shop/order_form.html", {"form": _order_form()})
+    form = _order_form(request.POST)
+    status = 400
+    if form.is_valid():
+        payload = form.payload()
+        try:
+            order, _ = order_place(
+                request=order_request_parse(payload),
+                idempotency_key=form.idempotency_key(),
+                body=json.dumps(payload, sort_keys=True).encode(),
+            )
+        except OrderInvalid as exc:
+            form.add_order_error(exc)
+            status = exc.status
+        except QueueError as exc:  # the outlet stopped taking orders between check and queue
+            field = exc.context.get("field")
+            form.add_error(field if field in form.fields else None, exc.message)
+            status = exc.status
+        else:
+            return redirect("order-status", token=order.token)
+    return render(request, "shop/order_form.html", {"form": form}, status=status)
+
+
+# --- The customer's order page ------------------------------------------------------
+
+
+def _notice(order: Order, events: list[OrderEvent]) -> dict[str, str] | None:
+    """What the customer must be told in plain words: moved, cancelled, waiting, stuck."""
+    if order.state == OrderState.CANCELLED:
+        return {
+            "tone": "bad",
+            "title": "Your order was cancelled",
+            "text": order.cancel_reason or "The shop could not make it.",
+        }
+    if order.state == OrderState.ATTENTION:
+        return {
+            "tone": "warn",
+            "title": "We are sorting out a problem with your order",
+            "text": "A manager has been asked to look at it. We'll update this page.",
+        }
+    if not order.is_open:
+        return None
+    if order.outlet_id is None:
+        return {
+            "tone": "warn",
+            "title": "Waiting for a kitchen",
+            "text": "No kitchen can take it this minute; it goes to the first one that can.",
+        }
+    moves = [e for e in events if e.type == EventType.REROUTED and e.outlet_id]
+    if moves:
+        last = moves[-1]
+        before = last.from_outlet.name if last.from_outlet else "another outlet"
+        now_at = last.outlet.name if last.outlet else "another outlet"
+        if before != now_at:
+            return {
+                "tone": "info",
+                "title": f"Your order moved to {now_at}",
+                "text": f"{before} could not make it, so {now_at} is making it now.",
+            }
+    return None
+
+
+TIMELINE_WORDS = {
+    EventType.PLACED: "Order received",
+    EventType.WAITING: "Waiting for a kitchen",
+    EventType.CLAIMED: "A cook started it",
+    EventType.READY: "Ready",
+    EventType.COMPLETED: "Done",
+    EventType.RECALLED: "Back on the pass",
+    EventType.REROUTED: "Moved",
+    EventType.CANCELLED: "Cancelled",
+    EventType.LEASE_EXPIRED: "Restarted",
+    EventType.ATTENTION: "Set aside for a manager",
+}
+
+
+def _timeline(events: list[OrderEvent]) -> list[tuple[OrderEvent, str]]:
+    """The order's events in the customer's words."""
+    lines = []
+    for event in events:
+        words = TIMELINE_WORDS.get(event.type, event.get_type_display())  # type: ignore[call-overload]
+        if event.type == EventType.REROUTED:
+            words = f"Moved to {event.outlet.name}" if event.outlet else "Waiting for a kitchen"
+        elif event.outlet and event.type in (EventType.PLACED, EventType.CLAIMED):
+            words = f"{words} · {event.outlet.name}"
+        lines.append((event, words))
+    return lines
+
+
+def _order_context(order: Order) -> dict[str, Any]:
+    events = list(order_events(order=order))
+    steps = STEPS_DELIVERY if order.kind == OrderKind.DELIVERY else STEPS_TAKEAWAY
+    at = STEP_OF_STATE.get(order.state)  # None: cancelled or set aside
+    stepper = [
+        {
+            "label": label,
+            "status": "off" if at is None else ("done" if i < at else "now" if i == at else "todo"),
+        }
+        for i, label in enumerate(steps)
+    ]
+    # Events are ordered by id, which a later-committing writer can undercut; the
+    # newest id overall bounds what this snapshot has seen.
+    return {
+        "order": order,
+        "timeline": _timeline(events),
+        "stepper": stepper,
+        "estimate": order_ready_estimate(order=order),
+        "notice": _notice(order, events),
+        "last_event_id": max([last_event_id()] + [e.pk for e in events]),
+        "server_now": timezone.now(),
+    }
+
+
+def _order_or_404(token: str) -> Order:
     order = order_by_token(token=token)
     if order is None:
         raise Http404("no such order")
-    return render(
+    return order
+
+
+@require_GET
+def order_status(request: HttpRequest, token: str) -> HttpResponse:
+    context = _order_context(_order_or_404(token))
+    context["refresh_seconds"] = 10
+    response = render(request, "shop/order_status.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+def order_status_part(request: HttpRequest, token: str) -> HttpResponse:
+    """The live part of the order page, fetched again on every event."""
+    response = render(request, "shop/_order_status.html", _order_context(_order_or_404(token)))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- The kitchen screen --------------------------------------------------------------
+
+
+def all_day(tickets: list[Order]) -> list[tuple[str, int]]:
+    """Items still to make across the queue (queued and cooking), most first: the kitchen's 'all day'."""
+    counts: Counter[str] = Counter()
+    for ticket in tickets:
+        if ticket.state in (OrderState.QUEUED, OrderState.PREPARING):
+            for line in ticket.lines:
+                counts[line["name"]] += int(line["qty"])
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _kitchen_context(outlet: Outlet) -> dict[str, Any]:
+    newest = last_event_id()  # read first: the tickets below are at least this fresh
+    tickets = list(kitchen_tickets(outlet=outlet))
+    now = timezone.now()
+    for ticket in tickets:
+        age = max(0, int((now - ticket.created_at).total_seconds()))
+        ticket.age_text = f"{age // 60}:{age % 60:02d}"  # type: ignore[attr-defined]
+        ticket.age_level = (  # type: ignore[attr-defined]
+            "red" if age >= outlet.red_after else "amber" if age >= outlet.amber_after else "ok"
+        )
+    return {
+        "outlet": outlet,
+        "tickets": tickets,
+        "all_day": all_day(tickets),
+        "last_bumped": outlet_last_bumped(outlet=outlet),
+        "last_event_id": newest,
+        "server_now": now,
+    }
+
+
+@require_GET
+def kitchen_screen(request: HttpRequest, slug: str) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    outlet = kitchen_outlet(user=request.user, slug=slug)
+    context = _kitchen_context(outlet)
+    context["heartbeat_interval"] = settings.HEARTH_HEARTBEAT_INTERVAL
+    response = render(request, "shop/kitchen.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+def kitchen_tickets_part(request: HttpRequest, slug: str) -> HttpResponse:
+    """The tickets of the kitchen screen, fetched again on every event of the outlet."""
+    if not request.user.is_authenticated:
+        return HttpResponse("Signed out: sign in again.", status=401, content_type="text/plain")
+    response = render(
         request,
-        "shop/order_status.html",
-        {
-            "order": order,
-            "events": order_events(order=order),
-            "estimate": order_ready_estimate(order=order),
-        },
+        "shop/_kitchen_tickets.html",
+        _kitchen_context(kitchen_outlet(user=request.user, slug=slug)),
     )
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,239 @@
+"""The admin for the queue's records: outlets (tokens never shown), orders read-mostly with their events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from queueing.models import NotifierStatus, Order, OrderEvent, Outlet, OutletState
+from queueing.services import outlet_create, outlet_rotate_token
+
+# What a manager may edit on an outlet here. Its state changes go through the
+# operations screen's actions, which move orders and record events.
+OUTLET_EDITABLE = ("name", "weight", "amber_after", "red_after")
+
+
+def _tokens_page(
+    request: HttpRequest, title: str, tokens: list[tuple[Outlet, str]]
+) -> HttpResponse:
+    """Agent tokens, shown on this one response: they are stored only hashed."""
+    response = TemplateResponse(
+        request,
+        "admin/queueing/outlet/agent_tokens.html",
+        {**admin.site.each_context(request), "title": title, "tokens": tokens},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@admin.register(Outlet)
+class OutletAdmin(admin.ModelAdmin):
+    list_display = (
+        "slug",
+        "name",
+        "weight",
+        "state",
+        "last_heartbeat_at",
+        "amber_after",
+        "red_after",
+    )
+    list_filter = ("state",)
+    search_fields = ("slug", "name")
+    actions = ["rotate_token"]
+
+    def get_fields(self, request: HttpRequest, obj: Outlet | None = None) -> list[str]:
+        if obj is None:
+            return ["slug", *OUTLET_EDITABLE]
+        return ["slug", *OUTLET_EDITABLE, "state", "last_heartbeat_at", "back_since", "created_at"]
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Outlet | None = None
+    ) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        # The slug places the outlet on the ring and in URLs: it does not change.
+        return ("slug", "state", "last_heartbeat_at", "back_since", "created_at")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Outlet | None = None) -> bool:
+        return False  # orders keep pointing at their outlet; retire it instead
+
+    def save_model(self, request: HttpRequest, obj: Outlet, form: ModelForm, change: bool) -> None:
+        if change:
+            # Only the fields edited here: a whole-row save would write back the state
+            # and heartbeat this form loaded, undoing what the notifier did meanwhile.
+            fields = [f for f in form.changed_data if f in OUTLET_EDITABLE]
+            if fields:
+                obj.save(update_fields=fields)
+            return
+        outlet, token = outlet_create(slug=obj.slug, name=obj.name, weight=obj.weight)
+        Outlet.objects.filter(pk=outlet.pk).update(
+            amber_after=obj.amber_after, red_after=obj.red_after
+        )
+        obj.pk = outlet.pk
+        obj.refresh_from_db()
+        obj._agent_token = token  # type: ignore[attr-defined]
+
+    def response_add(
+        self, request: HttpRequest, obj: Outlet, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        token = getattr(obj, "_agent_token", None)
+        if token:
+            return _tokens_page(request, f"Outlet {obj.slug} added", [(obj, token)])
+        return super().response_add(request, obj, post_url_continue)
+
+    @admin.action(description="Rotate the agent token (the new one is shown once)")
+    def rotate_token(self, request: HttpRequest, queryset: QuerySet[Outlet]) -> HttpResponse | None:
+        outlets = list(queryset.exclude(state=OutletState.RETIRED).order_by("slug"))
+        if not outlets:
+            self.message_user(request, "Retired outlets have no token to rotate.")
+            return None
+        tokens = [(outlet, outlet_rotate_token(outlet=outlet)) for outlet in outlets]
+        return _tokens_page(request, "New agent tokens", tokens)
+
+
+class OrderEventInline(admin.TabularInline):
+    model = OrderEvent
+    fk_name = "order"
+    fields = ("id", "at", "type", "state", "outlet", "from_outlet", "fence", "detail")
+    readonly_fields = fields
+    ordering = ("id",)
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    """Orders are placed by customers and moved by the queue; here they are read, and contacts fixed."""
+
+    list_display = (
+        "id",
+        "kind",
+        "state",
+        "outlet",
+        "zone",
+        "customer_name",
+        "created_at",
+        "attempts",
+    )
+    list_filter = ("state", "kind", "outlet")
+    list_select_related = ("outlet",)
+    search_fields = ("=id", "token", "zone")
+    date_hierarchy = "created_at"
+    inlines = [OrderEventInline]
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "token",
+                    "kind",
+                    "zone",
+                    "rush",
+                    "quick",
+                    "items",
+                    "prep_seconds",
+                    "customer",
+                )
+            },
+        ),
+        (
+            "State",
+            {
+                "fields": (
+                    "state",
+                    "cancel_reason",
+                    "created_at",
+                    "claimed_at",
+                    "ready_at",
+                    "finished_at",
+                )
+            },
+        ),
+        (
+            "Queue (written only by the queue)",
+            {
+                "fields": (
+                    "outlet",
+                    "sort_key",
+                    "fence",
+                    "claimed_by",
+                    "lease_expires_at",
+                    "attempts",
+                )
+            },
+        ),
+    )
+    readonly_fields = (
+        "token", "kind", "zone", "rush", "quick", "items", "prep_seconds", "state", "cancel_reason",
+        "created_at", "claimed_at", "ready_at", "finished_at",
+        "outlet", "sort_key", "fence", "claimed_by", "lease_expires_at", "attempts",
+    )  # fmt: skip
+
+    @admin.display(description="customer")
+    def customer_name(self, order: Order) -> str:
+        return str(order.customer.get("name", ""))
+
+    @admin.display(description="items")
+    def items(self, order: Order) -> str:
+        return "; ".join(
+            f"{line['qty']}× {line['name']}" + (f" ({line['note']})" if line.get("note") else "")
+            for line in order.lines
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # orders come through the order form or the API, which route and record them
+
+    def has_delete_permission(self, request: HttpRequest, obj: Order | None = None) -> bool:
+        return False  # the audit trail stays
+
+    def save_model(self, request: HttpRequest, obj: Order, form: ModelForm, change: bool) -> None:
+        # Only the customer's contact is editable: never write back queue columns this form loaded.
+        if "customer" in form.changed_data:
+            obj.save(update_fields=["customer"])
+
+
+@admin.register(OrderEvent)
+class OrderEventAdmin(admin.ModelAdmin):
+    list_display = ("id", "at", "type", "order", "state", "outlet", "from_outlet", "fence")
+    list_filter = ("type", "outlet")
+    list_select_related = ("order", "outlet", "from_outlet")
+    search_fields = ("=order__id", "order__token")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: OrderEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: OrderEvent | None = None) -> bool:
+        return False
+
+
+@admin.register(NotifierStatus)
+class NotifierStatusAdmin(admin.ModelAdmin):
+    list_display = ("leader", "leader_since", "last_tick_at", "alert", "alert_since")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: NotifierStatus | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: NotifierStatus | None = None
+    ) -> bool:
+        return False

@@ -1,0 +1,158 @@
+"""The HTML forms: a customer's order, a new outlet. Domain rules stay in shop.ordering and queueing."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from django import forms
+
+from queueing.models import OrderKind, Outlet
+from shop.models import MenuItem
+from shop.ordering import MAX_NOTE, MAX_QTY, OrderInvalid
+
+# "lines[3].qty" -> (3, "qty")
+_LINE_FIELD = re.compile(r"^lines\[(\d+)\]\.(\w+)$")
+
+# Where the parser's field names (shared with the JSON API) show up on this form.
+_FORM_FIELD = {
+    "kind": "kind",
+    "outlet": "outlet",
+    "zone": "zone",
+    "customer": "name",
+    "customer.name": "name",
+    "customer.phone": "phone",
+    "customer.address": "address",
+}
+
+
+class OrderForm(forms.Form):
+    """A quantity and a note per available menu item, then takeaway or delivery and the customer.
+
+    Fields check only their type; what makes an order acceptable is decided by
+    ``shop.ordering.order_request_parse``, the same rules as the API's.
+    """
+
+    kind = forms.ChoiceField(
+        choices=OrderKind.choices, widget=forms.RadioSelect, initial=OrderKind.TAKEAWAY
+    )
+    outlet = forms.ChoiceField(required=False, label="Pick it up at")
+    zone = forms.CharField(
+        required=False,
+        label="Delivery zone",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. N1", "autocomplete": "postal-code"}),
+    )
+    name = forms.CharField(
+        required=False, label="Your name", widget=forms.TextInput(attrs={"autocomplete": "name"})
+    )
+    phone = forms.CharField(
+        required=False, label="Phone", widget=forms.TextInput(attrs={"autocomplete": "tel"})
+    )
+    address = forms.CharField(
+        required=False,
+        label="Address",
+        widget=forms.Textarea(attrs={"rows": 2, "autocomplete": "street-address"}),
+    )
+    # One order per form shown: a double click or a resubmitted page places it once.
+    form_id = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def __init__(
+        self, *args: Any, menu: Sequence[MenuItem], outlets: Sequence[Outlet], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.menu = list(menu)
+        self.fields["outlet"].choices = [("", "— choose an outlet —")] + [
+            (o.slug, o.name) for o in outlets
+        ]
+        if not self.is_bound:
+            self.initial["form_id"] = secrets.token_urlsafe(16)
+        for item in self.menu:
+            self.fields[f"qty_{item.slug}"] = forms.IntegerField(
+                required=False,
+                label=item.name,
+                initial=0,
+                widget=forms.NumberInput(attrs={"min": 0, "max": MAX_QTY, "inputmode": "numeric"}),
+            )
+            self.fields[f"note_{item.slug}"] = forms.CharField(
+                required=False,
+                label=f"Note for {item.name}",
+                widget=forms.TextInput(
+                    attrs={"placeholder": "note (optional)", "maxlength": MAX_NOTE}
+                ),
+            )
+
+    def menu_rows(self) -> list[tuple[MenuItem, forms.BoundField, forms.BoundField]]:
+        """(item, quantity field, note field) per menu item, for the template."""
+        return [(item, self[f"qty_{item.slug}"], self[f"note_{item.slug}"]) for item in self.menu]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.errors and not self._ordered_slugs():
+            raise forms.ValidationError("Choose at least one item (set its quantity).")
+        return data
+
+    def _ordered_slugs(self) -> list[str]:
+        return [m.slug for m in self.menu if (self.cleaned_data.get(f"qty_{m.slug}") or 0) != 0]
+
+    def payload(self) -> dict[str, Any]:
+        """The order request in the API's shape, for ``order_request_parse``."""
+        data = self.cleaned_data
+        kind = data["kind"]
+        payload: dict[str, Any] = {
+            "kind": kind,
+            "lines": [
+                {"item": slug, "qty": data[f"qty_{slug}"], "note": data[f"note_{slug}"]}
+                for slug in self._ordered_slugs()
+            ],
+            "customer": {"name": data["name"], "phone": data["phone"], "address": data["address"]},
+        }
+        if kind == OrderKind.DELIVERY:
+            payload["zone"] = data["zone"]
+        else:
+            payload["outlet"] = data["outlet"]
+        return payload
+
+    def idempotency_key(self) -> str:
+        form_id = self.cleaned_data.get("form_id") or ""
+        return f"order-form:{form_id}" if re.fullmatch(r"[\w-]{8,64}", form_id) else ""
+
+    def add_order_error(self, exc: OrderInvalid) -> None:
+        """Show the parser's refusal next to the field it names."""
+        match = _LINE_FIELD.match(exc.field)
+        if match:
+            index, part = int(match.group(1)), match.group(2)
+            ordered = self._ordered_slugs()
+            if index < len(ordered):
+                slug = ordered[index]
+                name = f"note_{slug}" if part == "note" else f"qty_{slug}"
+                self.add_error(name, exc.message)
+                return
+        field = _FORM_FIELD.get(exc.field)
+        if field:
+            self.add_error(field, _sentence(exc.message))
+        else:
+            self.add_error(None, f"{exc.field}: {exc.message}")
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:] if message else message
+
+
+class OutletForm(forms.Form):
+    """A new outlet for the operations screen."""
+
+    slug = forms.SlugField(
+        max_length=50, help_text="Short name used in URLs and on the ring; cannot change later."
+    )
+    name = forms.CharField(max_length=100, required=False)
+    weight = forms.IntegerField(
+        min_value=1, max_value=100, initial=1, help_text="Capacity weight on the ring."
+    )
+
+    def clean_slug(self) -> str:
+        slug: str = self.cleaned_data["slug"]
+        if Outlet.objects.filter(slug=slug).exists():
+            raise forms.ValidationError(f"There is already an outlet {slug}.")
+        return slug

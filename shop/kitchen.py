@@ -1,0 +1,195 @@
+"""The kitchen screen's actions: start, next, ready, bump, recall. Each checks access and calls one service.
+
+They answer JSON for the screen's fetch() calls. Session authentication means
+CSRF applies (the screen sends the token in ``X-CSRFToken``). A refusal of the
+queue (a stale fence, a ticket taken by another station) is a 4xx with a
+message fit to show a cook; it is never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import REDIRECT_FIELD_NAME
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.http import require_POST
+
+from queueing.errors import QueueError, StaleFence, TicketTaken
+from queueing.models import Outlet
+from queueing.selectors import order_by_token
+from queueing.services import (
+    order_claim_next,
+    order_claim_ticket,
+    order_complete,
+    order_mark_ready,
+    order_recall,
+)
+from queueing.tickets import Ticket
+from shop.access import kitchen_outlet
+
+STATE_WORDS = {
+    "queued": "waiting",
+    "preparing": "being made",
+    "ready": "ready",
+    "completed": "done",
+    "cancelled": "cancelled",
+    "attention": "set aside for a manager",
+}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _refusal(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"ok": False, "error": code, "message": message, **extra}, status=status)
+
+
+KitchenAction = Callable[[HttpRequest, Outlet, dict[str, Any]], JsonResponse]
+
+
+def kitchen_action(view: KitchenAction) -> Callable[..., JsonResponse]:
+    """POST only; the user must work at the outlet; the body is a JSON object; refusals become JSON."""
+
+    @require_POST
+    @wraps(view)
+    def wrapper(request: HttpRequest, slug: str) -> JsonResponse:
+        if not request.user.is_authenticated:
+            return _refusal(
+                401,
+                "unauthenticated",
+                "This screen is signed out: sign in again.",
+                login_url=f"{settings.LOGIN_URL}?{REDIRECT_FIELD_NAME}=/kitchen/{slug}/",
+            )
+        try:
+            outlet = kitchen_outlet(user=request.user, slug=slug)
+            return view(request, outlet, _body(request))
+        except Http404:
+            return _refusal(404, "not_found", f"There is no outlet {slug}.")
+        except PermissionDenied:
+            return _refusal(403, "forbidden", "You do not work at this outlet.")
+        except Refused as exc:
+            return _refusal(exc.status, exc.code, exc.message)
+        except StaleFence as exc:
+            return _refusal(exc.status, exc.code, _stale_message(exc))
+        except QueueError as exc:
+            return _refusal(exc.status, exc.code, _sentence(exc.message))
+
+    return wrapper
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    if not request.body.strip():
+        return {}
+    try:
+        data = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(400, "malformed_json", "The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise Refused(400, "malformed_json", "The request body must be a JSON object.")
+    return data
+
+
+def _token(data: dict[str, Any]) -> str:
+    token = data.get("token")
+    if not isinstance(token, str) or not 1 <= len(token) <= 40:
+        raise Refused(400, "invalid", "Which ticket? token is missing.")
+    return token
+
+
+def _fence(data: dict[str, Any]) -> int:
+    fence = data.get("fence")
+    if isinstance(fence, bool) or not isinstance(fence, int) or fence < 0:
+        raise Refused(400, "invalid", "fence must be the ticket's fence (a whole number).")
+    return fence
+
+
+def station_name(request: HttpRequest, data: dict[str, Any]) -> str:
+    """Who is cooking, as other stations see it: the user's name and the screen's tab id."""
+    tab = data.get("tab")
+    tab = tab if isinstance(tab, str) and re.fullmatch(r"[A-Za-z0-9]{1,8}", tab) else ""
+    user = request.user.get_username()[:50]
+    return f"{user}·{tab}" if tab else user
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:]
+
+
+def _stale_message(exc: StaleFence) -> str:
+    token = exc.context.get("token")
+    order = order_by_token(token=token) if isinstance(token, str) else None
+    if order is None:
+        return "This ticket changed since the screen last saw it; the screen has been refreshed."
+    where = f" at {order.outlet.name}" if order.outlet else ""
+    return (
+        f"Order {order.pk} changed since this screen saw it: it is now "
+        f"{STATE_WORDS.get(order.state, order.state)}{where}. This station no longer holds it."
+    )
+
+
+def _answer(ticket: Ticket, message: str) -> JsonResponse:
+    return JsonResponse(
+        {
+            "ok": True,
+            "message": message,
+            "ticket": {
+                "token": ticket.token,
+                "number": ticket.id,
+                "state": ticket.state,
+                "fence": ticket.fence,
+                "claimed_by": ticket.claimed_by,
+            },
+        }
+    )
+
+
+@kitchen_action
+def start(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
+    try:
+        ticket = order_claim_ticket(
+            outlet=outlet, token=_token(data), station=station_name(request, data)
+        )
+    except TicketTaken as exc:
+        by = exc.context.get("claimed_by")
+        order = order_by_token(token=data["token"])
+        number = f"Order {order.pk}" if order else "This ticket"
+        message = f"{number} is taken by {by}." if by else _sentence(exc.message)
+        return _refusal(exc.status, exc.code, message, claimed_by=by or "")
+    return _answer(ticket, f"Order {ticket.id} started.")
+
+
+@kitchen_action
+def start_next(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
+    tickets = order_claim_next(outlet=outlet, station=station_name(request, data))
+    if not tickets:
+        return JsonResponse({"ok": True, "message": "Nothing is waiting.", "ticket": None})
+    return _answer(tickets[0], f"Order {tickets[0].id} started.")
+
+
+@kitchen_action
+def ready(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
+    ticket = order_mark_ready(token=_token(data), fence=_fence(data), outlet=outlet)
+    return _answer(ticket, f"Order {ticket.id} is ready.")
+
+
+@kitchen_action
+def complete(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
+    ticket = order_complete(token=_token(data), fence=_fence(data), outlet=outlet)
+    return _answer(ticket, f"Order {ticket.id} bumped.")
+
+
+@kitchen_action
+def recall(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
+    ticket = order_recall(token=_token(data), fence=_fence(data), outlet=outlet)
+    return _answer(ticket, f"Order {ticket.id} recalled to the pass.")

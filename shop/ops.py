@@ -1,0 +1,287 @@
+"""The operations screen (managers): outlet health, the ring, what happened lately, and outlet actions.
+
+Every action shows a confirmation page first (GET) and acts on its POST,
+calling one service of queueing.services, which records the outlet event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods
+
+from queueing.errors import QueueError
+from queueing.models import Outlet, OutletState
+from queueing.selectors import (
+    events_notable,
+    last_event_id,
+    notifier_status,
+    open_delivery_zones,
+    orders_needing_attention,
+    outlets_health,
+)
+from queueing.services import outlet_create, outlet_drain, outlet_mark_down, outlet_retire
+from queueing.services.outlets import outlet_activate
+from queueing.services.routing import ring_of
+from shop.access import is_manager
+from shop.forms import OutletForm
+
+
+def manager_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Anonymous visitors go to the login page; signed-in users without the permission get 403."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not is_manager(request.user):
+            raise PermissionDenied("operations is for managers")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+# --- The overview ----------------------------------------------------------------
+
+
+@dataclass
+class RingRow:
+    outlet: Outlet
+    share: float  # of the key space, on the ring of active outlets
+    heirs: list[tuple[str, float]]  # who takes its key space if it dies, and how much
+    zones: list[tuple[str, int, str]]  # (zone, open delivery orders, where they would go)
+
+
+def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
+    """The ring of active outlets, and for each live outlet where its orders would go if it died.
+
+    Consistent hashing moves only the dead outlet's keys, so what each survivor
+    gains is the difference of its share with and without it. Bounded loads may
+    spill an order further along the ring when its heir is full.
+    """
+    active = [o for o in outlets if o.state == OutletState.ACTIVE]
+    live = [o for o in outlets if o.state in (OutletState.ACTIVE, OutletState.DRAINING)]
+    shares = ring_of(active).shares() if active else {}
+    zones_by_outlet: dict[int, list[tuple[str, int]]] = {}
+    for outlet_id, zone, count in open_delivery_zones():
+        zones_by_outlet.setdefault(outlet_id, []).append((zone, count))
+    rows = []
+    for outlet in live:
+        survivors = [o for o in active if o.pk != outlet.pk]
+        own = shares.get(outlet.slug, 0.0)
+        heirs: list[tuple[str, float]] = []
+        zones: list[tuple[str, int, str]] = []
+        if survivors:
+            ring = ring_of(survivors)
+            after = ring.shares()
+            gains = {s: after[s] - shares.get(s, 0.0) for s in after}
+            heirs = sorted(
+                ((s, g / own if own else 0.0) for s, g in gains.items() if g > 1e-9),
+                key=lambda sg: -sg[1],
+            )
+            for zone, count in zones_by_outlet.get(outlet.pk, []):
+                # An order without a zone is keyed by its token: each may go elsewhere.
+                zones.append((zone, count, ring.owner(zone) if zone else "(each its own way)"))
+        else:
+            zones = [
+                (z, n, "nowhere: it would wait") for z, n in zones_by_outlet.get(outlet.pk, [])
+            ]
+        rows.append(RingRow(outlet=outlet, share=own, heirs=heirs, zones=zones))
+    return rows
+
+
+def overview_context() -> dict[str, Any]:
+    newest = last_event_id()
+    outlets = list(outlets_health())
+    timeout = settings.HEARTH_HEARTBEAT_TIMEOUT
+    for outlet in outlets:
+        age = outlet.heartbeat_age  # type: ignore[attr-defined]
+        outlet.heartbeat_seconds = None if age is None else max(0, int(age.total_seconds()))  # type: ignore[attr-defined]
+        oldest = outlet.oldest_age  # type: ignore[attr-defined]
+        outlet.oldest_seconds = None if oldest is None else max(0, int(oldest.total_seconds()))  # type: ignore[attr-defined]
+        outlet.silent = outlet.state in (OutletState.ACTIVE, OutletState.DRAINING) and (  # type: ignore[attr-defined]
+            outlet.heartbeat_seconds is None or outlet.heartbeat_seconds > timeout  # type: ignore[attr-defined]
+        )
+        outlet.actions = [a for a in ACTIONS.values() if outlet.state in a.allowed_from]  # type: ignore[attr-defined]
+    return {
+        "outlets": outlets,
+        "ring": ring_rows(outlets),
+        "events": list(events_notable()),
+        "attention": list(orders_needing_attention()),
+        "notifier": notifier_status(),
+        "heartbeat_timeout": timeout,
+        "last_event_id": newest,
+        "server_now": timezone.now(),
+    }
+
+
+@require_GET
+@manager_required
+def ops_screen(request: HttpRequest) -> HttpResponse:
+    response = render(request, "shop/ops.html", overview_context())
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+@manager_required
+def ops_overview_part(request: HttpRequest) -> HttpResponse:
+    """The live part of the operations screen, fetched again on events and every few seconds."""
+    response = render(request, "shop/_ops_overview.html", overview_context())
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- Outlet actions ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutletAction:
+    slug: str
+    label: str
+    explain: str  # {name} is the outlet's name
+    allowed_from: tuple[str, ...]
+    danger: bool
+    run: Callable[[Outlet], str]
+
+
+def _drain(outlet: Outlet) -> str:
+    outlet_drain(outlet=outlet, move_queued=False)
+    return f"{outlet.name} is draining: no new orders, it finishes what it has."
+
+
+def _drain_move(outlet: Outlet) -> str:
+    moved = outlet_drain(outlet=outlet, move_queued=True)
+    return (
+        f"{outlet.name} is draining; {len(moved)} waiting delivery orders moved to other outlets."
+    )
+
+
+def _down(outlet: Outlet) -> str:
+    moved, cancelled = outlet_mark_down(outlet=outlet)
+    return (
+        f"{outlet.name} is down: {len(moved)} delivery orders moved, "
+        f"{len(cancelled)} takeaway orders cancelled (their customers are told)."
+    )
+
+
+def _retire(outlet: Outlet) -> str:
+    outlet_retire(outlet=outlet)
+    return f"{outlet.name} is retired; its agent token no longer works."
+
+
+def _activate(outlet: Outlet) -> str:
+    outlet_activate(outlet=outlet)
+    return f"{outlet.name} is active again and takes new orders."
+
+
+_LIVE = (OutletState.ACTIVE, OutletState.DRAINING)
+ACTIONS = {
+    a.slug: a
+    for a in (
+        OutletAction(
+            "drain",
+            "Drain",
+            "{name} stops taking new orders and finishes the ones it has.",
+            (OutletState.ACTIVE,),
+            False,
+            _drain,
+        ),
+        OutletAction(
+            "drain-move",
+            "Drain and move",
+            "{name} stops taking new orders; its delivery orders that nobody has started "
+            "move to other outlets now. Orders being made stay and are finished there.",
+            _LIVE,
+            False,
+            _drain_move,
+        ),
+        OutletAction(
+            "down",
+            "Mark down",
+            "Declare {name} down now, for a planned outage: its open delivery orders move to "
+            "other outlets and its takeaway orders are cancelled, their customers told at once.",
+            _LIVE,
+            True,
+            _down,
+        ),
+        OutletAction(
+            "retire",
+            "Retire",
+            "Retire {name} for good: it leaves the ring and its agent token stops working. "
+            "Only possible once it has no open orders.",
+            (OutletState.DRAINING, OutletState.DOWN),
+            True,
+            _retire,
+        ),
+        OutletAction(
+            "activate",
+            "Reactivate",
+            "{name} takes new orders again. If nothing heartbeats for it, the notifier will "
+            "declare it down again after the heartbeat timeout.",
+            (OutletState.DRAINING, OutletState.DOWN),
+            False,
+            _activate,
+        ),
+    )
+}
+
+
+@require_http_methods(["GET", "POST"])
+@manager_required
+def outlet_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
+    todo = ACTIONS.get(action)
+    outlet = Outlet.objects.filter(slug=slug).first()
+    if todo is None or outlet is None:
+        raise Http404("no such outlet or action")
+    if request.method == "GET":
+        return render(
+            request,
+            "shop/ops_confirm.html",
+            {"outlet": outlet, "action": todo, "explain": todo.explain.format(name=outlet.name)},
+        )
+    try:
+        messages.success(request, todo.run(outlet))
+    except QueueError as exc:
+        messages.error(request, f"{todo.label} {outlet.name}: {exc.message}")
+    return redirect("ops")
+
+
+@require_http_methods(["GET", "POST"])
+@manager_required
+def outlet_add(request: HttpRequest) -> HttpResponse:
+    form = OutletForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            outlet, token = outlet_create(
+                slug=data["slug"], name=data["name"], weight=data["weight"]
+            )
+        except IntegrityError:  # two managers added the same slug at once
+            form.add_error("slug", f"There is already an outlet {data['slug']}.")
+        else:
+            # The token is shown on this response only: it is stored hashed, never again in clear.
+            response = render(
+                request,
+                "shop/ops_outlet_added.html",
+                {
+                    "outlet": outlet,
+                    "token": token,
+                    "server": request.build_absolute_uri("/").rstrip("/"),
+                },
+            )
+            response["Cache-Control"] = "no-store"
+            return response
+    status = 400 if request.method == "POST" else 200
+    return render(request, "shop/ops_outlet_add.html", {"form": form}, status=status)

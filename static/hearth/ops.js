@@ -1,0 +1,31 @@
+// The operations screen: refetch the overview on events (debounced) and every few seconds,
+// since heartbeats are not events and "seconds since the last heartbeat" keeps growing.
+(function () {
+  "use strict";
+  var root = document.getElementById("ops-live");
+  if (!root || !window.Hearth) return;
+  var H = window.Hearth;
+  var banner = document.getElementById("conn-banner");
+  var pill = document.getElementById("live-pill");
+
+  function showStatus(state) {
+    var ok = state.socket === "live" && state.fetchOk;
+    banner.hidden = ok || state.socket === "connecting";
+    pill.textContent = ok ? "live" : state.socket === "connecting" ? "connecting…" : "reconnecting…";
+    pill.className = "live-pill " + (ok ? "live-pill--live" : "live-pill--down");
+  }
+
+  var part = new H.LivePart({
+    container: root,
+    partUrl: root.getAttribute("data-part-url"),
+    socketPath: root.getAttribute("data-socket-path"),
+    debounce: 400,
+    onSwap: function () {
+      H.localTimes(root);
+    },
+    onStatus: showStatus,
+  });
+  setInterval(function () {
+    part.schedule(0);
+  }, 3000);
+})();
