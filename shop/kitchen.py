@@ -109,7 +109,7 @@ def _token(data: dict[str, Any]) -> str:
 
 def _fence(data: dict[str, Any]) -> int:
     fence = data.get("fence")
-    if isinstance(fence, bool) or not isinstance(fence, int) or fence < 0:
+    if isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence < 2**63:
         raise Refused(400, "invalid", "fence must be the ticket's fence (a whole number).")
     return fence
 

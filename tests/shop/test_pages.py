@@ -1,0 +1,665 @@
+"""The screens over Django's test client: the order form, the order page, the kitchen, operations, the admin."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from queueing.models import NotifierStatus, Order, OrderEvent, OrderState, Outlet
+from queueing.services import (
+    order_claim_next,
+    order_complete,
+    order_enqueue,
+    outlet_authenticate,
+    outlet_mark_down,
+)
+from shop.models import Membership
+
+pytestmark = pytest.mark.django_db
+
+EVIL = '<script>alert("x")</script>'
+
+
+@pytest.fixture
+def north(make_outlet: Callable[..., tuple[Outlet, str]]) -> Outlet:
+    return make_outlet("north", name="Hearth North")[0]
+
+
+@pytest.fixture
+def south(make_outlet: Callable[..., tuple[Outlet, str]]) -> Outlet:
+    return make_outlet("south", name="Hearth South")[0]
+
+
+@pytest.fixture
+def cook(north: Outlet) -> Client:
+    user = User.objects.create_user("cook-north", password="pw-north-1")
+    Membership.objects.create(user=user, outlet=north)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def manager(db: None) -> Client:
+    user = User.objects.create_user("manager", password="pw-manager-1")
+    user.user_permissions.add(Permission.objects.get(codename="manager"))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def enqueue(
+    outlet: Outlet | None,
+    *,
+    kind: str = "takeaway",
+    zone: str = "",
+    note: str = "",
+    name: str = "Ada",
+    qty: int = 1,
+) -> Order:
+    ticket = order_enqueue(
+        kind=kind,
+        lines=[
+            {
+                "item": "margherita",
+                "name": "Margherita",
+                "qty": qty,
+                "note": note,
+                "prep_seconds": 420,
+            }
+        ],
+        customer={"name": name, "address": "1 Analytical St"},
+        prep_seconds=420,
+        quick=False,
+        zone=zone,
+        outlet=outlet if kind == "takeaway" else None,
+    )
+    return Order.objects.select_related("outlet").get(pk=ticket.id)
+
+
+def form_data(**overrides: str) -> dict[str, str]:
+    data = {
+        "kind": "takeaway",
+        "outlet": "north",
+        "name": "Ada",
+        "phone": "",
+        "address": "",
+        "zone": "",
+    }
+    data.update(overrides)
+    return data
+
+
+def post_json(client: Client, url: str, body: dict[str, Any]) -> Any:
+    return client.post(url, json.dumps(body), content_type="application/json")
+
+
+# --- The order form ---------------------------------------------------------------------
+
+
+def test_order_form__lists_only_available_items_and_active_outlets(
+    menu: None, north: Outlet, south: Outlet
+) -> None:
+    outlet_mark_down(outlet=south)
+    html = Client().get("/order/").content.decode()
+    assert "Margherita" in html and "Cola (can)" in html
+    assert "Calzone" not in html  # not available today
+    assert 'value="north"' in html
+    assert 'value="south"' not in html  # down: takes no orders
+
+
+def test_order_form__places_a_takeaway_order_and_lands_on_its_page(
+    menu: None, north: Outlet
+) -> None:
+    response = Client().post(
+        "/order/", form_data(qty_margherita="2", note_margherita="no basil", qty_cola="1")
+    )
+    order = Order.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/o/{order.token}/"
+    assert order.kind == "takeaway" and order.outlet == north
+    assert [(ln["item"], ln["qty"], ln["note"]) for ln in order.lines] == [
+        ("cola", 1, ""),
+        ("margherita", 2, "no basil"),
+    ]
+    assert order.customer["name"] == "Ada"
+
+
+def test_order_form__places_a_delivery_order(menu: None, north: Outlet) -> None:
+    response = Client().post(
+        "/order/",
+        form_data(
+            kind="delivery", outlet="", zone="N1", address="1 Analytical St", qty_pepperoni="1"
+        ),
+    )
+    assert response.status_code == 302
+    order = Order.objects.get()
+    assert (order.kind, order.zone, order.outlet_id) == ("delivery", "N1", north.pk)
+
+
+def test_order_form__the_same_form_submitted_twice_places_one_order(
+    menu: None, north: Outlet
+) -> None:
+    data = form_data(qty_margherita="1", form_id="f0rm-id-123456")
+    first = Client().post("/order/", data)
+    second = Client().post("/order/", data)
+    assert Order.objects.count() == 1
+    assert first["Location"] == second["Location"]
+
+
+def errors_of(response: Any) -> dict[str, list[str]]:
+    return {k: list(v) for k, v in response.context["form"].errors.items()}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({}, "__all__", "Choose at least one item"),
+        ({"qty_margherita": "1", "outlet": ""}, "outlet", "required"),
+        ({"qty_margherita": "1", "outlet": "atlantis"}, "outlet", "Select a valid choice"),
+        ({"qty_margherita": "1", "name": ""}, "name", "required"),
+        ({"qty_margherita": "99"}, "qty_margherita", "from 1 to 50"),
+        ({"qty_margherita": "-1"}, "qty_margherita", "from 1 to 50"),
+        ({"qty_margherita": "two"}, "qty_margherita", "whole number"),
+        ({"qty_margherita": "1", "note_margherita": "x" * 201}, "note_margherita", "at most 200"),
+        (
+            {"qty_margherita": "1", "kind": "delivery", "zone": "", "address": "1 St"},
+            "zone",
+            "required",
+        ),
+        ({"qty_margherita": "1", "kind": "delivery", "zone": "N1"}, "address", "required"),
+        ({"qty_margherita": "1", "kind": "teleport"}, "kind", "Select a valid choice"),
+    ],
+)
+def test_order_form__refusals_are_shown_next_to_their_field(
+    menu: None, north: Outlet, overrides: dict[str, str], field: str, words: str
+) -> None:
+    response = Client().post("/order/", form_data(**overrides))
+    assert response.status_code in (400, 422)
+    errors = errors_of(response)
+    assert any(words in e for e in errors.get(field, [])), errors
+    assert words in response.content.decode()
+    assert not Order.objects.exists()
+
+
+def test_order_form__an_outlet_that_stopped_taking_orders_is_refused_at_its_field(
+    menu: None, north: Outlet
+) -> None:
+    page = Client().get("/order/")  # rendered while north was active
+    assert 'value="north"' in page.content.decode()
+    Outlet.objects.filter(pk=north.pk).update(state="draining")
+    response = Client().post("/order/", form_data(qty_margherita="1"))
+    assert response.status_code in (400, 422)
+    assert "outlet" in errors_of(response)
+    assert not Order.objects.exists()
+
+
+def test_order_form__errors_keep_what_the_customer_typed_escaped(menu: None, north: Outlet) -> None:
+    response = Client().post(
+        "/order/", form_data(name=EVIL, qty_margherita="99", note_margherita=EVIL)
+    )
+    html = response.content.decode()
+    assert EVIL not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+# --- The order page -----------------------------------------------------------------------
+
+
+def step_now(html: str) -> str:
+    match = re.search(
+        r'class="step step--now"[^>]*><span class="dot"></span><span class="label">([^<]+)<', html
+    )
+    return match.group(1) if match else ""
+
+
+def test_order_page__shows_number_outlet_stepper_and_estimate(menu: None, north: Outlet) -> None:
+    order = enqueue(north)
+    response = Client().get(f"/o/{order.token}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert f"Order <span>{order.pk}</span>" in html
+    assert "Hearth North" in html
+    assert step_now(html) == "Received"
+    assert "Ready at about" in html and 'id="order-estimate"' in html
+    assert f'data-socket-path="/ws/orders/{order.token}/"' in html
+
+
+def test_order_page__steps_through_the_kitchen_to_done(menu: None, north: Outlet) -> None:
+    order = enqueue(north)
+    [ticket] = order_claim_next(outlet=north, station="s1")
+    assert step_now(Client().get(f"/o/{order.token}/").content.decode()) == "In the kitchen"
+    order_complete(token=order.token, fence=ticket.fence)
+    html = Client().get(f"/o/{order.token}/part/").content.decode()
+    assert 'class="step step--now"' not in html
+    assert html.count("step--done") == 5
+    assert "Done" in html
+
+
+def test_order_page__without_javascript_it_refreshes_itself(menu: None, north: Outlet) -> None:
+    html = Client().get(f"/o/{enqueue(north).token}/").content.decode()
+    assert re.search(r'<noscript><meta http-equiv="refresh" content="\d+"></noscript>', html)
+
+
+def test_order_page__customer_text_is_escaped(menu: None, north: Outlet) -> None:
+    order = enqueue(north, note=EVIL, name=EVIL)
+    html = Client().get(f"/o/{order.token}/").content.decode()
+    assert EVIL not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_order_page__says_where_it_moved(menu: None, north: Outlet, south: Outlet) -> None:
+    zone = next(
+        z
+        for z in (f"Z{i}" for i in range(100))
+        if enqueue(None, kind="delivery", zone=z).outlet == north
+    )
+    order = Order.objects.get(zone=zone)
+    outlet_mark_down(outlet=north)
+    html = Client().get(f"/o/{order.token}/part/").content.decode()
+    assert "Your order moved to Hearth South" in html
+    assert "Hearth North could not make it" in html
+    assert "Ready at about" in html  # the new estimate
+
+
+def test_order_page__says_it_was_cancelled_and_why(
+    menu: None, north: Outlet, south: Outlet
+) -> None:
+    order = enqueue(north)
+    outlet_mark_down(outlet=north)  # takeaway orders of a dead outlet are cancelled
+    html = Client().get(f"/o/{order.token}/").content.decode()
+    assert "Your order was cancelled" in html
+    assert "outlet unavailable" in html
+    assert "stepper--off" in html
+
+
+def test_order_page__unknown_token_is_404(db: None) -> None:
+    assert Client().get("/o/nope/").status_code == 404
+    assert Client().get("/o/nope/part/").status_code == 404
+
+
+# --- The kitchen screen -------------------------------------------------------------------
+
+
+def ticket_tokens(html: str) -> list[str]:
+    return re.findall(r'class="ticket [^"]*" data-token="([^"]+)"', html)
+
+
+def test_kitchen__tickets_in_claim_order_with_items_notes_and_all_day(
+    cook: Client, menu: None, north: Outlet
+) -> None:
+    first = enqueue(north, qty=2, note="well done")
+    second = enqueue(north, qty=1)
+    order_claim_next(outlet=north, station="s1")  # the first is now being made
+    html = cook.get("/kitchen/north/").content.decode()
+    assert ticket_tokens(html) == [first.token, second.token]
+    assert "well done" in html
+    assert "COOKING · s1" in html and "WAITING" in html
+    assert re.search(r'<span class="allday-item"><b>3</b> Margherita</span>', html)
+    assert 'data-socket-path="/ws/kitchen/north/"' in html
+    assert 'data-amber="300" data-red="600"' in html
+
+
+def test_kitchen__notes_and_names_are_escaped(cook: Client, menu: None, north: Outlet) -> None:
+    enqueue(north, note=EVIL, name=EVIL)
+    html = cook.get("/kitchen/north/tickets/").content.decode()
+    assert EVIL not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+def test_kitchen__a_rerouted_ticket_says_where_it_came_from(
+    menu: None, north: Outlet, south: Outlet
+) -> None:
+    zone = next(
+        z
+        for z in (f"Z{i}" for i in range(100))
+        if enqueue(None, kind="delivery", zone=z).outlet == north
+    )
+    outlet_mark_down(outlet=north)
+    user = User.objects.create_user("cook-south", password="x-pw-12345")
+    Membership.objects.create(user=user, outlet=south)
+    client = Client()
+    client.force_login(user)
+    html = client.get("/kitchen/south/").content.decode()
+    assert Order.objects.filter(zone=zone, outlet=south).count() == 1
+    assert "moved here from Hearth North" in html
+
+
+def test_kitchen__old_tickets_turn_amber_then_red(cook: Client, menu: None, north: Outlet) -> None:
+    order = enqueue(north)
+    Outlet.objects.filter(pk=north.pk).update(amber_after=60, red_after=120)
+    Order.objects.filter(pk=order.pk).update(created_at="2000-01-01T00:00:00Z")
+    html = cook.get("/kitchen/north/tickets/").content.decode()
+    assert "age--red" in html
+
+
+def test_kitchen_action__start_next_ready_bump_recall(
+    cook: Client, menu: None, north: Outlet
+) -> None:
+    order = enqueue(north)
+    started = post_json(cook, "/kitchen/north/next", {"tab": "t1"}).json()
+    assert started["ok"] and started["ticket"]["token"] == order.token
+    fence = started["ticket"]["fence"]
+    assert (
+        post_json(cook, "/kitchen/north/ready", {"token": order.token, "fence": fence}).json()[
+            "ticket"
+        ]["state"]
+        == "ready"
+    )
+    assert (
+        post_json(cook, "/kitchen/north/complete", {"token": order.token, "fence": fence}).json()[
+            "ticket"
+        ]["state"]
+        == "completed"
+    )
+    html = cook.get("/kitchen/north/tickets/").content.decode()
+    assert f'data-last-bumped-token="{order.token}"' in html
+    assert f"Recall #{order.pk}" in html
+    recalled = post_json(cook, "/kitchen/north/recall", {"token": order.token, "fence": fence})
+    assert recalled.status_code == 200
+    order.refresh_from_db()
+    assert order.state == OrderState.READY
+    assert list(OrderEvent.objects.filter(order=order).values_list("type", flat=True)) == [
+        "placed", "claimed", "ready", "completed", "recalled",
+    ]  # fmt: skip
+
+
+def test_kitchen_action__next_with_nothing_waiting_says_so(cook: Client, north: Outlet) -> None:
+    answer = post_json(cook, "/kitchen/north/next", {})
+    assert answer.status_code == 200
+    assert answer.json() == {"ok": True, "message": "Nothing is waiting.", "ticket": None}
+
+
+def test_kitchen_action__a_ticket_another_station_holds_says_who(
+    cook: Client, menu: None, north: Outlet
+) -> None:
+    order = enqueue(north)
+    order_claim_next(outlet=north, station="bob·x1")
+    answer = post_json(cook, "/kitchen/north/start", {"token": order.token})
+    assert answer.status_code == 409
+    assert answer.json()["message"] == f"Order {order.pk} is taken by bob·x1."
+
+
+def test_kitchen_action__a_stale_fence_is_a_clear_409_and_changes_nothing(
+    cook: Client, menu: None, north: Outlet, south: Outlet
+) -> None:
+    zone = next(
+        z
+        for z in (f"Z{i}" for i in range(100))
+        if enqueue(None, kind="delivery", zone=z).outlet == north
+    )
+    order = Order.objects.get(zone=zone)
+    [ticket] = order_claim_next(outlet=north, station="s1")
+    outlet_mark_down(outlet=north)  # moved away: the fence grows
+    Outlet.objects.filter(pk=north.pk).update(state="active")
+    answer = post_json(
+        cook, "/kitchen/north/complete", {"token": order.token, "fence": ticket.fence}
+    )
+    assert answer.status_code == 409
+    body = answer.json()
+    assert body["error"] == "stale_fence"
+    assert body["message"] == (
+        f"Order {order.pk} changed since this screen saw it: it is now waiting at Hearth South. "
+        "This station no longer holds it."
+    )
+    order.refresh_from_db()
+    assert (order.state, order.outlet_id) == ("queued", south.pk)
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "status"),
+    [
+        ("/kitchen/north/start", "not json", 400),
+        ("/kitchen/north/start", "[1]", 400),
+        ("/kitchen/north/start", "{}", 400),
+        ("/kitchen/north/ready", '{"token": "abc"}', 400),
+        ("/kitchen/north/ready", '{"token": "abc", "fence": -1}', 400),
+        ("/kitchen/north/ready", '{"token": "abc", "fence": true}', 400),
+        ("/kitchen/north/ready", '{"token": "abc", "fence": 1}', 404),
+        ("/kitchen/north/recall", '{"token": "abc", "fence": 99999999999999999999}', 400),
+    ],
+)
+def test_kitchen_action__bad_input_is_a_4xx_with_a_message(
+    cook: Client, north: Outlet, url: str, body: str, status: int
+) -> None:
+    answer = cook.post(url, body, content_type="application/json")
+    assert answer.status_code == status, answer.content
+    assert answer.json()["message"]
+
+
+# --- Operations ------------------------------------------------------------------------------
+
+
+def test_ops__shows_health_ring_attention_and_the_notifier_alert(
+    manager: Client, menu: None, north: Outlet, south: Outlet
+) -> None:
+    enqueue(north)
+    enqueue(north)
+    order_claim_next(outlet=north, station="s1")
+    stuck = enqueue(south)
+    Order.objects.filter(pk=stuck.pk).update(state="attention", attempts=3)
+    NotifierStatus.objects.update_or_create(
+        pk=1, defaults={"alert": "2 of 2 outlets fell silent at once"}
+    )
+    html = manager.get("/ops/").content.decode()
+    row = re.search(r'<tr class="outlet-row[^"]*" data-outlet="north">(.*?)</tr>', html, re.S)
+    assert row is not None
+    cells = re.findall(r'<td class="num[^"]*">([^<]*)</td>', row.group(1))
+    assert cells[1:4] == ["1", "1", "0"]  # queued, in progress, ready
+    assert "The ring" in html and "If it died" in html
+    assert "south takes 100%" in html
+    assert f"Order {stuck.pk}" in html
+    assert "2 of 2 outlets fell silent at once" in html
+
+
+def test_ops__overview_is_a_fixed_number_of_queries_whatever_the_outlets(
+    manager: Client, make_outlet: Callable[..., tuple[Outlet, str]], menu: None
+) -> None:
+    make_outlet("a1")
+    make_outlet("a2")
+    manager.get("/ops/overview/")  # warm the session and the ring cache alike
+    with CaptureQueriesContext(connection) as few:
+        manager.get("/ops/overview/")
+    for i in range(6):
+        outlet = make_outlet(f"b{i}")[0]
+        enqueue(outlet)
+        enqueue(None, kind="delivery", zone=f"Z{i}")
+    with CaptureQueriesContext(connection) as many:
+        assert manager.get("/ops/overview/").status_code == 200
+    assert len(many.captured_queries) == len(few.captured_queries)
+
+
+def test_ops_action__asks_for_confirmation_first(manager: Client, north: Outlet) -> None:
+    page = manager.get("/ops/outlets/north/down/")
+    assert page.status_code == 200
+    assert "Mark down Hearth North?" in page.content.decode()
+    north.refresh_from_db()
+    assert north.state == "active"  # a GET changes nothing
+
+
+@pytest.mark.parametrize(
+    ("action", "state", "detail"),
+    [("drain", "draining", "drain"), ("drain-move", "draining", "drain"), ("down", "down", "down")],
+)
+def test_ops_action__acts_and_records_an_event(
+    manager: Client, north: Outlet, south: Outlet, action: str, state: str, detail: str
+) -> None:
+    response = manager.post(f"/ops/outlets/north/{action}/", follow=True)
+    assert response.status_code == 200
+    north.refresh_from_db()
+    assert north.state == state
+    event = OrderEvent.objects.filter(type="outlet", outlet=north).latest("id")
+    assert (event.state, event.detail["action"]) == (state, detail)
+    assert "Hearth North is" in response.content.decode()
+
+
+def test_ops_action__drain_and_move_moves_waiting_delivery_orders(
+    manager: Client, menu: None, north: Outlet, south: Outlet
+) -> None:
+    zone = next(
+        z
+        for z in (f"Z{i}" for i in range(100))
+        if enqueue(None, kind="delivery", zone=z).outlet == north
+    )
+    manager.post("/ops/outlets/north/drain-move/")
+    assert Order.objects.get(zone=zone).outlet == south
+
+
+def test_ops_action__retire_with_open_orders_is_refused_with_a_message(
+    manager: Client, menu: None, north: Outlet
+) -> None:
+    enqueue(north)
+    manager.post("/ops/outlets/north/drain/")
+    response = manager.post("/ops/outlets/north/retire/", follow=True)
+    assert response.status_code == 200
+    assert "still has 1 open orders" in response.content.decode()
+    north.refresh_from_db()
+    assert north.state == "draining"
+
+
+def test_ops_action__reactivate_and_retire(manager: Client, north: Outlet) -> None:
+    manager.post("/ops/outlets/north/down/")
+    manager.post("/ops/outlets/north/activate/")
+    north.refresh_from_db()
+    assert north.state == "active"
+    manager.post("/ops/outlets/north/drain/")
+    manager.post("/ops/outlets/north/retire/")
+    north.refresh_from_db()
+    assert north.state == "retired"
+    actions = list(
+        OrderEvent.objects.filter(type="outlet", outlet=north)
+        .order_by("id")
+        .values_list("detail__action", flat=True)
+    )
+    assert actions == ["added", "down", "activate", "drain", "retire"]
+
+
+def test_ops_action__unknown_action_or_outlet_is_404(manager: Client, north: Outlet) -> None:
+    assert manager.get("/ops/outlets/north/explode/").status_code == 404
+    assert manager.post("/ops/outlets/atlantis/drain/").status_code == 404
+
+
+def test_ops_add_outlet__shows_its_token_once(manager: Client) -> None:
+    response = manager.post(
+        "/ops/outlets/add/", {"slug": "soho", "name": "Hearth Soho", "weight": "2"}
+    )
+    assert response.status_code == 200
+    token = re.search(
+        r'id="agent-token" class="token" type="text" readonly value="([^"]+)"',
+        response.content.decode(),
+    )
+    assert token is not None
+    assert response["Cache-Control"] == "no-store"
+    outlet = Outlet.objects.get(slug="soho")
+    assert (outlet.name, outlet.weight) == ("Hearth Soho", 2)
+    assert outlet_authenticate(slug="soho", token=token.group(1)) == outlet
+    assert token.group(1) not in manager.get("/ops/").content.decode()
+    assert OrderEvent.objects.filter(type="outlet", outlet=outlet, detail__action="added").exists()
+
+
+def test_ops_add_outlet__a_taken_slug_is_refused_at_its_field(
+    manager: Client, north: Outlet
+) -> None:
+    response = manager.post("/ops/outlets/add/", {"slug": "north", "weight": "1"})
+    assert response.status_code == 400
+    assert "There is already an outlet north." in response.content.decode()
+
+
+# --- The Django admin ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client_(db: None) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="pw-root-12"))
+    return client
+
+
+def test_admin__outlet_pages_never_show_the_token_hash(
+    admin_client_: Client, north: Outlet
+) -> None:
+    for url in ("/admin/queueing/outlet/", f"/admin/queueing/outlet/{north.pk}/change/"):
+        html = admin_client_.get(url).content.decode()
+        assert north.token_hash not in html
+        assert "token_hash" not in html
+
+
+def test_admin__rotating_a_token_shows_the_new_one_once(
+    admin_client_: Client, north: Outlet
+) -> None:
+    old_hash = north.token_hash
+    response = admin_client_.post(
+        "/admin/queueing/outlet/", {"action": "rotate_token", "_selected_action": [north.pk]}
+    )
+    match = re.search(r'<code class="agent-token">([^<]+)</code>', response.content.decode())
+    assert match is not None
+    north.refresh_from_db()
+    assert north.token_hash != old_hash
+    assert outlet_authenticate(slug="north", token=match.group(1)) == north
+
+
+def test_admin__adding_an_outlet_goes_through_the_service(admin_client_: Client) -> None:
+    response = admin_client_.post(
+        "/admin/queueing/outlet/add/",
+        {
+            "slug": "soho", "name": "Soho", "weight": "1", "amber_after": "100", "red_after": "200",
+            "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
+        },
+    )  # fmt: skip
+    assert response.status_code == 200, response.content
+    outlet = Outlet.objects.get(slug="soho")
+    assert (outlet.amber_after, outlet.red_after) == (100, 200)
+    token = re.search(r'<code class="agent-token">([^<]+)</code>', response.content.decode())
+    assert token is not None and outlet_authenticate(slug="soho", token=token.group(1)) == outlet
+    assert OrderEvent.objects.filter(type="outlet", outlet=outlet).exists()
+
+
+def test_admin__editing_an_outlet_never_writes_back_its_state(
+    admin_client_: Client, north: Outlet
+) -> None:
+    page = admin_client_.get(f"/admin/queueing/outlet/{north.pk}/change/")
+    assert page.status_code == 200
+    Outlet.objects.filter(pk=north.pk).update(state="down")  # the notifier, meanwhile
+    admin_client_.post(
+        f"/admin/queueing/outlet/{north.pk}/change/",
+        {
+            "name": "North renamed", "weight": "3", "amber_after": "300", "red_after": "600",
+            "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
+        },
+    )  # fmt: skip
+    north.refresh_from_db()
+    assert (north.name, north.weight, north.state) == ("North renamed", 3, "down")
+
+
+def test_admin__orders_are_read_mostly_with_events_inline(
+    admin_client_: Client, menu: None, north: Outlet
+) -> None:
+    order = enqueue(north)
+    assert admin_client_.get("/admin/queueing/order/add/").status_code == 403
+    html = admin_client_.get(f"/admin/queueing/order/{order.pk}/change/").content.decode()
+    assert "placed" in html  # the event inline
+    assert 'name="fence"' not in html and 'name="outlet"' not in html  # queue columns are read-only
+    assert "1× Margherita" in html
+
+
+def test_admin__staff_of_an_outlet_are_edited_on_the_outlet(
+    admin_client_: Client, north: Outlet
+) -> None:
+    cook = User.objects.create_user("cook", password="pw-cook-123")
+    admin_client_.post(
+        f"/admin/queueing/outlet/{north.pk}/change/",
+        {
+            "name": "Hearth North", "weight": "1", "amber_after": "300", "red_after": "600",
+            "memberships-TOTAL_FORMS": "1", "memberships-INITIAL_FORMS": "0",
+            "memberships-0-user": str(cook.pk), "memberships-0-outlet": str(north.pk),
+        },
+    )  # fmt: skip
+    assert Membership.objects.filter(user=cook, outlet=north).exists()
