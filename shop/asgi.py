@@ -12,7 +12,22 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 
+from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
+
+# Under ASGI every HTTP request runs its view in a thread of its own, so a
+# persistent per-thread connection (CONN_MAX_AGE) is in fact one new PostgreSQL
+# connection per request, left open until the thread is collected: under load a
+# web process alone ran a server out of connections. Django's advice for ASGI is
+# its connection pool instead; only the web process uses it (set before setup).
+_db = settings.DATABASES["default"]
+if _db.get("ENGINE") == "django.db.backends.postgresql" and "pool" not in _db.get("OPTIONS", {}):
+    _db["CONN_MAX_AGE"] = 0
+    _db.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": int(os.environ.get("HEARTH_WEB_DB_POOL", "10")),
+        "timeout": 30,
+    }
 
 # Django is set up before anything imports models (the consumers do).
 django_application = get_asgi_application()
