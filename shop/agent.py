@@ -151,6 +151,7 @@ class Agent:
     async def heartbeat_loop(self) -> None:
         seq = 0
         who = f"{self.config.outlet} heartbeat"
+        state = ""
         while not self.stop.is_set():
             seq += 1
             try:
@@ -165,8 +166,9 @@ class Agent:
                 log.error("%s refused: %s", who, answer.data.get("message", answer.status))
                 if answer.status == 403:
                     raise AgentRefused(str(answer.data.get("message")))
-            else:
-                log.debug("%s %d: outlet is %s", who, seq, answer.data.get("state"))
+            elif answer.data.get("state") != state:
+                state = str(answer.data.get("state"))
+                log.info("%s %d: outlet %s is %s", who, seq, self.config.outlet, state)
             if await self._sleep(self.config.heartbeat_interval):
                 return
 

@@ -144,6 +144,15 @@ def renew(request: HttpRequest, token: str) -> JsonResponse:
     return JsonResponse({"token": token, "fence": fence, "lease_expires_at": expires.isoformat()})
 
 
+def order_token_ok(token: str) -> bool:
+    """Whether this could be an order token at all (so the database need not be asked)."""
+    try:
+        order_token(token)
+    except ApiError:
+        return False
+    return True
+
+
 def _claims_of(data: dict[str, Any]) -> list[tuple[str, int]]:
     raw = data.get("claims")
     if not isinstance(raw, list) or not raw or len(raw) > MAX_COMPLETE_BATCH:
@@ -193,11 +202,3 @@ def complete_batch(request: HttpRequest, slug: str) -> JsonResponse:
         if not order_token_ok(t)
     ]
     return JsonResponse({"completed": [acknowledged(t) for t in done], "refused": refusals})
-
-
-def order_token_ok(token: str) -> bool:
-    try:
-        order_token(token)
-    except ApiError:
-        return False
-    return True
