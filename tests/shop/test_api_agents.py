@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from queueing.models import Heartbeat, Order, OrderEvent, Outlet
 from queueing.services import outlet_mark_down
@@ -506,3 +508,63 @@ def test_live_server__concurrent_retries_with_one_idempotency_key__one_order(
     assert len({a.json()["token"] for a in answers}) == 1
     assert sorted(a.headers["Idempotent-Replayed"] for a in answers) == ["false"] + ["true"] * 7
     assert Order.objects.count() == 1
+
+
+# --- fuzzing: random bodies never get a 500, refusals write nothing ---------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+AGENT_BODIES = JSON_VALUES | st.fixed_dictionaries(
+    {},
+    optional={
+        "fence": JSON_VALUES | st.integers(0, 5),
+        "limit": JSON_VALUES | st.integers(0, 60),
+        "station": JSON_VALUES,
+        "seq": JSON_VALUES,
+        "source": JSON_VALUES,
+        "claims": st.lists(
+            st.fixed_dictionaries({}, optional={"token": JSON_VALUES, "fence": JSON_VALUES}),
+            max_size=3,
+        )
+        | JSON_VALUES,
+    },
+)
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    endpoint=st.sampled_from(
+        ["heartbeat", "claim", "complete-batch", "ready", "complete", "renew"]
+    ),
+    body=AGENT_BODIES,
+)
+def test_agent_endpoints__random_json__never_a_500(
+    client: Client, north: tuple[Outlet, str], endpoint: str, body: Any
+) -> None:
+    order = place(kind="takeaway", outlet="north")
+    path = {
+        "heartbeat": "/api/outlets/north/heartbeat",
+        "claim": "/api/outlets/north/claim",
+        "complete-batch": "/api/outlets/north/complete",
+    }.get(endpoint, f"/api/orders/{order.token}/{endpoint}")
+    before = row_counts()
+
+    response = call(client, path, north[1], body)
+
+    assert response.status_code < 500
+    if response.status_code >= 400:
+        assert response.json()["error"]
+        assert row_counts() == before
