@@ -15,13 +15,20 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import OperationalError, transaction
+from psycopg.errors import LockNotAvailable
 
 from queueing import sql
 from queueing.db import fetch_all, fetch_one
-from queueing.errors import Forbidden, InvalidState, NotFound, StaleFence, TicketTaken
+from queueing.errors import (
+    Forbidden,
+    InvalidState,
+    NotFound,
+    QueueError,
+    StaleFence,
+    TicketTaken,
+)
 from queueing.models import Outlet
 from queueing.tickets import Ticket
-
 
 Refusal = StaleFence | NotFound | InvalidState | Forbidden
 
@@ -34,6 +41,9 @@ def order_claim_next(
     *, outlet: Outlet, station: str, limit: int = 1, lease: float | None = None
 ) -> list[Ticket]:
     """Claim up to ``limit`` queued orders of the outlet, best first; [] when none is waiting."""
+    if limit < 1:
+        # LIMIT 0 would claim nothing and say "queue empty"; a negative one is a SQL error.
+        raise QueueError(f"limit must be at least 1, got {limit}", field="limit")
     rows = fetch_all(
         sql.CLAIM_NEXT,
         {
@@ -54,7 +64,11 @@ def order_claim_ticket(
     with transaction.atomic():
         try:
             row = fetch_one(sql.TICKET_LOCK, {"token": token})
-        except OperationalError as exc:  # NOWAIT: another station is claiming it this instant
+        except OperationalError as exc:
+            # Only NOWAIT's refusal means another station is claiming it this instant;
+            # any other failure (a lost connection, a timeout) is not a "taken".
+            if not isinstance(exc.__cause__, LockNotAvailable):
+                raise
             raise TicketTaken("this ticket is being taken by another station") from exc
         if row is None or row["outlet_id"] != outlet.pk:
             raise NotFound(f"no ticket {token} at outlet {outlet.slug}")
@@ -77,6 +91,15 @@ def order_claim_ticket(
     return Ticket.from_row(rows[0])
 
 
+# What each fenced write does, said of an order: "{order}" is "it" or "order 42".
+ACTIONS = {
+    "mark ready": "mark {order} ready",
+    "complete": "complete {order}",
+    "recall": "recall {order}",
+    "renew": "renew the lease on {order}",
+}
+
+
 def _explain_refusals(
     tokens: Sequence[str], fences: Sequence[int], done: set[str], action: str, outlet: Outlet | None
 ) -> list[Refusal]:
@@ -84,31 +107,34 @@ def _explain_refusals(
     missing = [(t, f) for t, f in zip(tokens, fences, strict=True) if t not in done]
     if not missing:
         return []
-    current = {r["token"]: r for r in fetch_all(sql.ORDER_BY_TOKEN, {"tokens": [t for t, _ in missing]})}
+    current = {
+        r["token"]: r for r in fetch_all(sql.ORDER_BY_TOKEN, {"tokens": [t for t, _ in missing]})
+    }
     errors: list[Refusal] = []
     for token, fence in missing:
         row = current.get(token)
         if row is None:
             errors.append(NotFound(f"no order with token {token}", token=token))
-        elif row["fence"] != fence:
+            continue
+        act = ACTIONS[action]
+        if row["fence"] != fence:
             errors.append(
                 StaleFence(
                     f"fence {fence} is stale for order {row['id']} (current fence {row['fence']}, "
                     f"now {row['state']} at {row['outlet_slug'] or 'no outlet'}); "
-                    f"this station no longer holds it and must not {action} it",
+                    f"this station no longer holds it and must not {act.format(order='it')}",
                     token=token,
                     fence=fence,
                     current_fence=row["fence"],
                 )
             )
         elif outlet is not None and row["outlet_id"] != outlet.pk:
-            errors.append(Forbidden(f"order {row['id']} is not an order of {outlet.slug}", token=token))
-        else:
             errors.append(
-                InvalidState(
-                    f"order {row['id']} is {row['state']}; it cannot be {action}", token=token
-                )
+                Forbidden(f"order {row['id']} is not an order of {outlet.slug}", token=token)
             )
+        else:
+            what = act.format(order=f"order {row['id']}")
+            errors.append(InvalidState(f"cannot {what}: it is {row['state']}", token=token))
     return errors
 
 
