@@ -108,7 +108,11 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": django_database(database_url())}
+if env_bool("HEARTH_NO_DATABASE", False):
+    # An HTTP-only process (the outlet agent): never start the embedded server for it.
+    DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "unused"}}
+else:
+    DATABASES = {"default": django_database(database_url())}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One process fans events out to its own sockets (queueing.listener feeds it
