@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from queueing.errors import QueueError
-from queueing.models import Outlet, OutletState
+from queueing.models import EventType, OrderEvent, Outlet, OutletState
 from queueing.selectors import (
     events_notable,
     last_event_id,
@@ -101,6 +101,38 @@ def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
     return rows
 
 
+OUTLET_ACTION_WORDS = {
+    "added": "was added",
+    "down": "was declared down",
+    "back": "is back",
+    "activate": "was reactivated",
+    "drain": "is draining",
+    "retire": "was retired",
+}
+
+
+def event_words(event: OrderEvent) -> str:
+    """One line of the "what happened lately" list."""
+    detail = event.detail if isinstance(event.detail, dict) else {}
+    reason = f" ({detail['reason']})" if detail.get("reason") else ""
+    outlet = event.outlet.name if event.outlet else "no outlet"
+    if event.type == EventType.OUTLET:
+        action = str(detail.get("action", ""))
+        words = OUTLET_ACTION_WORDS.get(action, f"is now {event.state}")
+        if action == "drain" and detail.get("move"):
+            words += ", its waiting delivery orders moved"
+        return f"{outlet} {words}{reason}"
+    number = f"Order {event.order_id}"
+    if event.type == EventType.REROUTED:
+        where = f"to {outlet}" if event.outlet else "to no outlet (waiting for one)"
+        source = f"from {event.from_outlet.name} " if event.from_outlet else ""
+        return f"{number} moved {source}{where}{reason}"
+    if event.type == EventType.CANCELLED:
+        return f"{number} cancelled{reason}"
+    at = f" at {outlet}" if event.outlet else ""
+    return f"{number} {event.get_type_display()}{at}{reason}"  # type: ignore[attr-defined]
+
+
 def overview_context() -> dict[str, Any]:
     newest = last_event_id()
     outlets = list(outlets_health())
@@ -117,7 +149,7 @@ def overview_context() -> dict[str, Any]:
     return {
         "outlets": outlets,
         "ring": ring_rows(outlets),
-        "events": list(events_notable()),
+        "events": [(event, event_words(event)) for event in events_notable()],
         "attention": list(orders_needing_attention()),
         "notifier": notifier_status(),
         "heartbeat_timeout": timeout,

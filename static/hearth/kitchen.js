@@ -37,7 +37,7 @@
       audio = new Ctx();
     }
     if (audio.state === "suspended") audio.resume();
-    soundState.textContent = "🔔 sound on";
+    soundState.textContent = "SOUND ON";
     soundState.className = "sound-on";
   }
   document.addEventListener("pointerdown", enableSound, { capture: true });

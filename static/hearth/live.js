@@ -283,7 +283,7 @@
 
   // "19:42" in the viewer's time zone.
   function clock(date, seconds) {
-    var opts = { hour: "2-digit", minute: "2-digit" };
+    var opts = { hour: "2-digit", minute: "2-digit", hour12: false };
     if (seconds) opts.second = "2-digit";
     return date.toLocaleTimeString([], opts);
   }

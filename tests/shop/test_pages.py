@@ -510,7 +510,11 @@ def test_ops_action__drain_and_move_moves_waiting_delivery_orders(
         if enqueue(None, kind="delivery", zone=z).outlet == north
     )
     manager.post("/ops/outlets/north/drain-move/")
-    assert Order.objects.get(zone=zone).outlet == south
+    order = Order.objects.get(zone=zone)
+    assert order.outlet == south
+    html = manager.get("/ops/").content.decode()
+    assert "Hearth North is draining, its waiting delivery orders moved" in html
+    assert f"Order {order.pk} moved from Hearth North to Hearth South (north is draining)" in html
 
 
 def test_ops_action__retire_with_open_orders_is_refused_with_a_message(

@@ -1,0 +1,348 @@
+"""The three screens in Chromium against real processes: Daphne, an outlet agent, the notifier.
+
+Each test starts its own processes on the test database. Pages are never
+reloaded by the tests: every change must reach them over their sockets. The
+screenshots in docs/screenshots/ (used by the README) are taken here.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
+
+from queueing.models import Order, Outlet
+from queueing.ring import HashRing
+from queueing.services import order_claim_next, outlet_create
+from shop.models import Membership
+from shop.ordering import order_place, order_request_parse
+from tests.browser.conftest import SKIP_REASON, orm
+from tests.processes import Process, free_port, manage, process_env, wait_for, web_server
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("chromium") is None, reason=SKIP_REASON),
+    pytest.mark.django_db(transaction=True),
+]
+
+# Short timings so a dead outlet is noticed in seconds. A kitchen screen
+# heartbeats at the web process's interval.
+FAST = {
+    "HEARTH_HEARTBEAT_INTERVAL": "1",
+    "HEARTH_HEARTBEAT_TIMEOUT": "4",
+    "HEARTH_NOTIFIER_TICK": "0.5",
+    "HEARTH_FLAP_GUARD": "1",
+}
+LIVE = 20_000  # ms: how long a pushed change may take to show (generous for a shared 2-core box)
+PASSWORDS = {
+    "cook-north": "north-pw-123",
+    "cook-south": "south-pw-123",
+    "manager": "manager-pw-123",
+}
+DESKTOP = {"width": 1366, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@dataclass
+class Shop:
+    north: Outlet
+    south: Outlet
+    tokens: dict[str, str]
+
+
+@pytest.fixture
+def shop(transactional_db: None) -> Shop:
+    call_command("loaddata", "sample_menu", verbosity=0)
+    north, north_token = outlet_create(slug="north", name="Hearth North")
+    south, south_token = outlet_create(slug="south", name="Hearth South")
+    for slug, outlet in (("north", north), ("south", south)):
+        cook = User.objects.create_user(f"cook-{slug}", password=PASSWORDS[f"cook-{slug}"])
+        Membership.objects.create(user=cook, outlet=outlet)
+    manager = User.objects.create_user("manager", password=PASSWORDS["manager"])
+    manager.user_permissions.add(Permission.objects.get(codename="manager"))
+    return Shop(north=north, south=south, tokens={"north": north_token, "south": south_token})
+
+
+def expect(target: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
+def new_page(browser: Any, viewport: dict[str, int] = DESKTOP, **options: Any) -> Any:
+    page = browser.new_context(viewport=viewport, **options).new_page()
+    page.set_default_timeout(LIVE)
+    return page
+
+
+def sign_in(page: Any, base: str, username: str, then: str) -> None:
+    """Through the real login page, which sends the user on to ``then``."""
+    page.goto(f"{base}/accounts/login/?next={then}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORDS[username])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}{then}")
+
+
+def open_kitchen(browser: Any, base: str, slug: str) -> Any:
+    page = new_page(browser)
+    sign_in(page, base, f"cook-{slug}", f"/kitchen/{slug}/")
+    expect(page.locator("#conn-banner")).to_be_hidden()  # connected, replayed, heartbeating
+    mark_no_reload(page)
+    return page
+
+
+def mark_no_reload(page: Any) -> None:
+    page.evaluate("window.__notReloaded = true")
+
+
+def assert_not_reloaded(page: Any) -> None:
+    assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
+
+
+def order_through_form(
+    page: Any,
+    base: str,
+    *,
+    items: dict[str, tuple[int, str]],
+    name: str,
+    outlet: str = "",
+    zone: str = "",
+    address: str = "",
+    screenshot: Callable[..., None] | None = None,
+) -> str:
+    """Fill in /order/ as a customer would and submit; returns the order's number from its page."""
+    page.goto(f"{base}/order/")
+    for slug, (qty, note) in items.items():
+        page.fill(f"#id_qty_{slug}", str(qty))
+        if note:
+            page.fill(f"#id_note_{slug}", note)
+    if zone:
+        page.check("input[name=kind][value=delivery]")
+        page.fill("#id_zone", zone)
+        page.fill("#id_address", address)
+    else:
+        page.check("input[name=kind][value=takeaway]")
+        page.select_option("#id_outlet", outlet)
+    page.fill("#id_name", name)
+    if screenshot:
+        screenshot(page, "order-form", full_page=True)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/o/[\w-]+/$"))
+    mark_no_reload(page)
+    number: str = page.locator(".order-number span").inner_text()
+    return number
+
+
+def step_now(page: Any) -> Any:
+    return page.locator(".step--now .label")
+
+
+def place_directly(*, outlet: str, name: str, items: list[tuple[str, int, str]]) -> Order:
+    """An order placed by another process's path (the API's service), not through this browser."""
+    with orm():
+        request = order_request_parse(
+            {
+                "kind": "takeaway",
+                "outlet": outlet,
+                "lines": [{"item": i, "qty": q, "note": n} for i, q, n in items],
+                "customer": {"name": name},
+            }
+        )
+        return order_place(request=request)[0]
+
+
+def test_order__from_the_form_to_the_kitchen_to_done(
+    tmp_path: Path, shop: Shop, browser: Any, screenshot: Callable[..., None]
+) -> None:
+    with web_server(tmp_path, **FAST) as (_, base):
+        kitchen = open_kitchen(browser, base, "south")
+        place_directly(outlet="south", name="Grace", items=[("pepperoni", 1, ""), ("cola", 2, "")])
+        place_directly(
+            outlet="south", name="Linus", items=[("quattro-formaggi", 1, "extra crispy")]
+        )
+        expect(kitchen.locator(".ticket")).to_have_count(2)  # pushed, not reloaded
+
+        customer = new_page(browser, {"width": 1100, "height": 900})
+        number = order_through_form(
+            customer,
+            base,
+            items={"margherita": (2, "no basil"), "garlic-bread": (1, "")},
+            outlet="south",
+            name="Ada",
+            screenshot=screenshot,
+        )
+        expect(step_now(customer)).to_have_text("Received")
+        expect(customer.locator("#order-outlet")).to_have_text("Hearth South")
+        expect(customer.locator("#order-estimate")).to_be_visible()
+
+        ticket = kitchen.locator(f'.ticket[data-number="{number}"]')
+        expect(ticket).to_contain_text("2× Margherita")
+        expect(ticket).to_contain_text("no basil")
+        expect(kitchen.locator(".allday")).to_contain_text("2 Margherita")
+
+        ticket.locator("button[data-action=start]").click()
+        expect(ticket).to_have_attribute("data-state", "preparing")
+        expect(ticket).to_contain_text("COOKING · cook-south·")
+        expect(step_now(customer)).to_have_text("In the kitchen")
+        expect(customer.locator("#order-state")).to_have_text("Being made now")
+        screenshot(kitchen, "kitchen")
+
+        phone = new_page(browser, PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+        phone.goto(customer.url)
+        expect(step_now(phone)).to_have_text("In the kitchen")
+        screenshot(phone, "order", full_page=True)
+
+        # The bump bar: the started ticket is selected; R ready, B bump, U recall.
+        expect(ticket).to_have_class(re.compile(r"\bis-selected\b"))
+        kitchen.keyboard.press("r")
+        expect(ticket).to_have_attribute("data-state", "ready")
+        expect(step_now(customer)).to_have_text("Ready for pickup")
+        kitchen.keyboard.press("b")
+        expect(ticket).to_have_count(0)
+        expect(customer.locator("#order-state")).to_have_text("Done — enjoy!")
+        expect(customer.locator(".step--done")).to_have_count(5)
+
+        kitchen.keyboard.press("u")  # recall the last bumped ticket
+        expect(ticket).to_have_attribute("data-state", "ready")
+        expect(customer.locator("#order-state")).to_have_text("Ready for pickup")
+        kitchen.keyboard.press("b")
+        expect(ticket).to_have_count(0)
+        expect(customer.locator("#order-state")).to_have_text("Done — enjoy!")
+        assert_not_reloaded(kitchen)
+        assert_not_reloaded(customer)
+
+
+def north_zone() -> str:
+    """A delivery zone the ring of north and south gives to north (the ring is deterministic)."""
+    ring = HashRing({"north": 1, "south": 1})
+    return next(z for z in (f"N{i}" for i in range(1, 100)) if ring.owner(z) == "north")
+
+
+def test_dead_outlet__the_customer_is_told_it_moved_and_the_other_kitchen_shows_it(
+    tmp_path: Path, shop: Shop, browser: Any, screenshot: Callable[..., None]
+) -> None:
+    with web_server(tmp_path, **FAST) as (_, base):
+        # North is a headless agent cooking slowly (a margherita takes 7 minutes);
+        # south is only a kitchen screen, which heartbeats for it.
+        agent = Process(
+            manage(
+                "outlet_agent",
+                "--outlet",
+                "north",
+                "--server",
+                base,
+                "--pace",
+                "1",
+                "--stations",
+                "1",
+            ),
+            env=process_env(HEARTH_OUTLET_TOKEN=shop.tokens["north"], **FAST),
+            log_path=tmp_path / "agent-north.log",
+        )
+        notifier: Process | None = None
+        try:
+            kitchen = open_kitchen(browser, base, "south")
+
+            def both_heartbeating() -> bool:
+                with orm():
+                    return Outlet.objects.filter(last_heartbeat_at__isnull=False).count() == 2
+
+            wait_for(
+                both_heartbeating,
+                timeout=20,
+                message="north's agent and south's screen heartbeating",
+            )
+            # Started only now, so that it never sees south before its screen opened.
+            notifier = Process(
+                manage("notifier"), env=process_env(**FAST), log_path=tmp_path / "notifier.log"
+            )
+
+            customer = new_page(browser, PHONE, is_mobile=True, has_touch=True)
+            number = order_through_form(
+                customer,
+                base,
+                items={"margherita": (1, "cut in 8")},
+                zone=north_zone(),
+                address="1 Analytical St",
+                name="Ada",
+            )
+            expect(customer.locator("#order-outlet")).to_have_text("Hearth North")
+            expect(step_now(customer)).to_have_text("In the kitchen")  # north's agent took it
+
+            agent.signal(signal.SIGKILL)  # the outlet goes dark
+
+            notice = customer.locator("#order-notice")
+            expect(notice).to_contain_text("Your order moved to Hearth South", timeout=40_000)
+            expect(notice).to_contain_text("Hearth North could not make it")
+            expect(customer.locator("#order-outlet")).to_have_text("Hearth South")
+            expect(step_now(customer)).to_have_text("Received")
+            expect(customer.locator("#order-estimate")).to_be_visible()  # the new estimate
+
+            ticket = kitchen.locator(f'.ticket[data-number="{number}"]')
+            expect(ticket).to_contain_text("moved here from Hearth North")
+            expect(ticket).to_contain_text("cut in 8")
+            assert_not_reloaded(kitchen)
+            assert_not_reloaded(customer)
+
+            ops = new_page(browser, {"width": 1366, "height": 900})
+            sign_in(ops, base, "manager", "/ops/")
+            expect(ops.locator("#live-pill")).to_have_text("live")
+            expect(ops.locator('tr[data-outlet="north"] .badge')).to_have_text("down")
+            expect(ops.locator(".events")).to_contain_text(
+                f"Order {number} moved from Hearth North to Hearth South"
+            )
+            screenshot(ops, "ops", full_page=True)
+        finally:
+            if notifier is not None:
+                notifier.stop()
+            agent.stop()
+
+
+def test_web_restart__the_banner_shows_and_clears_and_the_screens_catch_up(
+    tmp_path: Path, shop: Shop, browser: Any
+) -> None:
+    port = free_port()
+    with web_server(tmp_path, port=port, **FAST) as (_, base):
+        kitchen = open_kitchen(browser, base, "south")
+        customer = new_page(browser, PHONE, is_mobile=True)
+        number = order_through_form(
+            customer, base, items={"pepperoni": (1, "")}, outlet="south", name="Ada"
+        )
+        expect(kitchen.locator(f'.ticket[data-number="{number}"]')).to_have_attribute(
+            "data-state", "queued"
+        )
+        expect(step_now(customer)).to_have_text("Received")
+
+    # The web process is gone: the kitchen must say so, loudly.
+    banner = kitchen.locator("#conn-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("CONNECTION LOST")
+    expect(kitchen.locator("body")).to_have_class(re.compile(r"\bis-offline\b"))
+    expect(customer.locator("#conn-banner")).to_be_visible()
+
+    # Meanwhile the queue moves on without any web process.
+    later = place_directly(outlet="south", name="Grace", items=[("marinara", 1, "no garlic")])
+    with orm():
+        claimed = order_claim_next(outlet=shop.south, station="oven-2")
+    assert [t.number for t in claimed] == [int(number)]
+
+    with web_server(tmp_path, port=port, **FAST):
+        expect(banner).to_be_hidden(timeout=40_000)
+        expect(kitchen.locator(f'.ticket[data-number="{later.pk}"]')).to_contain_text("no garlic")
+        first = kitchen.locator(f'.ticket[data-number="{number}"]')
+        expect(first).to_have_attribute("data-state", "preparing")
+        expect(first).to_contain_text("COOKING · oven-2")
+        expect(customer.locator("#conn-banner")).to_be_hidden(timeout=40_000)
+        expect(step_now(customer)).to_have_text("In the kitchen")
+        assert_not_reloaded(kitchen)
+        assert_not_reloaded(customer)
