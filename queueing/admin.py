@@ -46,10 +46,10 @@ class OutletAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name")
     actions = ["rotate_token"]
 
-    def get_fields(self, request: HttpRequest, obj: Outlet | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Outlet | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ["slug", *OUTLET_EDITABLE]
-        return ["slug", *OUTLET_EDITABLE, "state", "last_heartbeat_at", "back_since", "created_at"]
+            return ("slug", *OUTLET_EDITABLE)
+        return ("slug", *OUTLET_EDITABLE, "state", "last_heartbeat_at", "back_since", "created_at")
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Outlet | None = None

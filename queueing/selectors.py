@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import (
@@ -107,7 +108,7 @@ def outlet_last_bumped(*, outlet: Outlet) -> Order | None:
     )
 
 
-def outlets_for_user(*, user: object, manager: bool) -> QuerySet[Outlet]:
+def outlets_for_user(*, user: Any, manager: bool) -> QuerySet[Outlet]:
     """The kitchens a user may open: every outlet that is not retired for a manager, else theirs."""
     outlets = Outlet.objects.exclude(state=OutletState.RETIRED)
     if manager:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -59,13 +59,13 @@ class OrderForm(forms.Form):
     form_id = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def __init__(
-        self, *args: Any, menu: Sequence[MenuItem], outlets: Sequence[Outlet], **kwargs: Any
+        self, *args: Any, menu: Iterable[MenuItem], outlets: Iterable[Outlet], **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.menu = list(menu)
-        self.fields["outlet"].choices = [("", "— choose an outlet —")] + [
-            (o.slug, o.name) for o in outlets
-        ]
+        outlet_field = self.fields["outlet"]
+        assert isinstance(outlet_field, forms.ChoiceField)
+        outlet_field.choices = [("", "— choose an outlet —")] + [(o.slug, o.name) for o in outlets]
         if not self.is_bound:
             self.initial["form_id"] = secrets.token_urlsafe(16)
         for item in self.menu:
@@ -88,10 +88,10 @@ class OrderForm(forms.Form):
         return [(item, self[f"qty_{item.slug}"], self[f"note_{item.slug}"]) for item in self.menu]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
         if not self.errors and not self._ordered_slugs():
             raise forms.ValidationError("Choose at least one item (set its quantity).")
-        return data
+        return self.cleaned_data
 
     def _ordered_slugs(self) -> list[str]:
         return [m.slug for m in self.menu if (self.cleaned_data.get(f"qty_{m.slug}") or 0) != 0]

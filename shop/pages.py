@@ -43,7 +43,7 @@ STEPS_DELIVERY = ("Received", "In the kitchen", "Ready", "Out for delivery", "Do
 STEPS_TAKEAWAY = ("Received", "In the kitchen", "Ready", "Ready for pickup", "Done")
 # The step an order in each state is at. A ready order is on the pass: it is made
 # (step 2 done) and waiting to be picked up or taken out (step 3 under way).
-STEP_OF_STATE = {
+STEP_OF_STATE: dict[str, int] = {
     OrderState.QUEUED: 0,
     OrderState.PREPARING: 1,
     OrderState.READY: 3,
