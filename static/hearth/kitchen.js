@@ -118,14 +118,15 @@
       return el.getAttribute("data-token");
     });
     if (known !== null) {
-      var fresh = tokens.filter(function (t) {
-        return !known.has(t);
+      // New work: a ticket this screen has not shown before, waiting to be made
+      // (a recalled ticket coming back to the pass is not new).
+      var fresh = tickets().filter(function (el) {
+        return !known.has(el.getAttribute("data-token")) && el.getAttribute("data-state") === "queued";
       });
       if (fresh.length) {
         beep();
-        fresh.forEach(function (t) {
-          var el = root.querySelector('.ticket[data-token="' + t + '"]');
-          if (el) el.classList.add("is-new");
+        fresh.forEach(function (el) {
+          el.classList.add("is-new");
         });
       }
     }

@@ -26,6 +26,6 @@
     onStatus: showStatus,
   });
   setInterval(function () {
-    part.schedule(0);
+    if (!document.hidden) part.schedule(0);
   }, 3000);
 })();
