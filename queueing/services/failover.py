@@ -52,6 +52,7 @@ class TickReport:
     expired: int = 0
     attention: int = 0
     assigned: int = 0
+    stranded: int = 0
     back: list[str] = field(default_factory=list)
     alert: str = ""
 
@@ -80,6 +81,7 @@ def notifier_tick(
     held_ids = _silent_outlets_down(
         now=now, timeout=timeout, may_declare_down=may_declare_down, report=report
     )
+    _stranded_orders_move(report=report)
     _returning_outlets_activate(now=now, timeout=timeout, report=report)
     if may_declare_down:
         _expired_leases_move(now=now, held_outlet_ids=held_ids, report=report)
@@ -132,6 +134,36 @@ def _silent_outlets_down(
         for ticket in moved:
             report.rerouted[slugs_by_id.get(ticket.outlet_id, "(waiting)")] += 1
     return set()
+
+
+def _stranded_orders_move(*, report: TickReport) -> None:
+    """Move open orders that reached an outlet after it went down.
+
+    Placing an order reads the outlet's state without locking it, so an order (or a
+    move) that chose an outlet just before it was taken down can commit just after
+    the take-down moved its orders. Each tick sweeps those up, as the take-down would have.
+    """
+    gone = list(
+        Outlet.objects.filter(state__in=[OutletState.DOWN, OutletState.RETIRED]).values_list(
+            "id", flat=True
+        )
+    )
+    if not gone:
+        return
+    with transaction.atomic():
+        rows = fetch_all(sql.ORDERS_TO_MOVE, {"outlet_ids": gone, "order_ids": []})
+        if not rows:
+            return
+        moved, cancelled = orders_move(rows=rows, reason="its outlet is down")
+    report.stranded = len(rows)
+    report.cancelled += len(cancelled)
+    log.warning(
+        "%d orders reached outlets after they went down: %d rerouted (%s), %d takeaway cancelled",
+        len(rows),
+        len(moved),
+        moves_described(moved),
+        len(cancelled),
+    )
 
 
 def _expired_leases_move(*, now: datetime, held_outlet_ids: set[int], report: TickReport) -> None:

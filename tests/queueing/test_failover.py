@@ -27,6 +27,7 @@ from queueing.services import (
 )
 from queueing.services.failover import database_now, notifier_tick
 from queueing.services.outlets import outlet_take_down
+from queueing.services.routing import Router
 from queueing.tickets import Ticket
 
 TIMEOUT = 15.0
@@ -447,3 +448,29 @@ def test_retire__refuses_an_outlet_with_ready_orders(four: list[Outlet], t0: dat
     outlet_drain(outlet=south)
     with pytest.raises(OutletNotEmpty, match="1 open orders"):
         outlet_retire(outlet=south)
+
+
+def test_tick__orders_that_reach_an_outlet_after_it_went_down_are_swept_up(
+    four: list[Outlet], t0: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    north, *survivors = four
+    stale_north = Outlet.objects.get(pk=north.pk)  # read as active, as a placement would
+    outlet_mark_down(outlet=north)
+    # Both placements chose north before it went down and insert after.
+    takeaway = place("takeaway", outlet=stale_north)
+    monkeypatch.setattr(
+        "queueing.services.orders.Router.for_live_outlets",
+        lambda **_: Router(outlets=[stale_north], epsilon=0.25),
+    )
+    delivery = place(zone="harbour")
+    monkeypatch.undo()
+    assert takeaway.outlet_id == delivery.outlet_id == north.pk
+
+    beat(survivors, after(t0, 1))
+    report = tick(after(t0, 1))
+
+    assert report.stranded == 2
+    swept = Order.objects.get(pk=delivery.id)
+    assert swept.outlet_id in {o.pk for o in survivors} and swept.state == OrderState.QUEUED
+    cancelled = Order.objects.get(pk=takeaway.id)
+    assert (cancelled.state, cancelled.cancel_reason) == ("cancelled", "outlet unavailable")
