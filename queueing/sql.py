@@ -82,6 +82,17 @@ ORDER_INSERT = with_events(f"""
     {_RETURNING}, NULL::bigint AS from_outlet_id, %(detail)s::jsonb AS event_detail
 """)
 
+# Hold the outlet an order is being placed at, if it still takes orders, until the
+# placement commits. KEY SHARE conflicts with the FOR UPDATE under which an outlet is
+# taken down (drained, retired), so either the take-down waits for this order and moves
+# it with the rest, or this waits for the take-down and finds the outlet no longer
+# active. The insert alone does not do it: Django's foreign keys are checked at commit.
+OUTLET_HOLD_ACTIVE = """
+    SELECT id FROM queueing_outlet
+    WHERE id = %(outlet_id)s AND state = 'active'
+    FOR KEY SHARE
+"""
+
 # Claim up to %(limit)s orders of an outlet, highest priority first. SKIP LOCKED
 # lets every station take a different row without waiting; the fence grows, so
 # every earlier holder's writes are refused from now on.

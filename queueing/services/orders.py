@@ -6,12 +6,13 @@ import secrets
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from psycopg.types.json import Jsonb
 
 from queueing import sql
-from queueing.db import fetch_all
+from queueing.db import fetch_all, fetch_one
 from queueing.errors import OutletUnavailable
-from queueing.models import OrderKind, Outlet, OutletState
+from queueing.models import OrderKind, Outlet
 from queueing.services.routing import Router
 from queueing.tickets import Ticket
 
@@ -42,28 +43,47 @@ def order_enqueue(
     A delivery order with no outlet alive is queued with no outlet and a
     "no outlet available" event; the notifier assigns it when one comes back.
     """
+    with transaction.atomic():
+        chosen = _outlet_for(kind=kind, zone=zone, outlet=outlet)
+        rows = fetch_all(
+            sql.ORDER_INSERT,
+            {
+                "token": secrets.token_urlsafe(18),
+                "kind": kind,
+                "zone": zone,
+                "rush": rush,
+                "quick": quick,
+                "lines": Jsonb(lines),
+                "customer": Jsonb(customer),
+                "prep_seconds": prep_seconds,
+                "outlet_id": chosen.pk if chosen else None,
+                "boost": order_boost(quick=quick, rush=rush),
+                "event_type": "placed" if chosen else "waiting",
+                "detail": Jsonb({} if chosen else {"reason": "no outlet available"}),
+            },
+        )
+    return Ticket.from_row(rows[0])
+
+
+def _outlet_hold(outlet: Outlet) -> bool:
+    """Hold the outlet until the caller's transaction ends, if it still takes orders."""
+    return fetch_one(sql.OUTLET_HOLD_ACTIVE, {"outlet_id": outlet.pk}) is not None
+
+
+def _outlet_for(*, kind: str, zone: str, outlet: Outlet | None) -> Outlet | None:
+    """The outlet that takes the order, held for the caller's transaction; None: none is live.
+
+    An outlet can go down between reading the live outlets and holding one; the
+    next look no longer sees it. Should outlets keep dying under it, the order waits
+    with no outlet and the notifier assigns it, rather than this looping on.
+    """
     if kind == OrderKind.TAKEAWAY:
-        if outlet is None or outlet.state != OutletState.ACTIVE:
+        if outlet is None or not _outlet_hold(outlet):
             name = outlet.slug if outlet else "?"
             raise OutletUnavailable(f"outlet {name} is not taking orders right now", field="outlet")
-        chosen: Outlet | None = outlet
-    else:
+        return outlet
+    for _ in range(10):
         chosen = Router.for_live_outlets(incoming=1).choose(zone)
-    rows = fetch_all(
-        sql.ORDER_INSERT,
-        {
-            "token": secrets.token_urlsafe(18),
-            "kind": kind,
-            "zone": zone,
-            "rush": rush,
-            "quick": quick,
-            "lines": Jsonb(lines),
-            "customer": Jsonb(customer),
-            "prep_seconds": prep_seconds,
-            "outlet_id": chosen.pk if chosen else None,
-            "boost": order_boost(quick=quick, rush=rush),
-            "event_type": "placed" if chosen else "waiting",
-            "detail": Jsonb({} if chosen else {"reason": "no outlet available"}),
-        },
-    )
-    return Ticket.from_row(rows[0])
+        if chosen is None or _outlet_hold(chosen):
+            return chosen
+    return None

@@ -1,0 +1,281 @@
+"""Putting orders into the queue: which outlet takes them, their events, and NOTIFY on commit."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connections, transaction
+
+from queueing import sql
+from queueing.errors import OutletUnavailable
+from queueing.models import EventType, Order, OrderEvent, OrderState, Outlet, OutletState
+from queueing.services import order_enqueue, outlet_drain, outlet_mark_down, outlet_retire
+from queueing.services.routing import active_outlets, ring_of
+from queueing.tickets import Ticket
+from tests import processes
+from tests.processes import wait_for
+
+LINES = [{"item": "margherita", "name": "Margherita", "qty": 1, "note": "", "prep_seconds": 60}]
+ZONES = [f"zone-{i}" for i in range(12)]
+
+MakeOutlet = Callable[..., tuple[Outlet, str]]
+
+
+def delivery(zone: str) -> Ticket:
+    return order_enqueue(
+        kind="delivery",
+        lines=LINES,
+        customer={"name": "Ada"},
+        prep_seconds=60,
+        quick=False,
+        zone=zone,
+    )
+
+
+def takeaway(outlet: Outlet | None) -> Ticket:
+    return order_enqueue(
+        kind="takeaway",
+        lines=LINES,
+        customer={"name": "Bo"},
+        prep_seconds=60,
+        quick=False,
+        outlet=outlet,
+    )
+
+
+def first_choice(zone: str) -> str:
+    """The outlet the ring of the live outlets names first for a zone."""
+    return next(iter(ring_of(active_outlets()).walk(zone)))
+
+
+def events_of(order_id: int) -> list[tuple[str, str, int | None, int]]:
+    return list(
+        OrderEvent.objects.filter(order_id=order_id)
+        .order_by("id")
+        .values_list("type", "state", "outlet_id", "fence")
+    )
+
+
+class Rollback(Exception):
+    pass
+
+
+# --- routing -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_enqueue__a_zone_keeps_going_to_the_same_outlet_while_it_lives(
+    make_outlet: MakeOutlet, settings: Any
+) -> None:
+    # Far from the load bound, so only the ring decides (bounded loads have their own tests).
+    settings.HEARTH_RING_EPSILON = 1000
+    outlets = {o.slug: o for o in (make_outlet(s)[0] for s in ("camden", "hackney", "soho"))}
+    placed: dict[str, set[str]] = {zone: set() for zone in ZONES}
+    for _ in range(3):
+        for zone in ZONES:
+            placed[zone].add(Outlet.objects.get(pk=delivery(zone).outlet_id).slug)
+    assert all(len(slugs) == 1 for slugs in placed.values()), placed
+    home = {zone: slugs.pop() for zone, slugs in placed.items()}
+    assert home == {zone: first_choice(zone) for zone in ZONES}
+    assert len(set(home.values())) > 1, "every zone on one outlet: the test proves nothing"
+
+    outlet_mark_down(outlet=outlets["camden"])
+    for zone in ZONES:
+        now_at = Outlet.objects.get(pk=delivery(zone).outlet_id).slug
+        if home[zone] == "camden":
+            assert now_at != "camden"
+        else:
+            assert now_at == home[zone], f"{zone} left a live outlet"
+
+
+@pytest.mark.django_db
+def test_enqueue__takeaway_goes_to_its_named_outlet_with_one_placed_event(
+    make_outlet: MakeOutlet,
+) -> None:
+    make_outlet("camden")
+    soho = make_outlet("soho")[0]
+    ticket = takeaway(soho)
+    assert (ticket.outlet_id, ticket.state, ticket.fence) == (soho.pk, OrderState.QUEUED, 1)
+    assert events_of(ticket.id) == [(EventType.PLACED, OrderState.QUEUED, soho.pk, 1)]
+    assert ticket.event_id == OrderEvent.objects.get(order_id=ticket.id).id
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("state", ["draining", "down", "retired", "missing"])
+def test_enqueue__takeaway_at_an_outlet_not_taking_orders_is_refused(
+    make_outlet: MakeOutlet, state: str
+) -> None:
+    camden = make_outlet("camden")[0]
+    make_outlet("soho")
+    if state == "draining":
+        outlet_drain(outlet=camden)
+    elif state == "down":
+        outlet_mark_down(outlet=camden)
+    elif state == "retired":
+        outlet_retire(outlet=camden)
+    events_before = OrderEvent.objects.count()
+    with pytest.raises(OutletUnavailable) as refused:
+        takeaway(None if state == "missing" else camden)
+    name = "?" if state == "missing" else "camden"
+    assert refused.value.message == f"outlet {name} is not taking orders right now"
+    assert refused.value.context == {"field": "outlet"}
+    assert not Order.objects.exists()
+    assert OrderEvent.objects.count() == events_before
+
+
+@pytest.mark.django_db
+def test_enqueue__takeaway_refused_when_the_outlet_went_down_after_it_was_loaded(
+    make_outlet: MakeOutlet,
+) -> None:
+    camden = make_outlet("camden")[0]
+    make_outlet("soho")
+    outlet_mark_down(outlet=Outlet.objects.get(pk=camden.pk))
+    assert camden.state == OutletState.ACTIVE  # the caller's copy is stale
+    with pytest.raises(OutletUnavailable):
+        takeaway(camden)
+    assert not Order.objects.exists()
+
+
+@pytest.mark.django_db
+def test_enqueue__delivery_with_no_live_outlet_waits_with_no_outlet(
+    make_outlet: MakeOutlet,
+) -> None:
+    camden = make_outlet("camden")[0]
+    outlet_drain(outlet=camden)
+    ticket = delivery("N1")
+    assert ticket.outlet_id is None and ticket.state == OrderState.QUEUED
+    assert events_of(ticket.id) == [(EventType.WAITING, OrderState.QUEUED, None, 1)]
+    event = OrderEvent.objects.get(order_id=ticket.id)
+    assert event.detail == {"reason": "no outlet available"}
+
+
+# --- one event per write, in the same transaction ---------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["delivery", "takeaway"])
+def test_enqueue__rolled_back_placement_leaves_no_order_and_no_event(
+    make_outlet: MakeOutlet, kind: str
+) -> None:
+    camden = make_outlet("camden")[0]
+    events_before = OrderEvent.objects.count()
+    with pytest.raises(Rollback), transaction.atomic():
+        ticket = delivery("N1") if kind == "delivery" else takeaway(camden)
+        # Inside the transaction the order and its one event are there...
+        assert events_of(ticket.id) == [(EventType.PLACED, OrderState.QUEUED, camden.pk, 1)]
+        raise Rollback
+    # ...and after the rollback neither is.
+    assert not Order.objects.exists()
+    assert OrderEvent.objects.count() == events_before
+
+
+@pytest.fixture
+def listener(db: None) -> Iterator[psycopg.Connection[Any]]:
+    """A separate connection LISTENing on the events channel, as a web process does."""
+    with psycopg.connect(processes.test_database_url(), autocommit=True) as conn:
+        conn.execute(sql.EVENTS_LISTEN)
+        yield conn
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue__notify_is_sent_on_commit_only(
+    make_outlet: MakeOutlet, listener: psycopg.Connection[Any]
+) -> None:
+    make_outlet("camden")
+    # Outlet events announced before this point are not what this test is about.
+    list(listener.notifies(timeout=0.2))
+    with pytest.raises(Rollback), transaction.atomic():
+        rolled_back = delivery("N1")
+        raise Rollback
+    committed = delivery("N2")
+    # NOTIFYs arrive in commit order: had the rolled-back placement sent one, it would
+    # come first. The first (and only) payload is the committed order's.
+    payloads = [json.loads(n.payload) for n in listener.notifies(timeout=5, stop_after=1)]
+    payloads += [json.loads(n.payload) for n in listener.notifies(timeout=0.2)]
+    assert [p["order"] for p in payloads] == [committed.token]
+    (payload,) = payloads
+    assert rolled_back.token != committed.token
+    assert payload["type"] == EventType.PLACED and payload["outlet"] == "camden"
+    assert payload["id"] == committed.event_id and payload["number"] == committed.id
+    assert payload["state"] == OrderState.QUEUED and payload["fence"] == 1
+
+
+# --- placements racing an outlet going down -----------------------------------------------
+
+
+def _in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = target()
+        except BaseException as exc:  # noqa: BLE001 (checked by the test)
+            result["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def _someone_waits_for_a_lock() -> bool:
+    with connections["default"].cursor() as cur:
+        # Inside a transaction pg_stat_activity is read once and kept: look afresh each time.
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return bool(cur.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["delivery", "takeaway"])
+def test_enqueue__placement_waiting_on_a_take_down_does_not_land_on_the_dead_outlet(
+    make_outlet: MakeOutlet, kind: str
+) -> None:
+    camden, soho = make_outlet("camden")[0], make_outlet("soho")[0]
+    zone = next(z for z in ZONES if first_choice(z) == "camden")
+    with psycopg.connect(processes.test_database_url()) as notifier:
+        # The notifier is taking camden down: it holds the outlet's row lock (as
+        # outlet_take_down does), has moved the orders it saw, and has not committed yet.
+        notifier.execute("SELECT id FROM queueing_outlet WHERE id = %s FOR UPDATE", [camden.pk])
+        thread, result = _in_thread(
+            lambda: delivery(zone) if kind == "delivery" else takeaway(camden)
+        )
+        wait_for(_someone_waits_for_a_lock, timeout=10, message="the placement to wait")
+        notifier.execute("UPDATE queueing_outlet SET state = 'down' WHERE id = %s", [camden.pk])
+        notifier.commit()
+    thread.join(10)
+    assert not thread.is_alive()
+    if kind == "delivery":
+        assert "error" not in result, result
+        assert result["value"].outlet_id == soho.pk
+        assert Order.objects.get().outlet_id == soho.pk
+    else:
+        assert isinstance(result.get("error"), OutletUnavailable), result
+        assert not Order.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue__take_down_waiting_on_a_placement_moves_the_new_order(
+    make_outlet: MakeOutlet,
+) -> None:
+    camden, soho = make_outlet("camden")[0], make_outlet("soho")[0]
+    zone = next(z for z in ZONES if first_choice(z) == "camden")
+    with transaction.atomic():
+        placed = delivery(zone)
+        assert placed.outlet_id == camden.pk
+        thread, result = _in_thread(lambda: outlet_mark_down(outlet=camden))
+        wait_for(_someone_waits_for_a_lock, timeout=10, message="the take-down to wait")
+    thread.join(10)
+    assert not thread.is_alive() and "error" not in result, result
+    moved, _ = result["value"]
+    assert [t.id for t in moved] == [placed.id]
+    assert Order.objects.get().outlet_id == soho.pk
