@@ -114,6 +114,12 @@ class OrderForm(forms.Form):
             payload["outlet"] = data["outlet"]
         return payload
 
+    def renew_id(self) -> None:
+        """Give a bound form a new id, so its next submission is a new order."""
+        data = self.data.copy()  # a QueryDict from the request: immutable until copied
+        data["form_id"] = secrets.token_urlsafe(16)
+        self.data = data
+
     def idempotency_key(self) -> str:
         form_id = self.cleaned_data.get("form_id") or ""
         return f"order-form:{form_id}" if re.fullmatch(r"[\w-]{8,64}", form_id) else ""

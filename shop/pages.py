@@ -36,7 +36,7 @@ from queueing.services.routing import active_outlets
 from shop.access import is_manager, kitchen_outlet
 from shop.forms import OrderForm
 from shop.models import MenuItem
-from shop.ordering import OrderInvalid, order_place, order_request_parse
+from shop.ordering import IdempotencyConflict, OrderInvalid, order_place, order_request_parse
 
 # The customer's stepper, in order. Delivery and takeaway differ in the fourth step.
 STEPS_DELIVERY = ("Received", "In the kitchen", "Ready", "Out for delivery", "Done")
@@ -86,6 +86,15 @@ def order_form(request: HttpRequest) -> HttpResponse:
                 idempotency_key=form.idempotency_key(),
                 body=json.dumps(payload, sort_keys=True).encode(),
             )
+        except IdempotencyConflict:
+            # Back in the browser, changed, and sent again: a new order needs a new form id.
+            form.renew_id()
+            form.add_error(
+                None,
+                "This form already placed an order. Check your items and press Place order "
+                "again to place another one.",
+            )
+            status = 409
         except OrderInvalid as exc:
             form.add_order_error(exc)
             status = exc.status

@@ -155,6 +155,17 @@ def test_order_form__the_same_form_submitted_twice_places_one_order(
     assert first["Location"] == second["Location"]
 
 
+def test_order_form__a_changed_resubmission_of_a_used_form_asks_again(
+    menu: None, north: Outlet
+) -> None:
+    Client().post("/order/", form_data(qty_margherita="1", form_id="f0rm-id-123456"))
+    response = Client().post("/order/", form_data(qty_margherita="3", form_id="f0rm-id-123456"))
+    assert response.status_code == 409
+    assert "This form already placed an order" in response.content.decode()
+    assert 'value="f0rm-id-123456"' not in response.content.decode()  # a new id for the next try
+    assert Order.objects.count() == 1
+
+
 def errors_of(response: Any) -> dict[str, list[str]]:
     return {k: list(v) for k, v in response.context["form"].errors.items()}
 
