@@ -116,9 +116,7 @@ class OrderForm(forms.Form):
 
     def renew_id(self) -> None:
         """Give a bound form a new id, so its next submission is a new order."""
-        data = self.data.copy()  # a QueryDict from the request: immutable until copied
-        data["form_id"] = secrets.token_urlsafe(16)
-        self.data = data
+        self.data = {**self.data, "form_id": secrets.token_urlsafe(16)}  # one value per field
 
     def idempotency_key(self) -> str:
         form_id = self.cleaned_data.get("form_id") or ""
