@@ -1,0 +1,256 @@
+"""The queue's statements stay on index scans with a big history in the table.
+
+1,000 outlets and 1,000,000 completed orders (what a chain accumulates), plus a
+few open orders per outlet, are inserted once for the module with one
+``INSERT ... SELECT ... FROM generate_series`` and ANALYZEd. Each statement is
+then EXPLAINed (never run) and its plan must not read ``queueing_order`` with a
+sequential scan. When one does, the fix is an index (models.Meta + migration),
+not this test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from queueing import selectors, sql
+from queueing.models import Order, Outlet
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db]
+
+OUTLETS = 1000
+FINISHED = 1_000_000
+
+BULK = """
+INSERT INTO queueing_outlet
+    (slug, name, weight, state, last_heartbeat_at, token_hash, amber_after, red_after, created_at)
+SELECT 'outlet-' || g, 'Outlet ' || g, 1 + g %% 3, 'active', now() - (g %% 20) * interval '1 second',
+       '', 300, 600, now() - interval '1 day'
+FROM generate_series(1, %(outlets)s) g;
+
+-- The history: completed orders spread over every outlet, oldest first.
+INSERT INTO queueing_order
+    (token, kind, zone, rush, quick, lines, customer, prep_seconds, state, cancel_reason,
+     outlet_id, sort_key, fence, claimed_by, attempts, created_at, claimed_at, ready_at,
+     finished_at)
+SELECT 'done-' || g, 'delivery', 'zone-' || g %% 300, false, false,
+       '[{"item": "margherita", "qty": 1}]', '{}', 600, 'completed', '',
+       o.first_id + g %% %(outlets)s, t, 2, 'station-1', 0, t, t, t, t
+FROM generate_series(1, %(finished)s) g,
+     (SELECT min(id) AS first_id FROM queueing_outlet) o,
+     LATERAL (SELECT now() - interval '1 year' + g * interval '30 seconds' AS t) ts;
+
+-- What is open now: per outlet three queued, one being prepared, one ready.
+INSERT INTO queueing_order
+    (token, kind, zone, rush, quick, lines, customer, prep_seconds, state, cancel_reason,
+     outlet_id, sort_key, fence, claimed_by, lease_expires_at, attempts, created_at)
+SELECT 'open-' || o.id || '-' || n, 'delivery', 'zone-' || n, false, false, '[]', '{}', 600,
+       (ARRAY['queued', 'queued', 'queued', 'preparing', 'ready'])[n], '',
+       o.id, now() - n * interval '1 minute', 2, '', CASE WHEN n = 4 THEN now() END, 0, now()
+FROM queueing_outlet o, generate_series(1, 5) n;
+
+-- A few orders waiting for any outlet, and a few needing attention.
+INSERT INTO queueing_order
+    (token, kind, zone, rush, quick, lines, customer, prep_seconds, state, cancel_reason,
+     outlet_id, sort_key, fence, claimed_by, attempts, created_at)
+SELECT 'other-' || g, 'delivery', 'zone-1', false, false, '[]', '{}', 600,
+       CASE WHEN g %% 2 = 0 THEN 'queued' ELSE 'attention' END, '', NULL, now(), 2, '', 3, now()
+FROM generate_series(1, 20) g;
+
+ANALYZE queueing_outlet;
+ANALYZE queueing_order;
+"""
+
+
+@pytest.fixture(scope="module")
+def big_queue(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict[str, Any]]:
+    """The million-order table, committed for the module and emptied after it."""
+    with django_db_blocker.unblock():
+        with connection.cursor() as cur:
+            cur.execute(BULK, {"outlets": OUTLETS, "finished": FINISHED})
+        outlet = Outlet.objects.order_by("id")[500]
+        tokens = list(
+            Order.objects.filter(outlet=outlet, token__startswith="open-").values_list(
+                "token", flat=True
+            )
+        )
+        try:
+            yield {
+                "outlet": outlet,
+                "outlet_ids": list(Outlet.objects.values_list("id", flat=True)),
+                "tokens": tokens[:3],
+            }
+        finally:
+            with connection.cursor() as cur:
+                cur.execute(
+                    "TRUNCATE queueing_orderevent, queueing_order, queueing_heartbeat, "
+                    "queueing_outlet RESTART IDENTITY CASCADE"
+                )
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def explain(statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with connection.cursor() as cur:
+        cur.execute(f"EXPLAIN (FORMAT JSON) {statement}", params)
+        raw = cur.fetchone()[0]
+    document = json.loads(raw) if isinstance(raw, str) else raw
+    return list(plan_nodes(document[0]["Plan"]))
+
+
+def explain_queryset(qs: QuerySet[Any]) -> list[dict[str, Any]]:
+    return list(plan_nodes(json.loads(qs.explain(format="json"))[0]["Plan"]))
+
+
+def order_scans(nodes: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(node type, index) of every node that reads queueing_order."""
+    return [
+        (n["Node Type"], n.get("Index Name", ""))
+        for n in nodes
+        if n.get("Relation Name") == "queueing_order"
+    ]
+
+
+def assert_indexed(nodes: list[dict[str, Any]], *, uses: str | None = None) -> None:
+    scans = order_scans(nodes)
+    assert scans, "the plan does not read queueing_order at all"
+    assert all(kind != "Seq Scan" for kind, _ in scans), json.dumps(nodes[0], indent=1)[:4000]
+    if uses:
+        # A bitmap scan names its index on the Bitmap Index Scan below the heap scan.
+        indexes = {n["Index Name"] for n in nodes if "Index Name" in n}
+        assert uses in indexes, f"expected {uses}, got {scans} using {indexes}"
+
+
+def event(kind: str) -> dict[str, Any]:
+    return {"event_type": kind, "detail": "{}"}
+
+
+# --- the statements of the brief ----------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [1, 20])
+def test_plan__claim_next_reads_the_outlets_queue_index(
+    big_queue: dict[str, Any], limit: int
+) -> None:
+    params = {
+        "outlet_id": big_queue["outlet"].pk,
+        "limit": limit,
+        "station": "s1",
+        "lease": 120,
+        **event("claimed"),
+    }
+    nodes = explain(sql.CLAIM_NEXT, params)
+    assert_indexed(nodes, uses="order_claim_queue")
+
+
+def test_plan__outlet_loads_read_the_open_orders_index(big_queue: dict[str, Any]) -> None:
+    nodes = explain(sql.OUTLET_LOADS, {"outlet_ids": big_queue["outlet_ids"]})
+    assert_indexed(nodes, uses="order_open_by_outlet")
+
+
+def test_plan__lease_expiry_scan_reads_the_lease_index(big_queue: dict[str, Any]) -> None:
+    nodes = explain(sql.LEASES_EXPIRED, {"now": timezone.now(), "limit": 1000})
+    assert_indexed(nodes, uses="order_lease_expiry")
+
+
+def test_plan__outlet_health_reads_only_open_orders(big_queue: dict[str, Any]) -> None:
+    assert_indexed(explain_queryset(selectors.outlets_health()), uses="order_open_by_outlet")
+
+
+def test_plan__heartbeat_touches_one_outlet_by_key(big_queue: dict[str, Any]) -> None:
+    params = {
+        "outlet_id": big_queue["outlet"].pk,
+        "source": "agent",
+        "seq": 1,
+        "now": None,
+        "timeout": 15,
+    }
+    nodes = explain(sql.OUTLET_HEARTBEAT, params)
+    outlet_scans = [n["Node Type"] for n in nodes if n.get("Relation Name") == "queueing_outlet"]
+    assert outlet_scans and "Seq Scan" not in outlet_scans, outlet_scans
+    assert not order_scans(nodes)
+
+
+# --- every other statement that reads orders ------------------------------------------
+
+
+def claims_params(big_queue: dict[str, Any]) -> dict[str, Any]:
+    tokens = big_queue["tokens"]
+    return {
+        "tokens": tokens,
+        "fences": [2] * len(tokens),
+        "token": tokens[0],
+        "fence": 2,
+        "outlet_id": big_queue["outlet"].pk,
+        "order_id": 1,
+        "station": "s1",
+        "lease": 120,
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TICKET_LOCK",
+        "CLAIM_TICKET",
+        "MARK_READY",
+        "ORDER_COMPLETE",
+        "ORDER_RECALL",
+        "LEASE_RENEW",
+        "ORDER_BY_TOKEN",
+        "ORDERS_TO_MOVE",
+        "ORDERS_WAITING",
+    ],
+)
+def test_plan__fenced_writes_and_moves_use_indexes(big_queue: dict[str, Any], name: str) -> None:
+    params = {
+        **claims_params(big_queue),
+        **event(name.lower()),
+        "outlet_ids": [big_queue["outlet"].pk],
+        "order_ids": [],
+        "limit": 1000,
+    }
+    assert_indexed(explain(getattr(sql, name), params))
+
+
+def test_plan__screens_selectors_use_indexes(big_queue: dict[str, Any]) -> None:
+    outlet = big_queue["outlet"]
+    queued = Order.objects.filter(outlet=outlet, state="queued").order_by("sort_key").last()
+    assert queued is not None
+    querysets = {
+        "outlet_queue": selectors.outlet_queue(outlet=outlet),
+        "kitchen_tickets": selectors.kitchen_tickets(outlet=outlet),
+        "orders_needing_attention": selectors.orders_needing_attention(),
+        "ready_estimate_ahead": Order.objects.filter(
+            outlet_id=outlet.pk, state="queued", sort_key__lt=queued.sort_key
+        ),
+        "ready_estimate_in_progress": Order.objects.filter(outlet_id=outlet.pk, state="preparing"),
+        "last_bumped": Order.objects.filter(outlet=outlet, state="completed").order_by(
+            "-finished_at", "-id"
+        )[:1],
+    }
+    failures = {}
+    for name, qs in querysets.items():
+        try:
+            assert_indexed(explain_queryset(qs))
+        except AssertionError as exc:
+            failures[name] = str(exc)[:500]
+    assert not failures, failures
+
+
+def test_plan__the_table_really_holds_a_million_finished_orders(big_queue: dict[str, Any]) -> None:
+    assert Order.objects.filter(state="completed").count() == FINISHED
+    assert Outlet.objects.count() == OUTLETS
+    since = timezone.now() - timedelta(days=2)
+    assert Order.objects.filter(state="queued", created_at__gte=since).count() >= OUTLETS * 3
