@@ -4,7 +4,9 @@ Playwright's sync API keeps an asyncio loop running in the test's thread, and
 Django refuses ORM calls from a thread with a running loop. The ORM work of a
 browser test is plain synchronous work between two browser calls, so ``orm()``
 allows it for the few lines that need it, and the browser is started after the
-database fixtures and stopped before they flush.
+database fixtures and stopped before they flush. While the loop runs, Django's
+connection handler (context-local) hands out a connection of its own, which
+``orm()`` closes again so no session outlives the test.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 CHROMIUM = shutil.which("chromium")
 SKIP_REASON = "install Debian's chromium (apt-get install chromium) to run the browser tests"
@@ -39,6 +42,7 @@ def orm() -> Iterator[None]:
     try:
         yield
     finally:
+        connections.close_all()
         if before is None:
             del os.environ[key]
         else:
