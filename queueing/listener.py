@@ -36,8 +36,8 @@ from queueing.db import fetch_all, fetch_one
 log = logging.getLogger("hearth.listener")
 
 OPS_GROUP = "ops"
-# The channel-layer message a consumer handles in ``hearth_event``.
-EVENT_MESSAGE = "hearth.event"
+# The channel-layer message a consumer handles in ``hearth_events``: {"events": [...]}.
+EVENTS_MESSAGE = "hearth.events"
 APPLICATION_NAME = "hearth-listener"
 # How far back (in ids) a catch-up reads: a transaction that took its id this
 # many ids before the last forwarded one and committed during the gap is still found.
@@ -128,7 +128,14 @@ def normalise_event(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class EventListener:
-    """Owns the process's LISTEN connection and forwards every event to the channel layer."""
+    """Owns the process's LISTEN connection and forwards every event to the channel layer.
+
+    Two tasks: the connection task reads payloads (and catch-ups) into a pending
+    list in arrival order; the fan-out task sends whatever is pending as one
+    message per group. Under load several events then share one channel-layer
+    message, so each socket pays its per-message cost once per batch, not once per
+    event; with little traffic a batch is one event and nothing waits.
+    """
 
     def __init__(self, *, conninfo: str, retry_min: float, retry_max: float) -> None:
         self.conninfo = conninfo
@@ -140,24 +147,32 @@ class EventListener:
         self.backend_pid: int | None = None
         self.reconnects = 0
         self.forwarded = 0
-        # The highest id forwarded, and the ids forwarded above ``last_id - CATCH_UP_REWIND``.
+        # The highest id accepted, and the ids accepted above ``last_id - CATCH_UP_REWIND``.
         self.last_id: int | None = None
         self._recent: set[int] = set()
         self._recent_order: deque[int] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._pending: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = self.loop.create_task(self._run(), name="hearth-listener")
+        if not self._tasks or any(t.done() for t in self._tasks):
+            for task in self._tasks:
+                task.cancel()
+            self._tasks = [
+                self.loop.create_task(self._run(), name="hearth-listener"),
+                self.loop.create_task(self._fan_out_loop(), name="hearth-listener-fan-out"),
+            ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
+        self._tasks = []
 
     async def _run(self) -> None:
         failures = 0
@@ -174,7 +189,7 @@ class EventListener:
                         self.reconnects += 1
                         log.warning(
                             "listener reconnected (backend pid %s) after %d failed attempt(s); "
-                            "forwarded %d event(s) committed while it was away",
+                            "forwarding %d event(s) committed while it was away",
                             self.backend_pid,
                             failures,
                             caught_up,
@@ -202,7 +217,7 @@ class EventListener:
                 await asyncio.sleep(delay)
 
     async def _catch_up(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        """After LISTEN: set the first mark, or forward what committed while the connection was away."""
+        """After LISTEN: set the first mark, or queue what committed while the connection was away."""
         if self.last_id is None:
             cur = await conn.execute(sql.EVENTS_LAST_ID)
             row = await cur.fetchone()
@@ -210,21 +225,17 @@ class EventListener:
             return 0
         after = max(0, self.last_id - CATCH_UP_REWIND)
         cur = await conn.execute(sql.EVENTS_AFTER, {"after": after, "limit": None})
-        count = 0
-        for _id, payload in await cur.fetchall():
-            if await self.forward(payload):
-                count += 1
-        return count
+        return sum(self.accept(payload) for _id, payload in await cur.fetchall())
 
     async def _stream(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while True:
             async for notify in conn.notifies(timeout=HEALTH_CHECK_SECONDS):
-                await self.forward(notify.payload)
+                self.accept(notify.payload)
             async with asyncio.timeout(HEALTH_CHECK_SECONDS):
                 await conn.execute("SELECT 1")
 
-    async def forward(self, payload: str) -> bool:
-        """Send one event to its groups unless it was forwarded already; True when sent."""
+    def accept(self, payload: str) -> bool:
+        """Queue one event for its groups unless it was queued already; True when queued."""
         try:
             event = json.loads(payload)
             event_id = int(event["id"])
@@ -234,13 +245,36 @@ class EventListener:
         if event_id in self._recent:
             return False
         self._remember(event_id)
-        normalise_event(event)
-        layer = get_channel_layer()
-        message = {"type": EVENT_MESSAGE, "event": event}
-        for group in event_groups(event):
-            await layer.group_send(group, message)
-        self.forwarded += 1
+        self._pending.append(normalise_event(event))
+        self._wake.set()
         return True
+
+    async def _fan_out_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            try:
+                await self.fan_out(batch)
+            except Exception:  # a bug here must not stop live updates for good
+                log.exception("listener could not fan out %d event(s)", len(batch))
+
+    async def fan_out(self, events: list[dict[str, Any]]) -> None:
+        """One channel-layer message per group with its events in arrival (commit) order."""
+        by_group: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            for group in event_groups(event):
+                by_group.setdefault(group, []).append(event)
+        layer = get_channel_layer()
+        # Sent side by side: a batch's groups are independent, and each group gets one
+        # message per batch, so each socket still sees commit order.
+        await asyncio.gather(
+            *(
+                layer.group_send(group, {"type": EVENTS_MESSAGE, "events": batch})
+                for group, batch in by_group.items()
+            )
+        )
+        self.forwarded += len(events)
 
     def _remember(self, event_id: int) -> None:
         self._recent.add(event_id)

@@ -19,6 +19,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from queueing.errors import QueueError
 from queueing.listener import (
+    EVENTS_MESSAGE,
     OPS_GROUP,
     event_payloads_after,
     kitchen_group,
@@ -164,9 +165,20 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def send_error(self, message: str) -> None:
         await self.send_json({"type": "error", "message": message})
 
-    async def hearth_event(self, message: dict[str, Any]) -> None:
-        """An event forwarded by queueing.listener to this socket's group."""
-        await self.send_event(message["event"])
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels runs close_old_connections() in the one shared sync thread before
+        # every handler. Forwarding events touches no database, and that trip, once
+        # per message per socket, queued every socket behind the sync thread (seconds
+        # of delay under load); so events skip it. Everything else goes the usual way.
+        if message.get("type") == EVENTS_MESSAGE:
+            await self.hearth_events(message)
+        else:
+            await super().dispatch(message)
+
+    async def hearth_events(self, message: dict[str, Any]) -> None:
+        """Events forwarded by queueing.listener to this socket's group, in commit order."""
+        for event in message["events"]:
+            await self.send_event(event)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
