@@ -178,7 +178,7 @@ def _take_down(locked: Outlet, reason: str) -> tuple[list[Ticket], list[Ticket]]
     outlet_event(outlet=locked, state=locked.state, detail={"action": "down", "reason": reason})
     moved, cancelled = outlets_reroute(outlet_ids=[locked.pk], reason=f"{locked.slug} {reason}")
     log.info(
-        "outlet %s down (%s): %d delivery orders rerouted (%s), %d takeaway orders cancelled",
+        "outlet %s down (%s): %d delivery orders moved (%s), %d takeaway orders cancelled",
         locked.slug,
         reason,
         len(moved),

@@ -90,6 +90,7 @@ def check_invariants(
     made: list[dict[str, Any]] | None = None,
     finished: bool = True,
     label: str = "",
+    verbose: bool = True,
 ) -> Counts:
     """Check the four invariants over the database; raise AssertionError listing every violation."""
     problems: list[str] = []
@@ -227,7 +228,8 @@ def check_invariants(
         if last != now:
             problems.append(f"order {order['id']}: events replay to {last}, the row is {now}")
 
-    print(f"invariants{' ' + label if label else ''}: {counts.line()}")
+    if verbose:
+        print(f"invariants{' ' + label if label else ''}: {counts.line()}")
     if problems:
         shown = "\n  ".join(problems[:25])
         more = f"\n  ... and {len(problems) - 25} more" if len(problems) > 25 else ""
