@@ -30,6 +30,9 @@ from queueing.selectors import (
     order_events,
     order_ready_estimate,
     outlet_last_bumped,
+    outlet_lines_to_make,
+    outlet_names,
+    outlet_queue,
     outlets_for_user,
 )
 from queueing.services.routing import active_outlets
@@ -224,21 +227,31 @@ def order_status_part(request: HttpRequest, token: str) -> HttpResponse:
 # --- The kitchen screen --------------------------------------------------------------
 
 
-def all_day(tickets: list[Order]) -> list[tuple[str, int]]:
+# A screen shows a few rows of tickets; the rest wait off screen and are only counted.
+KITCHEN_MAX_TICKETS = 40
+
+
+def all_day(orders_lines: list[list[dict[str, Any]]]) -> list[tuple[str, int]]:
     """Items still to make across the queue (queued and cooking), most first: the kitchen's 'all day'."""
     counts: Counter[str] = Counter()
-    for ticket in tickets:
-        if ticket.state in (OrderState.QUEUED, OrderState.PREPARING):
-            for line in ticket.lines:
-                counts[line["name"]] += int(line["qty"])
+    for lines in orders_lines:
+        for line in lines:
+            counts[line["name"]] += int(line["qty"])
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _kitchen_context(outlet: Outlet) -> dict[str, Any]:
     newest = last_event_id()  # read first: the tickets below are at least this fresh
-    tickets = list(kitchen_tickets(outlet=outlet))
+    queue = kitchen_tickets(outlet=outlet)
+    tickets = list(queue[:KITCHEN_MAX_TICKETS])
+    if len(tickets) < KITCHEN_MAX_TICKETS:
+        more = 0
+    else:  # counted without the per-ticket reroute lookup
+        more = outlet_queue(outlet=outlet).count() - len(tickets)
+    names = outlet_names() if any(t.moved_from_id for t in tickets) else {}  # type: ignore[attr-defined]
     now = timezone.now()
     for ticket in tickets:
+        ticket.moved_from_name = names.get(ticket.moved_from_id)  # type: ignore[attr-defined]
         age = max(0, int((now - ticket.created_at).total_seconds()))
         ticket.age_text = f"{age // 60}:{age % 60:02d}"  # type: ignore[attr-defined]
         ticket.age_level = (  # type: ignore[attr-defined]
@@ -247,7 +260,8 @@ def _kitchen_context(outlet: Outlet) -> dict[str, Any]:
     return {
         "outlet": outlet,
         "tickets": tickets,
-        "all_day": all_day(tickets),
+        "more_tickets": more,
+        "all_day": all_day(outlet_lines_to_make(outlet=outlet)),
         "last_bumped": outlet_last_bumped(outlet=outlet),
         "last_event_id": newest,
         "server_now": now,

@@ -303,7 +303,7 @@
     partUrl: root.getAttribute("data-part-url"),
     socketPath: root.getAttribute("data-socket-path"),
     heartbeat: parseFloat(root.getAttribute("data-heartbeat-interval")) || 5,
-    debounce: 60,
+    debounce: 120,
     onSwap: swapped,
     onStatus: showStatus,
   });

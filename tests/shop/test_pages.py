@@ -22,6 +22,7 @@ from queueing.services import (
     outlet_mark_down,
 )
 from shop.models import Membership
+from shop.pages import KITCHEN_MAX_TICKETS
 
 pytestmark = pytest.mark.django_db
 
@@ -317,6 +318,16 @@ def test_kitchen__tickets_in_claim_order_with_items_notes_and_all_day(
     assert re.search(r'<span class="allday-item"><b>3</b> Margherita</span>', html)
     assert 'data-socket-path="/ws/kitchen/north/"' in html
     assert 'data-amber="300" data-red="600"' in html
+
+
+def test_kitchen__shows_the_first_tickets_and_counts_the_rest(
+    cook: Client, menu: None, north: Outlet
+) -> None:
+    orders = [enqueue(north, qty=1) for _ in range(KITCHEN_MAX_TICKETS + 3)]
+    html = cook.get("/kitchen/north/tickets/").content.decode()
+    assert ticket_tokens(html) == [o.token for o in orders[:KITCHEN_MAX_TICKETS]]
+    assert "+ 3 more tickets waiting behind these" in html
+    assert f"<b>{KITCHEN_MAX_TICKETS + 3}</b> Margherita" in html  # all day counts them all
 
 
 def test_kitchen__notes_and_names_are_escaped(cook: Client, menu: None, north: Outlet) -> None:
