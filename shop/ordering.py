@@ -91,7 +91,8 @@ def order_request_parse(payload: Any) -> OrderRequest:
         where = f"lines[{i}]"
         if not isinstance(line, dict):
             raise OrderInvalid(where, "must be an object with item and qty")
-        item = menu.get(line.get("item")) if isinstance(line.get("item"), str) else None
+        slug = line.get("item")
+        item = menu.get(slug) if isinstance(slug, str) else None
         if item is None:
             raise OrderInvalid(f"{where}.item", f"unknown menu item {line.get('item')!r}")
         if not item.available:
