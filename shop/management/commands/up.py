@@ -112,7 +112,7 @@ class Command(BaseCommand):
                             "--server",
                             server,
                             "--pace",
-                            "0.05",
+                            "0.02",
                         ],
                         {"HEARTH_OUTLET_TOKEN": token},
                     )
