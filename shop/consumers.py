@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,9 @@ LISTENER_WAIT_SECONDS = 10.0
 OPS_REPLAY_LIMIT = 500
 KITCHEN_REPLAY_LIMIT = 5_000
 MAX_EVENT_ID = 2**63 - 1
+# Order tokens are token_urlsafe; anything else is no order (and no valid group name).
+SLUG_MAX = Outlet._meta.get_field("slug").max_length or 50
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class SentIds:
@@ -114,6 +118,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     group: str = ""
     replay_limit: int | None = None
+    admitted = False  # nothing is sent on a socket until its access was checked
 
     async def connect(self) -> None:
         self.sent = SentIds()
@@ -125,7 +130,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(str(exc))
             await self.close(code=CLOSE_BAD_REQUEST)
             return
-        refusal = await self.authorize()
+        refusal = self.prepare()
         if refusal is not None:
             await self.close(code=refusal)
             return
@@ -136,19 +141,36 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         # Join before reading the table: whatever commits after the read is then streamed.
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.groups = [self.group]
-        last_id, events, truncated = await database_sync_to_async(replay)(
-            after=after, limit=self.replay_limit, **self.audience()
-        )
+        # Access and replay in one trip to the sync thread, which every socket of the
+        # process shares (a reconnect storm queues there).
+        refusal, last_id, events, truncated = await database_sync_to_async(self.admit)(after)
+        if refusal is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.groups = []
+            await self.close(code=refusal)
+            return
+        self.admitted = True
         await self.send_json({"type": "hello", "last_event_id": last_id})
         await self.send_replay(events, truncated)
 
-    async def authorize(self) -> int | None:
-        """Look up what this socket follows and set ``group``; a close code to refuse it."""
+    def prepare(self) -> int | None:
+        """From the URL and session alone (no database): set ``group``, or a close code to refuse."""
+        raise NotImplementedError
+
+    def authorize(self) -> int | None:
+        """Synchronous: look up what this socket follows and check access; a close code to refuse."""
         raise NotImplementedError
 
     def audience(self) -> dict[str, Any]:
         """The filter of ``replay`` for this socket (outlet_id or order_id; none for all)."""
         return {}
+
+    def admit(self, after: int | None) -> tuple[int | None, int, list[dict[str, Any]], bool]:
+        """Synchronous: (close code or None, newest event id, replay, whether the cap cut it)."""
+        refusal = self.authorize()
+        if refusal is not None:
+            return refusal, 0, [], False
+        return None, *replay(after=after, limit=self.replay_limit, **self.audience())
 
     async def send_replay(self, events: list[dict[str, Any]], truncated: bool) -> None:
         for event in events:
@@ -159,7 +181,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(live)
 
     async def send_event(self, event: dict[str, Any]) -> None:
-        if self.sent.add(int(event["id"])):
+        if self.admitted and self.sent.add(int(event["id"])):
             await self.send_json({"type": "event", "event": event})
 
     async def send_error(self, message: str) -> None:
@@ -181,6 +203,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_event(event)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.admitted:
+            return  # refused (and closing), or still connecting
         try:
             if text_data is None:
                 raise BadMessage("messages are JSON text frames")
@@ -217,19 +241,24 @@ class KitchenConsumer(LiveConsumer):
 
     replay_limit = KITCHEN_REPLAY_LIMIT
 
-    async def authorize(self) -> int | None:
+    def prepare(self) -> int | None:
         user = self.scope["user"]
         if not user.is_authenticated:
             return CLOSE_UNAUTHENTICATED
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        outlet, allowed = await database_sync_to_async(_kitchen_access)(user, slug)
+        if len(slug) > SLUG_MAX:
+            return CLOSE_NOT_FOUND
+        self.source = f"screen:{user.get_username()}"
+        self.group = kitchen_group(slug)
+        return None
+
+    def authorize(self) -> int | None:
+        outlet = Outlet.objects.filter(slug=self.scope["url_route"]["kwargs"]["slug"]).first()
         if outlet is None:
             return CLOSE_NOT_FOUND
-        if not allowed:
+        if not can_open_kitchen(self.scope["user"], outlet):
             return CLOSE_FORBIDDEN
         self.outlet = outlet
-        self.source = f"screen:{user.get_username()}"
-        self.group = kitchen_group(outlet.slug)
         return None
 
     def audience(self) -> dict[str, Any]:
@@ -247,29 +276,26 @@ class KitchenConsumer(LiveConsumer):
         await self.send_json({"type": "heartbeat", "state": row["state"], "at": at.isoformat()})
 
 
-def _kitchen_access(user: Any, slug: str) -> tuple[Outlet | None, bool]:
-    outlet = Outlet.objects.filter(slug=slug).first()
-    return outlet, outlet is not None and can_open_kitchen(user, outlet)
-
-
 class OrderConsumer(LiveConsumer):
     """``ws/orders/<token>/``: anyone with the order's token; only that order's events."""
 
-    async def authorize(self) -> int | None:
+    def prepare(self) -> int | None:
         token = self.scope["url_route"]["kwargs"]["token"]
-        order_id = await database_sync_to_async(_order_id)(token)
+        if not TOKEN_PATTERN.fullmatch(token):
+            return CLOSE_NOT_FOUND
+        self.token = token
+        self.group = order_group(token)
+        return None
+
+    def authorize(self) -> int | None:
+        order_id = Order.objects.filter(token=self.token).values_list("id", flat=True).first()
         if order_id is None:
             return CLOSE_NOT_FOUND
         self.order_id = order_id
-        self.group = order_group(token)
         return None
 
     def audience(self) -> dict[str, Any]:
         return {"order_id": self.order_id}
-
-
-def _order_id(token: str) -> int | None:
-    return Order.objects.filter(token=token).values_list("id", flat=True).first()
 
 
 class OpsConsumer(LiveConsumer):
@@ -277,11 +303,11 @@ class OpsConsumer(LiveConsumer):
 
     replay_limit = OPS_REPLAY_LIMIT
 
-    async def authorize(self) -> int | None:
-        user = self.scope["user"]
-        if not user.is_authenticated:
+    def prepare(self) -> int | None:
+        if not self.scope["user"].is_authenticated:
             return CLOSE_UNAUTHENTICATED
-        if not await database_sync_to_async(is_manager)(user):
-            return CLOSE_FORBIDDEN
         self.group = OPS_GROUP
         return None
+
+    def authorize(self) -> int | None:
+        return None if is_manager(self.scope["user"]) else CLOSE_FORBIDDEN

@@ -66,7 +66,7 @@ P99_LIMIT = 0.250
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 DB_PREFIX_ENV = "HEARTH_BENCH_DB_PREFIX"
 MENU = ["margherita", "pepperoni", "marinara", "garlic-bread", "tiramisu", "cola"]
-IN_FLIGHT = 16  # placements on the wire at once (each holds a connection in the web process)
+IN_FLIGHT = 32  # placements on the wire at once (each holds a connection in the web process)
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,22 @@ class Phase:
     seconds: float
     placed: int = 0
     failed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # reason -> count
     elapsed: float = 0.0
     first_id: int = 0  # events with first_id < id <= last_id belong to this phase
     last_id: int = 0
     latencies: list[float] = field(default_factory=list)
+    kitchen_latencies: list[float] = field(default_factory=list)
     expected: int = 0
     lost: int = 0
     duplicates: int = 0
     drain_seconds: float = 0.0
+    web_cpu: float = 0.0  # cores the web process used over the phase (placing and draining)
+    load: float = 0.0  # the machine's 1-minute load average at the end (it is shared)
+
+    def fail(self, reason: str) -> None:
+        self.failed += 1
+        self.failures[reason] = self.failures.get(reason, 0) + 1
 
     @property
     def achieved(self) -> float:
@@ -266,6 +274,15 @@ def _wait_for_port(port: int, child: Child, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{child.name} did not open port {port}; see {child.log_path}")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _raise_open_files() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 65_536
@@ -372,7 +389,8 @@ def _expected(followers: list[Follower], first_id: int, last_id: int) -> list[se
 class Crowd:
     """Kitchen and customer sockets, and the customers placing orders."""
 
-    def __init__(self, *, base: str, seed: Seed, plan: Plan) -> None:
+    def __init__(self, *, base: str, seed: Seed, plan: Plan, web_pid: int) -> None:
+        self.web_pid = web_pid
         self.base = base
         self.http_base = base.replace("ws://", "http://").rstrip("/")
         self.seed = seed
@@ -470,16 +488,21 @@ class Crowd:
                     body = {"kind": "delivery", "zone": f"zone-{i % 40}"}
                 body["lines"] = [{"item": random.choice(MENU), "qty": 1}]
                 body["customer"] = {"name": f"bench {i}", "address": "1 Loop Road"}
-                response = await client.post("/api/orders", json=body)
+                try:
+                    response = await client.post("/api/orders", json=body)
+                finally:
+                    gate.release()  # the gate bounds requests on the wire, not page visits
                 if response.status_code != 202:
-                    phase.failed += 1
+                    phase.fail(f"HTTP {response.status_code}")
                     return
                 phase.placed += 1
+            except (httpx.HTTPError, OSError) as exc:
+                phase.fail(type(exc).__name__)
+                return
+            try:
                 await self._customer_arrives(response.json()["token"])
-            except (httpx.HTTPError, OSError, websockets.WebSocketException):
-                phase.failed += 1
-            finally:
-                gate.release()
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                phase.fail(f"customer socket {type(exc).__name__}")
 
         start = time.monotonic()
         for i in range(total):
@@ -493,6 +516,7 @@ class Crowd:
 
     async def run_phase(self, phase: Phase) -> None:
         phase.first_id = await asyncio.to_thread(_last_event_id)
+        cpu_before, clock_before = _cpu_seconds(self.web_pid), time.monotonic()
         async with httpx.AsyncClient(
             base_url=self.http_base, timeout=30, limits=httpx.Limits(max_connections=IN_FLIGHT)
         ) as client:
@@ -511,6 +535,10 @@ class Crowd:
                 break
             await asyncio.sleep(0.1)
         phase.drain_seconds = time.monotonic() - drain_start
+        phase.web_cpu = (_cpu_seconds(self.web_pid) - cpu_before) / (
+            time.monotonic() - clock_before
+        )
+        phase.load = os.getloadavg()[0]
         phase.expected = sum(len(w) for w in expected)
         phase.lost = sum(len(want - f.ids) for f, want in zip(followers, expected, strict=True))
         phase.duplicates = sum(f.duplicates for f in followers)
@@ -520,15 +548,22 @@ class Crowd:
             for event_id, latency in f.timed
             if phase.first_id < event_id <= phase.last_id
         ]
+        phase.kitchen_latencies = [
+            latency
+            for f in followers
+            if f.kind == "kitchen"
+            for event_id, latency in f.timed
+            if phase.first_id < event_id <= phase.last_id
+        ]
 
     async def disperse(self) -> None:
         await asyncio.gather(*(f.close() for f in self.followers), return_exceptions=True)
 
 
 async def _crowd_run(
-    base: str, seed: Seed, plan: Plan, stdout: TextIO
+    base: str, seed: Seed, plan: Plan, stdout: TextIO, web_pid: int
 ) -> tuple[list[Phase], Crowd]:
-    crowd = Crowd(base=base, seed=seed, plan=plan)
+    crowd = Crowd(base=base, seed=seed, plan=plan, web_pid=web_pid)
     stop = asyncio.Event()
     watcher = asyncio.create_task(crowd.watch_loop_lag(stop))
     phases: list[Phase] = []
@@ -556,16 +591,30 @@ async def _crowd_run(
     return phases, crowd
 
 
+def _reasons(p: Phase) -> str:
+    return (
+        (": " + ", ".join(f"{n} {r}" for r, n in sorted(p.failures.items()))) if p.failures else ""
+    )
+
+
+def _q(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds == seconds else "–"
 
 
 def _phase_line(p: Phase) -> str:
     return (
-        f"{p.rate:g}/s for {p.seconds:g}s: placed {p.placed} ({p.achieved:.1f}/s, {p.failed} failed), "
+        f"{p.rate:g}/s for {p.seconds:g}s: placed {p.placed} ({p.achieved:.1f}/s, {p.failed} failed{_reasons(p)}), "
         f"{len(p.latencies)} streamed messages, p50 {_ms(p.quantile(0.5))} p95 {_ms(p.quantile(0.95))} "
-        f"p99 {_ms(p.quantile(0.99))} max {_ms(max(p.latencies, default=float('nan')))}, "
-        f"lost {p.lost}/{p.expected}, duplicates {p.duplicates} → {'ok' if p.passed else 'over'}"
+        f"p99 {_ms(p.quantile(0.99))} (kitchens p50 {_ms(_q(p.kitchen_latencies, 0.5))} p99 {_ms(_q(p.kitchen_latencies, 0.99))}) max {_ms(max(p.latencies, default=float('nan')))}, "
+        f"lost {p.lost}/{p.expected}, duplicates {p.duplicates}, web process {p.web_cpu:.0%} of a core, "
+        f"load {p.load:.1f} → {'ok' if p.passed else 'over'}"
     )
 
 
@@ -634,7 +683,9 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Phase]:
                         logs=logs,
                     )
                 )
-            phases, crowd = asyncio.run(_crowd_run(f"ws://127.0.0.1:{port}/", seed, plan, stdout))
+            phases, crowd = asyncio.run(
+                _crowd_run(f"ws://127.0.0.1:{port}/", seed, plan, stdout, web.popen.pid)
+            )
         finally:
             for child in agents:
                 child.stop()
@@ -655,7 +706,7 @@ def _report(plan: Plan, phases: list[Phase], crowd: Crowd, *, quick: bool) -> st
     rows = "\n".join(
         f"| {p.rate:g} | {p.seconds:g} | {p.placed} ({p.achieved:.1f}/s) | {len(p.latencies)} "
         f"| {_ms(p.quantile(0.5))} | {_ms(p.quantile(0.95))} | {_ms(p.quantile(0.99))} "
-        f"| {p.lost} of {p.expected} | {'yes' if p.passed else 'no'} |"
+        f"| {p.lost} of {p.expected} | {p.web_cpu:.0%} | {p.load:.1f} | {'yes' if p.passed else 'no'} |"
         for p in phases
     )
     return f"""One Daphne process (`-v 0`, ping 20/30 s) serves the order API, the agents' API and
@@ -668,8 +719,8 @@ places orders through the API, half takeaway, half delivery. Latency is from the
 not timed). Lost counts every event the table says a socket should have had and it never got,
 replay included, after the kitchens finished.
 
-| orders/s | s | placed (achieved) | streamed messages | p50 | p95 | p99 | lost | p99 < {P99_LIMIT * 1000:.0f} ms, 0 lost |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| orders/s | s | placed (achieved) | streamed messages | p50 | p95 | p99 | lost | web CPU | load | p99 < {P99_LIMIT * 1000:.0f} ms, 0 lost |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
 - At {main.rate:g} orders/s: p99 {_ms(main.quantile(0.99))}, lost {main.lost}, duplicates {main.duplicates}.
