@@ -379,3 +379,17 @@ def test_listener_killed__reconnects_and_delivers_what_committed_while_it_was_aw
         assert recv(kitchen)["event"]["id"] == again.event_id
     assert "listener lost its connection" in proc.output()
     assert "listener reconnected" in proc.output()
+
+
+def test_replay__keeps_the_newest_events_up_to_the_cap_and_says_it_cut(make_outlet) -> None:
+    from shop.consumers import replay
+
+    north, _ = make_outlet("north")
+    south, _ = make_outlet("south")
+    orders = [place(north), place(south), place(north)]
+    last, events, truncated = replay(after=0, limit=2)
+    assert last == orders[-1].event_id
+    assert ids(events) == [orders[1].event_id, orders[2].event_id] and truncated
+    _, events, truncated = replay(after=0, outlet_id=north.pk, limit=5)
+    assert [e["order"] for e in events] == [None, orders[0].token, orders[2].token] and not truncated
+    assert replay(after=None, order_id=orders[0].id) == (last, [], False)  # no ?after=: no replay
