@@ -102,9 +102,11 @@ class Order(models.Model):
 
     class Meta:
         indexes = [
-            # The claim: next queued order of an outlet by priority.
+            # The claim: next queued order of an outlet by priority. ``id`` too, so the
+            # index is in exactly the claim's ORDER BY and a claim reads only the rows it
+            # takes instead of sorting the outlet's whole queue.
             models.Index(
-                fields=["outlet", "sort_key"],
+                fields=["outlet", "sort_key", "id"],
                 name="order_claim_queue",
                 condition=Q(state="queued"),
             ),

@@ -133,14 +133,17 @@ CLAIM_TICKET = with_events(f"""
 """)
 
 # Acknowledge claims: each row is checked against its own fence; rows whose
-# fence is stale (or state wrong) are simply not returned.
+# fence is stale (or state wrong) are simply not returned. The outlet check is
+# written so it cannot be an index condition: the rows must come from the token
+# index, not from a walk through all of a busy outlet's open orders (which the
+# planner picks for a table it has not ANALYZEd yet).
 MARK_READY = with_events(f"""
     WITH target AS MATERIALIZED (
         SELECT o.id FROM queueing_order o
         JOIN unnest(%(tokens)s::text[], %(fences)s::bigint[]) AS b(token, fence)
           ON o.token = b.token AND o.fence = b.fence
         WHERE o.state = 'preparing'
-          AND (%(outlet_id)s::bigint IS NULL OR o.outlet_id = %(outlet_id)s::bigint)
+          AND o.outlet_id IS NOT DISTINCT FROM coalesce(%(outlet_id)s::bigint, o.outlet_id)
         ORDER BY o.id
         FOR NO KEY UPDATE OF o
     )
@@ -156,7 +159,7 @@ ORDER_COMPLETE = with_events(f"""
         JOIN unnest(%(tokens)s::text[], %(fences)s::bigint[]) AS b(token, fence)
           ON o.token = b.token AND o.fence = b.fence
         WHERE o.state IN ('preparing', 'ready')
-          AND (%(outlet_id)s::bigint IS NULL OR o.outlet_id = %(outlet_id)s::bigint)
+          AND o.outlet_id IS NOT DISTINCT FROM coalesce(%(outlet_id)s::bigint, o.outlet_id)
         ORDER BY o.id
         FOR NO KEY UPDATE OF o
     )

@@ -136,6 +136,72 @@ def event(kind: str) -> dict[str, Any]:
     return {"event_type": kind, "detail": "{}"}
 
 
+# --- a deep queue at one outlet, before any ANALYZE (a new shop's Friday night) -------------
+
+
+@pytest.fixture
+def deep_queue(make_outlet: Any) -> dict[str, Any]:
+    """2,000 queued orders at one outlet and a few being prepared, in the test's transaction."""
+    outlet = make_outlet("busy")[0]
+    with connection.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO queueing_order
+                (token, kind, zone, rush, quick, lines, customer, prep_seconds, state,
+                 cancel_reason, outlet_id, sort_key, fence, claimed_by, attempts, created_at)
+            SELECT 'deep-' || g, 'takeaway', '', false, false, '[]', '{}', 60,
+                   CASE WHEN g <= 10 THEN 'preparing' ELSE 'queued' END, '', %(outlet_id)s,
+                   now() - (g %% 7) * interval '1 minute', 2, '', 0, now()
+            FROM generate_series(1, 2000) g
+            """,
+            {"outlet_id": outlet.pk},
+        )
+    return {"outlet": outlet, "tokens": ["deep-1", "deep-2", "deep-3"]}
+
+
+def test_plan__claim_reads_the_queue_in_claim_order_without_sorting_it(
+    deep_queue: dict[str, Any],
+) -> None:
+    params = {
+        "outlet_id": deep_queue["outlet"].pk,
+        "limit": 1,
+        "station": "s1",
+        "lease": 120,
+        **event("claimed"),
+    }
+    nodes = explain(sql.CLAIM_NEXT, params)
+    assert_indexed(nodes, uses="order_claim_queue")
+    # Sorting the outlet's whole queue for every claim would make each claim cost O(queue).
+    lock = next(n for n in nodes if n["Node Type"] == "LockRows")
+    (below,) = lock["Plans"]
+    assert below["Node Type"] == "Index Scan", (below["Node Type"], below.get("Sort Key"))
+
+
+@pytest.mark.parametrize("name", ["MARK_READY", "ORDER_COMPLETE"])
+def test_plan__fenced_batch_finds_its_rows_by_token(deep_queue: dict[str, Any], name: str) -> None:
+    tokens = deep_queue["tokens"]
+    params = {
+        "tokens": tokens,
+        "fences": [2] * len(tokens),
+        "outlet_id": deep_queue["outlet"].pk,
+        **event(name.lower()),
+    }
+    nodes = explain(getattr(sql, name), params)
+    assert_indexed(nodes)
+    # Not the outlet's open orders (thousands on a busy night): the named ones, by token
+    # (either of Django's two token indexes), or at most the orders being prepared right
+    # now (the partial lease index), which the planner may pick before the first ANALYZE.
+    order_indexes = {
+        n["Index Name"]
+        for n in nodes
+        if n.get("Index Name", "").startswith(("queueing_order_", "order_"))
+    }
+    assert order_indexes and all(
+        index.startswith(("queueing_order_token", "queueing_order_pkey", "order_lease_expiry"))
+        for index in order_indexes
+    ), order_indexes
+
+
 # --- the statements of the brief ----------------------------------------------------
 
 
