@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from queueing import sql
 from queueing.db import fetch_all, fetch_one
-from queueing.errors import OutletUnavailable
+from queueing.errors import OutletUnavailable, QueueError
 from queueing.models import OrderKind, Outlet
 from queueing.services.routing import Router
 from queueing.tickets import Ticket
@@ -43,6 +43,13 @@ def order_enqueue(
     A delivery order with no outlet alive is queued with no outlet and a
     "no outlet available" event; the notifier assigns it when one comes back.
     """
+    if kind not in OrderKind.values:
+        raise QueueError(
+            f"kind must be one of {', '.join(OrderKind.values)}, not {kind!r}", field="kind"
+        )
+    if kind == OrderKind.DELIVERY and not zone:
+        # The zone is the routing key: without one the order would land anywhere.
+        raise QueueError("a delivery order needs its delivery zone", field="zone")
     with transaction.atomic():
         chosen = _outlet_for(kind=kind, zone=zone, outlet=outlet)
         rows = fetch_all(

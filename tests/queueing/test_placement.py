@@ -12,7 +12,7 @@ import pytest
 from django.db import connections, transaction
 
 from queueing import sql
-from queueing.errors import OutletUnavailable
+from queueing.errors import OutletUnavailable, QueueError
 from queueing.models import EventType, Order, OrderEvent, OrderState, Outlet, OutletState
 from queueing.services import order_enqueue, outlet_drain, outlet_mark_down, outlet_retire
 from queueing.services.routing import active_outlets, ring_of
@@ -152,6 +152,32 @@ def test_enqueue__delivery_with_no_live_outlet_waits_with_no_outlet(
     assert events_of(ticket.id) == [(EventType.WAITING, OrderState.QUEUED, None, 1)]
     event = OrderEvent.objects.get(order_id=ticket.id)
     assert event.detail == {"reason": "no outlet available"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("kind", "zone", "message", "field"),
+    [
+        ("pickup", "N1", "kind must be one of takeaway, delivery, not 'pickup'", "kind"),
+        ("delivery", "", "a delivery order needs its delivery zone", "zone"),
+    ],
+)
+def test_enqueue__bad_kind_or_missing_zone_is_refused_and_changes_nothing(
+    make_outlet: MakeOutlet, kind: str, zone: str, message: str, field: str
+) -> None:
+    make_outlet("camden")
+    events_before = OrderEvent.objects.count()
+    with pytest.raises(QueueError) as refused:
+        order_enqueue(
+            kind=kind,
+            lines=LINES,
+            customer={"name": "Ada"},
+            prep_seconds=60,
+            quick=False,
+            zone=zone,
+        )
+    assert (refused.value.message, refused.value.context) == (message, {"field": field})
+    assert not Order.objects.exists() and OrderEvent.objects.count() == events_before
 
 
 # --- one event per write, in the same transaction ---------------------------------------
