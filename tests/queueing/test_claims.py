@@ -255,7 +255,7 @@ def test_claim_next__skips_locked_rows(outlet: Outlet) -> None:
         other.execute("SELECT id FROM queueing_order WHERE id = %s FOR UPDATE", [first])
         started = time.monotonic()
         tickets = order_claim_next(outlet=outlet, station="s", limit=2)
-        assert time.monotonic() - started < 2, "the claim waited for a locked row"
+        assert time.monotonic() - started < 2.5, "the claim waited for a locked row"
         assert [t.id for t in tickets] == [second]
 
 
@@ -308,7 +308,9 @@ def test_claim_ticket__nowait_answers_at_once_while_another_holds_the_row(
         started = time.monotonic()
         with pytest.raises(TicketTaken, match="being taken by another station"):
             order_claim_ticket(outlet=outlet, token=token, station="station-2")
-        assert time.monotonic() - started < 1.0
+        # At once, not after the 5 s the holder would have made it wait (a loaded box
+        # takes its time even for the refusal).
+        assert time.monotonic() - started < 2.5
         holder.rollback()
     # The holder let go: the ticket can be claimed, and the refused tap changed nothing.
     assert OrderEvent.objects.filter(type=EventType.CLAIMED).count() == 0
