@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 from queueing import sql
 from queueing.db import fetch_all
 from queueing.models import Outlet, OutletState
-from queueing.ring import HashRing, NoOutletAvailable
+from queueing.ring import HashRing
 from queueing.tickets import Ticket
 
 OUTLET_UNAVAILABLE = "outlet unavailable"
@@ -66,6 +66,7 @@ class Router:
     def __post_init__(self) -> None:
         self._ring = ring_of(self.outlets) if self.outlets else None
         self._by_slug = {o.slug: o for o in self.outlets}
+        self._caps: dict[str, int] | None = None
 
     @classmethod
     def for_live_outlets(
@@ -81,6 +82,25 @@ class Router:
             total=sum(loads.values()) + incoming,
         )
 
+    @classmethod
+    def for_moved_batch(
+        cls, *, incoming: int, epsilon: float | None = None, bounded: bool = True
+    ) -> Router:
+        """Spread a batch of moved orders by capacity: each live outlet takes at most
+        (1 + epsilon) times its weighted share of the batch, whatever it already holds.
+
+        Bounding by the open orders instead would let an outlet that happens to be
+        below its cap soak up far more than its share of a dead neighbour's work.
+        """
+        outlets = active_outlets()
+        return cls(
+            outlets=outlets,
+            epsilon=settings.HEARTH_RING_EPSILON if epsilon is None else epsilon,
+            bounded=bounded,
+            loads={o.slug: 0 for o in outlets},
+            total=incoming,
+        )
+
     def choose(self, key: str, *, exclude: Collection[str] = ()) -> Outlet | None:
         """The outlet for ``key``; None when no outlet other than ``exclude`` is live."""
         ring = self._ring
@@ -88,15 +108,22 @@ class Router:
             return None
         slug: str | None = None
         if self.bounded:
-            try:
-                slug = ring.assign(
-                    key, self.loads, total=max(self.total, 1), epsilon=self.epsilon, exclude=exclude
-                )
-            except NoOutletAvailable:
-                # The caps add up to the total only when no outlet is excluded; with the
-                # order's own outlet left out the rest may all be full. Overfilling one
-                # a little beats leaving the order with no outlet.
-                slug = None
+            # ring.assign's walk, with each outlet's cap (exact arithmetic, constant for
+            # the batch) computed once per Router rather than once per order.
+            if self._caps is None:
+                total = max(self.total, 1)
+                self._caps = {s: ring.cap(s, total, epsilon=self.epsilon) for s in self._by_slug}
+            for candidate in ring.walk(key):
+                if (
+                    candidate not in exclude
+                    and self.loads.get(candidate, 0) < self._caps[candidate]
+                ):
+                    slug = candidate
+                    self.loads[slug] = self.loads.get(slug, 0) + 1
+                    break
+            # With the order's own outlet excluded the rest may all be full (the caps add
+            # up to the total only over every outlet): overfilling one a little beats
+            # leaving the order with no outlet.
         if slug is None:
             slug = next(s for s in ring.walk(key) if s not in exclude)
             self.loads[slug] = self.loads.get(slug, 0) + 1
@@ -146,7 +173,7 @@ def orders_move(
     to_move = [r for r in rows if policy.get(r["kind"]) != "cancel" or not outlet_lost]
     placed: list[tuple[int, int | None]] = []
     if to_move:
-        router = Router.for_live_outlets(incoming=len(to_move), bounded=bounded)
+        router = Router.for_moved_batch(incoming=len(to_move), bounded=bounded)
         slugs = {o.pk: o.slug for o in Outlet.objects.all().only("id", "slug")}
         for row in to_move:
             if policy.get(row["kind"]) == "cancel":  # never rerouted: back to its own queue
