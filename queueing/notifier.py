@@ -87,9 +87,11 @@ class Notifier:
     _stop: threading.Event = field(default_factory=threading.Event)
     # Database time from which a full timeout must pass before anyone is declared down.
     _grace_from: datetime | None = None
-    _grace_reason: str = "start"
+    _grace_reason: str = ""
     _last_tick_at: datetime | None = None
     _last_held: list[str] = field(default_factory=list)
+    _outage: bool = False
+    _led_before: bool = False
 
     # --- leadership -------------------------------------------------------
 
@@ -109,7 +111,13 @@ class Notifier:
         if not (row and row[0]):
             return False
         self.leading = True
-        self._grace("takeover")
+        self._grace(
+            "the database coming back"
+            if self._outage
+            else ("taking over" if self._led_before else "starting")
+        )
+        self._outage = False
+        self._led_before = True
         now = database_now()
         NotifierStatus.objects.update_or_create(
             pk=1, defaults={"leader": self.name, "leader_since": now, "last_tick_at": now}
@@ -235,6 +243,7 @@ class Notifier:
                     "leading again" if self.leading else "standing by",
                 )
                 failures = 0
+                self._outage = False  # a later takeover is a takeover, not a return
             self._stop.wait(max(0.0, self.tick - (time.monotonic() - started)))
         self.release()
         log.info("notifier %s stopped", self.name)
@@ -246,7 +255,7 @@ class Notifier:
             django_connection.close()
         except CONNECTION_ERRORS:
             pass
-        self._grace("the database coming back")
+        self._outage = True
         if was_leading:
             log.warning("notifier %s lost its connection: no longer leading", self.name)
 

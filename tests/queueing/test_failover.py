@@ -15,6 +15,7 @@ import pytest
 
 from queueing.errors import InvalidState, OutletNotEmpty, OutletUnavailable, StaleFence
 from queueing.models import NotifierStatus, Order, OrderEvent, OrderState, Outlet, OutletState
+from queueing.notifier import Notifier
 from queueing.services import (
     order_claim_next,
     order_complete,
@@ -474,3 +475,57 @@ def test_tick__orders_that_reach_an_outlet_after_it_went_down_are_swept_up(
     assert report.stranded >= 1
     assert not Order.objects.filter(outlet=north, state__in=["queued", "preparing"]).exists()
     assert Order.objects.get(pk=order.id).outlet_id == south.pk
+
+
+# --- the notifier loop's own rules, with the clock passed to its tick ---------------
+
+
+def test_notifier__one_leads_and_a_standby_takes_over_when_the_leader_goes(
+    settings_fast: Any, t0: datetime
+) -> None:
+    first, second = Notifier(name="first"), Notifier(name="second")
+    try:
+        assert first.run_once() is not None
+        assert second.run_once() is None  # the lock is held
+        assert NotifierStatus.objects.get(pk=1).leader == "first"
+        assert first._conn is not None
+        first._conn.close()  # the leader dies: its session, and so its lock, end
+        assert second.run_once() is not None
+        assert NotifierStatus.objects.get(pk=1).leader == "second"
+    finally:
+        first.release()
+        second.release()
+
+
+def test_notifier__declares_nobody_down_until_a_timeout_after_it_starts_leading(
+    four: list[Outlet], t0: datetime
+) -> None:
+    north, *survivors = four
+    notifier = Notifier(name="n", timeout=TIMEOUT)
+    try:
+        assert notifier._lead()
+        for seconds, down in ((20, []), (30, []), (34.9, []), (35, ["north"])):
+            beat(survivors, after(t0, seconds))
+            assert notifier._tick(after(t0, seconds)).down == down, seconds
+    finally:
+        notifier.release()
+
+
+def test_notifier__a_gap_between_ticks_longer_than_the_timeout_restarts_the_grace(
+    four: list[Outlet], t0: datetime
+) -> None:
+    north, *survivors = four
+    notifier = Notifier(name="n", timeout=TIMEOUT)
+    try:
+        assert notifier._lead()
+        notifier._tick(t0)
+        beat(four, after(t0, 16))
+        notifier._tick(after(t0, 16))  # grace over, everyone heartbeating
+        # The notifier is paused for 20 s; north really did fall silent meanwhile.
+        beat(survivors, after(t0, 36))
+        report = notifier._tick(after(t0, 36))
+        assert report.down == [] and report.held == ["north"]
+        beat(survivors, after(t0, 51))
+        assert notifier._tick(after(t0, 51)).down == ["north"]
+    finally:
+        notifier.release()
