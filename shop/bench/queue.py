@@ -10,6 +10,7 @@ bulk insert, and it is not timed (the peers defer theirs in bulk too).
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -32,6 +33,7 @@ from shop.bench.queue_peers import (
     Drained,
     Server,
     WaitSampler,
+    pgbench_init,
     pgbench_tps,
     pgqueuer_drain,
     procrastinate_drain,
@@ -43,7 +45,7 @@ QUICK_ORDERS = 2_000
 OUTLETS = 10
 WORKERS = 4
 BATCH = 100
-BATCH_WORKERS = 4
+BATCH_WORKERS = (1, 4)  # one connection, as PGQueuer's one QueueManager; and four
 COMMAND = "python manage.py bench queue"
 
 # Each system's database on the server (HEARTH_BENCH_DB_PREFIX lets two people share a server).
@@ -51,8 +53,6 @@ DB_PREFIX_ENV = "HEARTH_BENCH_DB_PREFIX"
 
 
 def _db_names() -> dict[str, str]:
-    import os
-
     prefix = os.environ.get(DB_PREFIX_ENV, "bench_")
     return {s: f"{prefix}{s}" for s in ("hearth", "procrastinate", "pgqueuer", "pgbench")}
 
@@ -169,7 +169,7 @@ def hearth_one_at_a_time(
 
 
 def hearth_batched(
-    *, outlets: list[Outlet], orders: int, workers: int = BATCH_WORKERS, batch: int = BATCH
+    *, outlets: list[Outlet], orders: int, workers: int = 4, batch: int = BATCH
 ) -> HearthRun:
     """Claim up to ``batch`` in one statement, complete them in one; one deliberately stale fence."""
     refusals: list[str] = []
@@ -235,31 +235,37 @@ def hearth_bench(
     outlets: int = OUTLETS,
     workers: int = WORKERS,
     batch: int = BATCH,
-    batch_workers: int = BATCH_WORKERS,
+    batch_workers: tuple[int, ...] = BATCH_WORKERS,
     between: Callable[[], None] | None = None,
     watch: Callable[[], WaitSampler] | None = None,
-) -> tuple[HearthRun, HearthRun]:
-    """Both Hearth modes on the current database, which must hold no orders.
+) -> tuple[HearthRun, list[HearthRun]]:
+    """Hearth one at a time, then batched with each of ``batch_workers``, on the current database.
 
+    The database must hold no orders. Each run drains its own freshly loaded queue.
     ``between`` runs after each load (the harness vacuums); ``watch`` samples wait events.
     """
     if Order.objects.exists():
         raise RuntimeError("the Hearth bench needs a database without orders")
-    made = hearth_load(orders=orders, outlets=outlets)
-    if between:
-        between()
-    with watch() if watch else nullcontext() as waits:
-        one = hearth_one_at_a_time(outlets=made, orders=orders, workers=workers)
-    one.waits = waits.summary() if waits else ""
-    hearth_verify(orders=orders)
-    _clear_orders()
-    hearth_load(orders=orders, outlets=outlets)
-    if between:
-        between()
-    with watch() if watch else nullcontext() as waits:
-        batched = hearth_batched(outlets=made, orders=orders, workers=batch_workers, batch=batch)
-    batched.waits = waits.summary() if waits else ""
-    hearth_verify(orders=orders)
+    made: list[Outlet] = []
+
+    def timed(drain: Callable[[list[Outlet]], HearthRun]) -> HearthRun:
+        nonlocal made
+        if Order.objects.exists():
+            _clear_orders()
+        made = hearth_load(orders=orders, outlets=outlets)
+        if between:
+            between()
+        with watch() if watch else nullcontext() as waits:
+            result = drain(made)
+        result.waits = waits.summary() if waits else ""
+        hearth_verify(orders=orders)
+        return result
+
+    one = timed(lambda o: hearth_one_at_a_time(outlets=o, orders=orders, workers=workers))
+    batched = [
+        timed(lambda o, w=w: hearth_batched(outlets=o, orders=orders, workers=w, batch=batch))
+        for w in batch_workers
+    ]
     return one, batched
 
 
@@ -287,59 +293,100 @@ def _django_database(name: str) -> Iterator[None]:
         connections["default"].settings_dict["NAME"] = saved
 
 
+def _workers(n: int) -> str:
+    return f"{n} worker{'s' if n != 1 else ''}"
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}×" if b else "–"
 
 
-def _share(rate: float, commits_per_order: float | None, tps: float) -> str:
-    if commits_per_order is None:
-        return f"{rate / tps:.0%} (orders/s ÷ tps)"
-    return f"{rate * commits_per_order / tps:.0%} ({commits_per_order:g} commits/order)"
-
-
 @dataclass
 class Figures:
+    """One run's measurements, and the markdown that reports them."""
+
     orders: int
     tps: float
+    tps_serial: float
     pgbench: str
+    pgbench_serial: str
     one: HearthRun
-    batched: HearthRun
+    batched: list[HearthRun]
     procrastinate: Drained
     pgq_limited: Drained
     pgq_default: Drained
     settings: dict[str, str]
     verified: str
+    load: str
 
     def table(self) -> str:
-        one, b, tps = self.one, self.batched, self.tps
-        commits_batched = b.statements / b.orders
+        one, tps = self.one, self.tps
+        main = self.batched[-1]
+
+        def share(rate: float, commits_per_order: float | None) -> str:
+            if commits_per_order is None:
+                return f"{rate / tps:.0%} (orders/s ÷ tps)"
+            return f"{rate * commits_per_order / tps:.0%} ({commits_per_order:.3g} commits/order)"
+
         rows: list[tuple[str, str, float, str]] = [
-            ("Hearth", f"one at a time, {one.workers} workers", one.rate, _share(one.rate, 2, tps)),
-            (
-                "Hearth",
-                f"batched, N={b.batch}, {b.workers} workers",
-                b.rate,
-                _share(b.rate, commits_batched, tps),
+            ("Hearth", f"one at a time, {one.workers} workers", one.rate, share(one.rate, 2)),
+            *(
+                (
+                    "Hearth",
+                    f"batched, N={b.batch}, {_workers(b.workers)}",
+                    b.rate,
+                    share(b.rate, b.statements / b.orders),
+                )
+                for b in self.batched
             ),
             (
                 "Procrastinate",
                 self.procrastinate.mode,
                 self.procrastinate.rate,
-                _share(self.procrastinate.rate, None, tps),
+                share(self.procrastinate.rate, None),
             ),
             (
                 "PGQueuer",
                 self.pgq_limited.mode,
                 self.pgq_limited.rate,
-                _share(self.pgq_limited.rate, None, tps),
+                share(self.pgq_limited.rate, None),
             ),
             (
                 "PGQueuer",
                 self.pgq_default.mode,
                 self.pgq_default.rate,
-                _share(self.pgq_default.rate, None, tps),
+                share(self.pgq_default.rate, None),
             ),
-            ("pgbench -N", "4 clients (commit limit)", tps, "100%"),
+            ("pgbench -N", "4 clients: the commit limit", tps, "100%"),
+            (
+                "pgbench -N",
+                "1 client: commits one after another",
+                self.tps_serial,
+                f"{self.tps_serial / tps:.0%}",
+            ),
+        ]
+        ratios = [
+            (
+                "Hearth one at a time ÷ Procrastinate (concurrency 4)",
+                one.rate,
+                self.procrastinate.rate,
+                "≥ 2×",
+            ),
+            (
+                "Hearth one at a time ÷ PGQueuer (≤4 in flight)",
+                one.rate,
+                self.pgq_limited.rate,
+                "> 1×",
+            ),
+            *(
+                (
+                    f"Hearth batched, {_workers(b.workers)} ÷ PGQueuer (default batching)",
+                    b.rate,
+                    self.pgq_default.rate,
+                    "> 1×",
+                )
+                for b in reversed(self.batched)
+            ),
         ]
         lines = [
             f"{self.orders:,} queued orders/jobs per system; Hearth over {OUTLETS} outlets.",
@@ -350,30 +397,37 @@ class Figures:
             "",
             "| ratio | value | target |",
             "| --- | ---: | --- |",
-            f"| Hearth one at a time ÷ Procrastinate (concurrency 4) | {_ratio(one.rate, self.procrastinate.rate)} | ≥ 2× |",
-            f"| Hearth one at a time ÷ PGQueuer (≤4 in flight) | {_ratio(one.rate, self.pgq_limited.rate)} | > 1× |",
-            f"| Hearth batched ÷ PGQueuer (default batching) | {_ratio(b.rate, self.pgq_default.rate)} | > 1× |",
+            *(f"| {name} | {_ratio(a, b)} | {target} |" for name, a, b, target in ratios),
             "",
-            f"- Hearth checks: {self.verified} (both modes).",
-            f"- Where Hearth's backends waited (pg_stat_activity, sampled every 5 ms): one at a time: "
-            f"{one.waits}; batched: {b.waits}. `Lock:object` is the instance-wide lock PostgreSQL "
-            "takes at the commit of a transaction that issued NOTIFY and holds through its WAL flush, "
-            "so notifying commits are flushed one after another, never grouped.",
-            f"- Stale fence in the batched run, refused while the rest of its batch completed: "
-            f'"{b.refusals[0] if b.refusals else "NONE"}"',
-            f"- Hearth: Django {_django_version()} + psycopg {_psycopg_version()}, one thread per worker with "
-            f"its own connection, autocommit (each claim and each completion its own commit), every "
-            f"change writes its order event and pg_notify; batched: {b.statements:,} statements "
-            f"({commits_batched:.3f} commits/order, the stale-fence retry included).",
+            f"- Hearth checks: {self.verified} (every run).",
+            "- Where Hearth's backends waited (pg_stat_activity, sampled every 5 ms): "
+            + "; ".join(
+                f"{r.mode} ({_workers(r.workers)}): {r.waits}" for r in (one, *self.batched)
+            )
+            + ". `Lock:object` is the instance-wide lock PostgreSQL takes at the commit of any "
+            "transaction that issued NOTIFY and holds through its WAL flush: notifying commits, "
+            "on every database of the server, are flushed one after another, never grouped. "
+            f"One at a time makes two of them per order, so its ceiling is about the 1-client "
+            f"commit rate ÷ 2 = {self.tps_serial / 2:,.0f} orders/s here.",
+            f"- Stale fence in each batched run, refused while the rest of its batch completed: "
+            f'"{main.refusals[0] if main.refusals else "NONE"}"',
+            f"- Hearth: Django {_django_version()} + psycopg {_psycopg_version()}, one thread per "
+            "worker with its own connection, autocommit (each claim and each completion its own "
+            "commit), every change writes its order event and pg_notify in its statement; batched: "
+            + ", ".join(
+                f"{b.statements:,} statements with {_workers(b.workers)}" for b in self.batched
+            )
+            + " (the stale-fence retry included).",
             f"- Procrastinate: {self.procrastinate.config}.",
             f"- PGQueuer ≤4: {self.pgq_limited.config}.",
             f"- PGQueuer default: {self.pgq_default.config}.",
-            f"- Commit limit: `{self.pgbench}` on its own database, scale 1.",
+            f"- Commit limit: `{self.pgbench}` and `{self.pgbench_serial}` on their own database, scale 1.",
             "- Same server for all, settings untouched: "
             + ", ".join(f"{k}={v}" for k, v in self.settings.items())
             + ".",
-            "- Share of the commit limit: commits per second ÷ pgbench tps where Hearth's commits per "
-            "order are known; for the peers, orders/s ÷ tps.",
+            f"- Machine: {self.load}.",
+            "- Share of the commit limit: commits per second ÷ pgbench tps where the commits per "
+            "order are known (Hearth: each statement commits); for the peers, orders/s ÷ tps.",
         ]
         return "\n".join(lines)
 
@@ -390,6 +444,11 @@ def _psycopg_version() -> str:
     return psycopg.__version__
 
 
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f}/{five:.1f}"
+
+
 def run(*, stdout: TextIO, quick: bool = False) -> Figures:
     """Measure every system in one run, print the table, and keep it in docs/benchmarks.md."""
     orders = QUICK_ORDERS if quick else ORDERS
@@ -400,13 +459,17 @@ def run(*, stdout: TextIO, quick: bool = False) -> Figures:
         stdout.write(text)
         stdout.flush()
 
+    load_before = _load()
     say(
         f"bench queue: {orders:,} orders per system on {server.host or 'local'}:{server.port or '5432'}\n"
     )
     server_settings = server.settings()
-    seconds = 3 if quick else 10
-    tps, pgbench = pgbench_tps(server, names["pgbench"], clients=4, seconds=seconds)
-    say(f"  pgbench -N: {tps:,.0f} tps\n")
+    pgbench_init(server, names["pgbench"])
+    tps, pgbench = pgbench_tps(server, names["pgbench"], clients=4, seconds=3 if quick else 10)
+    tps_serial, pgbench_serial = pgbench_tps(
+        server, names["pgbench"], clients=1, seconds=2 if quick else 5
+    )
+    say(f"  pgbench -N: {tps:,.0f} tps with 4 clients, {tps_serial:,.0f} with 1\n")
 
     server.recreate_database(names["hearth"])
     with _django_database(names["hearth"]):
@@ -417,7 +480,8 @@ def run(*, stdout: TextIO, quick: bool = False) -> Figures:
         )
         verified = hearth_verify(orders=orders)
     say(f"  Hearth one at a time: {one.rate:,.0f} orders/s\n")
-    say(f"  Hearth batched (N={batched.batch}): {batched.rate:,.0f} orders/s\n")
+    for b in batched:
+        say(f"  Hearth batched (N={b.batch}, {_workers(b.workers)}): {b.rate:,.0f} orders/s\n")
 
     procrastinate = procrastinate_drain(server, names["procrastinate"], jobs=orders, concurrency=4)
     say(f"  Procrastinate: {procrastinate.rate:,.0f} jobs/s\n")
@@ -429,7 +493,9 @@ def run(*, stdout: TextIO, quick: bool = False) -> Figures:
     figures = Figures(
         orders=orders,
         tps=tps,
+        tps_serial=tps_serial,
         pgbench=pgbench,
+        pgbench_serial=pgbench_serial,
         one=one,
         batched=batched,
         procrastinate=procrastinate,
@@ -437,6 +503,8 @@ def run(*, stdout: TextIO, quick: bool = False) -> Figures:
         pgq_default=pgq_default,
         settings=server_settings,
         verified=verified,
+        load=f"load average (1/5 min) {load_before} before the run, {_load()} after; "
+        f"{os.cpu_count()} cores",
     )
     table = figures.table()
     say("\n" + table + "\n")

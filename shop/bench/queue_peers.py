@@ -108,21 +108,24 @@ class Server:
 
 
 class WaitSampler:
-    """Samples what the active backends of one database wait on (pg_stat_activity), every few ms.
+    """Samples what active backends wait on (pg_stat_activity), every few ms.
 
-    Tells whether a drain was bound by CPU, by WAL flushes, or by a lock, and which.
+    For the bench's database it tells whether a drain was bound by CPU, by WAL
+    flushes or by a lock, and which; for the rest of the server it counts the
+    other work that was running (on a shared machine, someone else's test).
     """
 
     QUERY = """
-        SELECT coalesce(wait_event_type || ':' || wait_event, 'on CPU')
+        SELECT datname = %s, coalesce(wait_event_type || ':' || wait_event, 'on CPU')
         FROM pg_stat_activity
-        WHERE datname = %s AND state = 'active' AND backend_type = 'client backend'
-          AND pid <> pg_backend_pid()
+        WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
     """
 
     def __init__(self, server: Server, dbname: str, *, every: float = 0.005) -> None:
         self.server, self.dbname, self.every = server, dbname, every
         self.counts: Counter[str] = Counter()
+        self.samples = 0
+        self.elsewhere = 0  # active backends of other databases, summed over samples
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="wait-sampler", daemon=True)
 
@@ -137,15 +140,22 @@ class WaitSampler:
     def _sample(self) -> None:
         with psycopg.connect(self.server.conninfo("postgres"), autocommit=True) as conn:
             while not self._stop.is_set():
-                for (event,) in conn.execute(self.QUERY, [self.dbname]):
-                    self.counts[event] += 1
+                for ours, event in conn.execute(self.QUERY, [self.dbname]):
+                    if ours:
+                        self.counts[event] += 1
+                    else:
+                        self.elsewhere += 1
+                self.samples += 1
                 self._stop.wait(self.every)
 
     def summary(self, top: int = 3) -> str:
         total = sum(self.counts.values())
         if not total:
             return "no samples"
-        return ", ".join(f"{event} {n / total:.0%}" for event, n in self.counts.most_common(top))
+        ours = ", ".join(f"{event} {n / total:.0%}" for event, n in self.counts.most_common(top))
+        return (
+            f"{ours} (other databases: {self.elsewhere / max(self.samples, 1):.1f} active backends)"
+        )
 
 
 @dataclass(frozen=True)
@@ -163,18 +173,31 @@ class Drained:
         return self.jobs / self.seconds if self.seconds else 0.0
 
 
-def pgbench_tps(
-    server: Server, dbname: str, *, clients: int = 4, seconds: int = 10
-) -> tuple[float, str]:
-    """``pgbench -N`` (no branch-table updates: little contention, mostly commits); returns (tps, command)."""
+def pgbench_init(server: Server, dbname: str) -> None:
+    """A fresh pgbench database, scale 1."""
+    server.recreate_database(dbname)
+    subprocess.run(
+        [_pgbench(), "-i", "-q", "-s", "1", dbname],
+        env=server.env(),
+        check=True,
+        capture_output=True,
+    )
+
+
+def _pgbench() -> str:
     pgbench = shutil.which("pgbench")
     if pgbench is None:
         raise RuntimeError("pgbench is not on PATH (Debian: apt-get install postgresql-client)")
-    server.recreate_database(dbname)
-    env = server.env()
-    subprocess.run(
-        [pgbench, "-i", "-q", "-s", "1", dbname], env=env, check=True, capture_output=True
-    )
+    return pgbench
+
+
+def pgbench_tps(server: Server, dbname: str, *, clients: int, seconds: int) -> tuple[float, str]:
+    """``pgbench -N`` on a ``pgbench_init`` database; returns (tps, the command as shown).
+
+    -N skips the branch and teller updates, so clients hardly contend: what is
+    measured is mostly how many commits per second the server can make.
+    """
+    pgbench, env = _pgbench(), server.env()
     command = [pgbench, "-N", "-c", str(clients), "-j", str(clients), "-T", str(seconds), dbname]
     done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", done.stdout)
