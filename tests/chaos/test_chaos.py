@@ -188,6 +188,7 @@ class Run:
     agents: dict[str, Process] = field(default_factory=dict)
     loads: list[Load] = field(default_factory=list)
     restarts: int = 0
+    killed: set[str] = field(default_factory=set)
 
     @property
     def made_log(self) -> Path:
@@ -278,11 +279,19 @@ class Run:
             self.dump_logs()
             raise
 
+    def kill(self, slug: str) -> None:
+        """SIGKILL an outlet's agent."""
+        self.agents[slug].signal(signal.SIGKILL)
+        self.killed.add(slug)
+
     def check(self, label: str) -> Any:
         close_old_connections()
         try:
             return check_invariants(
-                accepted=self.accepted, made=read_made_logs([self.made_log]), label=label
+                accepted=self.accepted,
+                made=read_made_logs([self.made_log]),
+                killed=self.killed,
+                label=label,
             )
         except AssertionError:
             self.dump_logs()
@@ -344,11 +353,11 @@ DETECT_WITHIN = TIMEOUT * 2 + TICK + 6
 
 def test_chaos__agent_killed_mid_load__its_orders_finish_elsewhere_exactly_once(run: Run) -> None:
     slugs = run.start(3)
-    load = run.load(240)
-    load.wait_placed(80)
+    load = run.load(200)
+    load.wait_placed(60)
     victim = slugs[0]
     at_kill = last_event_id()
-    run.agents[victim].signal(signal.SIGKILL)
+    run.kill(victim)
     took = wait_state(victim, OutletState.DOWN, within=DETECT_WITHIN)
     print(f"{victim} killed: declared down after {took:.2f}s")
     run.wait_finished()
@@ -431,7 +440,7 @@ def test_chaos__leading_notifier_killed__standby_takes_over(run: Run) -> None:
     print(f"standby took over {took:.2f}s after the leader was killed (tick {TICK}s)")
     assert took <= 2 * TICK + 2.5  # two ticks, plus slack for a busy two-core machine
     # The new leader acts: an agent killed now is declared down by it.
-    run.agents[slugs[2]].signal(signal.SIGKILL)
+    run.kill(slugs[2])
     wait_state(slugs[2], OutletState.DOWN, within=DETECT_WITHIN)
     run.wait_finished()
     run.check("leader killed")
@@ -439,10 +448,10 @@ def test_chaos__leading_notifier_killed__standby_takes_over(run: Run) -> None:
 
 def test_chaos__two_of_five_outlets_down_at_once(run: Run) -> None:
     slugs = run.start(5)
-    load = run.load(250)
+    load = run.load(200)
     load.wait_placed(60)
     for slug in slugs[:2]:
-        run.agents[slug].signal(signal.SIGKILL)
+        run.kill(slug)
     for slug in slugs[:2]:
         wait_state(slug, OutletState.DOWN, within=DETECT_WITHIN)
     run.wait_finished()
@@ -486,9 +495,9 @@ def test_chaos__last_active_outlet_marked_down__orders_wait_then_move(run: Run) 
     slugs = run.start(3)
     run.load(120, rate=20)
     first, second, last = slugs
-    run.agents[first].signal(signal.SIGKILL)
+    run.kill(first)
     wait_state(first, OutletState.DOWN, within=DETECT_WITHIN)
-    run.agents[second].signal(signal.SIGKILL)
+    run.kill(second)
     wait_state(second, OutletState.DOWN, within=DETECT_WITHIN)
 
     before = last_event_id()
