@@ -10,6 +10,7 @@ bulk insert, and it is not timed (the peers defer theirs in bulk too).
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import threading
@@ -263,10 +264,14 @@ def hearth_bench(
 
     one = timed(lambda o: hearth_one_at_a_time(outlets=o, orders=orders, workers=workers))
     batched = [
-        timed(lambda o, w=w: hearth_batched(outlets=o, orders=orders, workers=w, batch=batch))
+        timed(functools.partial(_batched_on, orders=orders, workers=w, batch=batch))
         for w in batch_workers
     ]
     return one, batched
+
+
+def _batched_on(outlets: list[Outlet], *, orders: int, workers: int, batch: int) -> HearthRun:
+    return hearth_batched(outlets=outlets, orders=orders, workers=workers, batch=batch)
 
 
 def _clear_orders() -> None:
