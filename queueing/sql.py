@@ -246,11 +246,14 @@ ORDERS_ATTENTION = with_events(f"""
     {_RETURNING}, NULL::bigint AS from_outlet_id, %(detail)s::jsonb AS event_detail
 """)
 
-# Claims whose lease ran out (database clock, or the tick's clock in tests).
+# Claims whose lease ran out (database clock, or the tick's clock in tests), except at
+# outlets the notifier holds back (silent during its grace or a mass-silence alert:
+# their stations could not renew for the same reason they could not heartbeat).
 LEASES_EXPIRED = """
     SELECT id, token, kind, zone, outlet_id, state, attempts
     FROM queueing_order
     WHERE state = 'preparing' AND lease_expires_at < %(now)s
+      AND NOT (outlet_id = ANY(%(held_outlet_ids)s::bigint[]))
     ORDER BY id
     LIMIT %(limit)s
     FOR NO KEY UPDATE SKIP LOCKED

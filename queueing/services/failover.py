@@ -168,11 +168,10 @@ def _stranded_orders_move(*, report: TickReport) -> None:
 
 def _expired_leases_move(*, now: datetime, held_outlet_ids: set[int], report: TickReport) -> None:
     with transaction.atomic():
-        rows = [
-            r
-            for r in fetch_all(sql.LEASES_EXPIRED, {"now": now, "limit": BATCH})
-            if r["outlet_id"] not in held_outlet_ids
-        ]
+        rows = fetch_all(
+            sql.LEASES_EXPIRED,
+            {"now": now, "limit": BATCH, "held_outlet_ids": sorted(held_outlet_ids)},
+        )
         if not rows:
             return
         limit = settings.HEARTH_MAX_ATTEMPTS

@@ -181,6 +181,10 @@ def orders_move(
                 continue
             exclude = {slugs[row["outlet_id"]]} if exclude_current and row["outlet_id"] else set()
             outlet = router.choose(routing_key(row), exclude=exclude)
+            if outlet is None and exclude:
+                # No other outlet is live: back to its own queue (if it still takes orders)
+                # rather than waiting with no outlet while its outlet is alive.
+                outlet = router.choose(routing_key(row))
             if outlet is None and not wait_if_no_outlet:
                 continue
             placed.append((row["id"], outlet.pk if outlet else None))

@@ -529,3 +529,18 @@ def test_notifier__a_gap_between_ticks_longer_than_the_timeout_restarts_the_grac
         assert notifier._tick(after(t0, 51)).down == ["north"]
     finally:
         notifier.release()
+
+
+def test_tick__expired_lease_at_the_only_live_outlet_goes_back_to_its_queue(
+    make_outlet: MakeOutlet, settings_fast: Any, t0: datetime
+) -> None:
+    only = make_outlet("only")[0]
+    beat([only], t0)
+    order = place(zone="harbour")
+    claim = order_claim_next(outlet=only, station="only-1", lease=LEASE)[0]
+    beat([only], after(t0, LEASE + 5))
+    assert tick(after(t0, LEASE + 5)).expired == 1
+    again = Order.objects.get(pk=order.id)
+    assert (again.outlet_id, again.state, again.attempts) == (only.pk, OrderState.QUEUED, 1)
+    assert again.fence > claim.fence
+    assert OrderEvent.objects.filter(order_id=order.id).latest("id").type == "lease_expired"
