@@ -15,12 +15,13 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from queueing.errors import QueueError
 from queueing.listener import (
-    EVENTS_MESSAGE,
     OPS_GROUP,
     event_payloads_after,
     kitchen_group,
@@ -188,14 +189,22 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "message": message})
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels runs close_old_connections() in the one shared sync thread before
-        # every handler. Forwarding events touches no database, and that trip, once
-        # per message per socket, queued every socket behind the sync thread (seconds
-        # of delay under load); so events skip it. Everything else goes the usual way.
-        if message.get("type") == EVENTS_MESSAGE:
-            await self.hearth_events(message)
-        else:
-            await super().dispatch(message)
+        # Channels runs close_old_connections() in the one sync thread every socket of
+        # the process shares, before every handler and after a disconnect. These
+        # consumers reach the database only through database_sync_to_async, which does
+        # that around each call itself; the extra trip, once per message per socket
+        # (every event on every screen), queued all sockets behind that thread:
+        # seconds of delay at 50 orders/s, and customers' connects timing out.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message.get('type')!r}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def hearth_events(self, message: dict[str, Any]) -> None:
         """Events forwarded by queueing.listener to this socket's group, in commit order."""

@@ -119,7 +119,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # from PostgreSQL LISTEN); channels_redis can take over across processes.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels.layers.InMemoryChannelLayer",
+        # Channels' InMemoryChannelLayer, sweeping expiry once a second (see there).
+        "BACKEND": "queueing.listener.SweepingInMemoryChannelLayer",
         "CONFIG": {
             # A full socket queue silently drops messages: give a busy screen room.
             "capacity": 10_000,
