@@ -321,7 +321,7 @@ def test_queue_state_machine(settings_override: None) -> None:
     run_state_machine_as_test(
         QueueMachine,
         settings=settings(
-            max_examples=50,
+            max_examples=40,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
