@@ -239,11 +239,14 @@ def hearth_bench(
     batch_workers: tuple[int, ...] = BATCH_WORKERS,
     between: Callable[[], None] | None = None,
     watch: Callable[[], WaitSampler] | None = None,
+    then: Callable[[], None] | None = None,
 ) -> tuple[HearthRun, list[HearthRun]]:
     """Hearth one at a time, then batched with each of ``batch_workers``, on the current database.
 
     The database must hold no orders. Each run drains its own freshly loaded queue.
-    ``between`` runs after each load (the harness vacuums); ``watch`` samples wait events.
+    ``between`` runs after each load (the harness vacuums); ``watch`` samples wait events;
+    ``then`` runs between the two modes (the harness measures the peers of the same
+    concurrency there, so that what is compared runs side by side).
     """
     if Order.objects.exists():
         raise RuntimeError("the Hearth bench needs a database without orders")
@@ -263,6 +266,8 @@ def hearth_bench(
         return result
 
     one = timed(lambda o: hearth_one_at_a_time(outlets=o, orders=orders, workers=workers))
+    if then:
+        then()
     batched = [
         timed(functools.partial(_batched_on, orders=orders, workers=w, batch=batch))
         for w in batch_workers
@@ -477,21 +482,30 @@ def run(*, stdout: TextIO, quick: bool = False) -> Figures:
     say(f"  pgbench -N: {tps:,.0f} tps with 4 clients, {tps_serial:,.0f} with 1\n")
 
     server.recreate_database(names["hearth"])
+    peers: dict[str, Drained] = {}
+
+    def same_concurrency_peers() -> None:
+        # Right after Hearth one at a time: the runs compared with each other are adjacent.
+        say("  Hearth one at a time: done\n")
+        peers["procrastinate"] = procrastinate_drain(
+            server, names["procrastinate"], jobs=orders, concurrency=4
+        )
+        say(f"  Procrastinate: {peers['procrastinate'].rate:,.0f} jobs/s\n")
+        peers["limited"] = pgqueuer_drain(server, names["pgqueuer"], jobs=orders, in_flight=4)
+        say(f"  PGQueuer ≤4 in flight: {peers['limited'].rate:,.0f} jobs/s\n")
+
     with _django_database(names["hearth"]):
         one, batched = hearth_bench(
             orders=orders,
             between=lambda: server.vacuum_analyze(names["hearth"]),
             watch=lambda: WaitSampler(server, names["hearth"]),
+            then=same_concurrency_peers,
         )
         verified = hearth_verify(orders=orders)
     say(f"  Hearth one at a time: {one.rate:,.0f} orders/s\n")
     for b in batched:
         say(f"  Hearth batched (N={b.batch}, {_workers(b.workers)}): {b.rate:,.0f} orders/s\n")
-
-    procrastinate = procrastinate_drain(server, names["procrastinate"], jobs=orders, concurrency=4)
-    say(f"  Procrastinate: {procrastinate.rate:,.0f} jobs/s\n")
-    pgq_limited = pgqueuer_drain(server, names["pgqueuer"], jobs=orders, in_flight=4)
-    say(f"  PGQueuer ≤4 in flight: {pgq_limited.rate:,.0f} jobs/s\n")
+    procrastinate, pgq_limited = peers["procrastinate"], peers["limited"]
     pgq_default = pgqueuer_drain(server, names["pgqueuer"], jobs=orders, in_flight=None)
     say(f"  PGQueuer default: {pgq_default.rate:,.0f} jobs/s\n")
 
