@@ -217,13 +217,14 @@ def measure_spread(outlets: list[Outlet], *, orders: int, bounded: bool) -> Spre
     )
 
 
-def _table(failover: Failover, spreads: list[Spread]) -> str:
+def _table(failover: Failover, spreads: list[Spread], *, load: str) -> str:
     weights = ", ".join(str(w) for w in WEIGHTS[1:])
     survivors = sum(SURVIVOR_ORDERS_PER_WEIGHT * w for w in WEIGHTS[1:])
     lines = [
         f"10 outlets (weights {WEIGHTS[0]} for the victim; {weights} for the survivors); "
         f"the victim holds {failover.orders:,} open delivery orders (a tenth of them being "
-        f"prepared), the survivors {survivors:,} in proportion to their weights; {ZONES} zones.",
+        f"prepared), the survivors {survivors:,} in proportion to their weights; {ZONES} zones. "
+        f"Load average of the machine during the run: {load} (other work shares its cores).",
         "",
         "| measure | figure | target |",
         "| --- | --- | --- |",
@@ -259,6 +260,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> tuple[Failover, list[Spread]]
 
     say(f"bench failover: {orders:,} orders on the victim, database {name}")
     server.recreate_database(name)
+    load_before = os.getloadavg()[0]
     try:
         with _django_database(name):
             outlets = _outlets()
@@ -278,7 +280,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> tuple[Failover, list[Spread]]
                 )
     finally:
         server.drop_database(name)
-    table = _table(failover, spreads)
+    table = _table(failover, spreads, load=f"{load_before:.1f} → {os.getloadavg()[0]:.1f}")
     say("\n" + table)
     if quick:
         say("\n(--quick: figures not written to docs/benchmarks.md)")
