@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Any
 
@@ -11,9 +12,13 @@ from queueing.notifier import Notifier
 
 
 def seconds(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError(raw)
+    """A flag's positive number of seconds; decimals allowed."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {raw!r}")
     return value
 
 
