@@ -317,10 +317,14 @@ class Agent:
                         raise exc
             stop_wait.cancel()
             # Stopping: stations finish an acknowledgement on the wire, then everything ends.
-            _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            finished, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+            for task in finished:
+                # Retrieved, so asyncio does not print each station's refusal again.
+                if not task.cancelled():
+                    task.exception()
         finally:
             await self.client.aclose()
             if self._made_fd is not None:

@@ -52,7 +52,7 @@ def embedded_database_url() -> str:
     running = PostmasterInfo.read_from_pgdata(EMBEDDED_DATA_DIR)
     was_running = running is not None and running.is_running()
     server = PostgresServer(EMBEDDED_DATA_DIR, cleanup_mode=None)
-    started_here = not was_running
+    started_here = started_here or not was_running
     admin_url = server.get_uri("postgres")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute(

@@ -161,7 +161,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "hearth": {"handlers": ["console"], "level": os.environ.get("HEARTH_LOG_LEVEL", "INFO")},
+        "hearth": {
+            "handlers": ["console"],
+            "level": os.environ.get("HEARTH_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
         "django.request": {"handlers": ["console"], "level": "ERROR"},
     },
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from datetime import timedelta
 from typing import Any
 
@@ -29,9 +30,9 @@ def weight_type(raw: str) -> int:
     try:
         weight = int(raw)
     except ValueError:
-        raise CommandError(f"--weight must be a whole number, got {raw!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {raw!r}") from None
     if not 1 <= weight <= MAX_WEIGHT:
-        raise CommandError(f"--weight must be from 1 to {MAX_WEIGHT}, got {weight}")
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_WEIGHT}, got {weight}")
     return weight
 
 
