@@ -132,7 +132,7 @@ def _silent_outlets_down(
         report.cancelled += len(cancelled)
         slugs_by_id = dict(Outlet.objects.values_list("id", "slug"))
         for ticket in moved:
-            report.rerouted[slugs_by_id.get(ticket.outlet_id, "(waiting)")] += 1
+            report.rerouted[slugs_by_id[ticket.outlet_id] if ticket.outlet_id else "(waiting)"] += 1
     return set()
 
 

@@ -166,9 +166,12 @@ def measure_failover(
     with psycopg.connect(**leader_conninfo(), autocommit=True) as watch:
         deadline = time.monotonic() + timeout * 3 + 30
         while True:
-            state, committed = watch.execute(
+            # The bench's own probe: when did the take-down's commit become visible?
+            row = watch.execute(
                 "SELECT state, clock_timestamp() FROM queueing_outlet WHERE id = %s", [victim.pk]
             ).fetchone()
+            assert row is not None
+            state, committed = row
             if state == OutletState.DOWN:
                 break
             if time.monotonic() > deadline:
