@@ -2,8 +2,9 @@
 
 On its own database (``bench_failover`` by default), ten outlets of mixed
 capacity weights heartbeat; the survivors hold open orders in proportion to
-their weights and the victim holds 10,000. A real notifier loop runs in a
-thread. The victim stops heartbeating; we measure, on the database clock:
+their weights and the victim holds 10,000. A real notifier runs as its own
+process, as in production. The victim stops heartbeating; we measure, on the
+database clock:
 
 - detection: from the victim's last heartbeat to the start of the transaction
   that takes it down (target: within the timeout plus one tick);
@@ -20,11 +21,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TextIO
 
 import psycopg
@@ -32,8 +37,15 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from queueing.models import Order, OrderEvent, OrderKind, OrderState, Outlet, OutletState
-from queueing.notifier import Notifier, leader_conninfo
+from queueing.models import (
+    NotifierStatus,
+    Order,
+    OrderEvent,
+    OrderKind,
+    OrderState,
+    Outlet,
+    OutletState,
+)
 from queueing.services import outlet_create, outlet_heartbeat
 from queueing.services.routing import outlets_reroute
 from shop.bench.queue import _django_database
@@ -47,6 +59,7 @@ ORDERS = 10_000
 QUICK_ORDERS = 2_000
 SURVIVOR_ORDERS_PER_WEIGHT = 100
 ZONES = 200
+MANAGE = Path(__file__).resolve().parent.parent.parent / "manage.py"
 
 
 @dataclass
@@ -124,9 +137,9 @@ def _spread_of(outlets: list[Outlet], moved_to: Counter[int | None]) -> tuple[st
 
 
 def measure_failover(
-    outlets: list[Outlet], *, orders: int, timeout: float, tick: float
+    outlets: list[Outlet], *, orders: int, timeout: float, tick: float, conninfo: str
 ) -> Failover:
-    """The real notifier loop in a thread; the victim stops heartbeating once the loop leads."""
+    """A real notifier process; the victim stops heartbeating once the notifier's grace is over."""
     _load(outlets, victim_orders=orders)
     victim = outlets[0]
     interval = min(timeout / 3, 1.0)
@@ -145,42 +158,49 @@ def measure_failover(
         finally:
             connection.close()
 
-    notifier = Notifier(tick=tick, timeout=timeout, name="bench")
-
-    def notify() -> None:
-        try:
-            notifier.run()
-        finally:
-            connection.close()
-
     beater = threading.Thread(target=heartbeats, daemon=True)
     beater.start()
-    time.sleep(interval)
-    looper = threading.Thread(target=notify, daemon=True)
-    looper.start()
-    # Let the notifier's grace pass, so what we time is detection, not the grace.
-    time.sleep(timeout + 2 * tick)
-    silent.add(victim.pk)
-    time.sleep(interval)  # a heartbeat in flight lands before we read the last one
-    last = last_beat[victim.pk]
-    with psycopg.connect(**leader_conninfo(), autocommit=True) as watch:
-        deadline = time.monotonic() + timeout * 3 + 30
-        while True:
-            # The bench's own probe: when did the take-down's commit become visible?
-            row = watch.execute(
-                "SELECT state, clock_timestamp() FROM queueing_outlet WHERE id = %s", [victim.pk]
-            ).fetchone()
-            assert row is not None
-            state, committed = row
-            if state == OutletState.DOWN:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the notifier never declared the silent outlet down")
-            time.sleep(0.002)
-    notifier.stop()
-    stop.set()
-    looper.join(30)
-    beater.join(30)
+    log = tempfile.TemporaryFile()
+    notifier = subprocess.Popen(
+        [sys.executable, str(MANAGE), "notifier", "--name", "bench"]
+        + ["--tick", str(tick), "--timeout", str(timeout)],
+        env={**os.environ, "DATABASE_URL": conninfo},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not NotifierStatus.objects.filter(pk=1, leader="bench").exists():
+            if notifier.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"the notifier did not start: {log.read().decode()[-2000:]}")
+            time.sleep(0.1)
+        # Let the notifier's grace pass, so what we time is detection, not the grace.
+        time.sleep(timeout + 2 * tick)
+        silent.add(victim.pk)
+        time.sleep(interval)  # a heartbeat in flight lands before we read the last one
+        last = last_beat[victim.pk]
+        with psycopg.connect(conninfo, autocommit=True) as watch:
+            deadline = time.monotonic() + timeout * 3 + 30
+            while True:
+                # The bench's own probe: when did the take-down's commit become visible?
+                row = watch.execute(
+                    "SELECT state, clock_timestamp() FROM queueing_outlet WHERE id = %s",
+                    [victim.pk],
+                ).fetchone()
+                assert row is not None
+                state, committed = row
+                if state == OutletState.DOWN:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the notifier never declared the silent outlet down")
+                time.sleep(0.002)
+    finally:
+        notifier.terminate()
+        notifier.wait(30)
+        log.close()
+        stop.set()
+        beater.join(30)
     down_at = (
         OrderEvent.objects.filter(order=None, outlet=victim, state=OutletState.DOWN)
         .values_list("at", flat=True)
@@ -267,7 +287,9 @@ def run(*, stdout: TextIO, quick: bool = False) -> tuple[Failover, list[Spread]]
     try:
         with _django_database(name):
             outlets = _outlets()
-            failover = measure_failover(outlets, orders=orders, timeout=timeout, tick=tick)
+            failover = measure_failover(
+                outlets, orders=orders, timeout=timeout, tick=tick, conninfo=server.conninfo(name)
+            )
             say(
                 f"  detection {failover.detection:.2f} s, reroute {failover.reroute:.2f} s "
                 f"({failover.moved:,} orders)"
