@@ -170,6 +170,9 @@ class EventListener:
         self.forwarded = 0
         # The highest id accepted, and the ids accepted above ``last_id - CATCH_UP_REWIND``.
         self.last_id: int | None = None
+        # Events up to the first mark were in the table before this process listened:
+        # screens replay them if they ask; a catch-up never forwards them.
+        self.first_mark = 0
         self._recent: set[int] = set()
         self._recent_order: deque[int] = deque()
         self._pending: list[dict[str, Any]] = []
@@ -242,9 +245,9 @@ class EventListener:
         if self.last_id is None:
             cur = await conn.execute(sql.EVENTS_LAST_ID)
             row = await cur.fetchone()
-            self.last_id = int(row[0]) if row else 0
+            self.last_id = self.first_mark = int(row[0]) if row else 0
             return 0
-        after = max(0, self.last_id - CATCH_UP_REWIND)
+        after = max(self.first_mark, self.last_id - CATCH_UP_REWIND)
         cur = await conn.execute(sql.EVENTS_AFTER, {"after": after, "limit": None})
         return sum(self.accept(payload) for _id, payload in await cur.fetchall())
 

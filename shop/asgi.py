@@ -25,7 +25,7 @@ if _db.get("ENGINE") == "django.db.backends.postgresql" and "pool" not in _db.ge
     _db["CONN_MAX_AGE"] = 0
     _db.setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
-        "max_size": int(os.environ.get("HEARTH_WEB_DB_POOL", "10")),
+        "max_size": int(os.environ.get("HEARTH_WEB_DB_POOL", "20")),
         "timeout": 30,
     }
 

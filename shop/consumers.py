@@ -19,6 +19,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db import DatabaseError
 
 from queueing.errors import QueueError
 from queueing.listener import (
@@ -40,7 +41,7 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
-CLOSE_TRY_AGAIN = 1013  # the listener could not start: the database is unreachable
+CLOSE_TRY_AGAIN = 1013  # the database is unreachable (listener or replay): reconnect later
 LISTENER_WAIT_SECONDS = 10.0
 # Replays are capped to the newest this many events; "live" then says "truncated".
 OPS_REPLAY_LIMIT = 500
@@ -144,7 +145,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.groups = [self.group]
         # Access and replay in one trip to the sync thread, which every socket of the
         # process shares (a reconnect storm queues there).
-        refusal, last_id, events, truncated = await database_sync_to_async(self.admit)(after)
+        try:
+            refusal, last_id, events, truncated = await database_sync_to_async(self.admit)(after)
+        except DatabaseError as exc:
+            log.warning("live socket %s: database unavailable (%s)", self.scope.get("path"), exc)
+            await self.send_error("live updates are unavailable right now; try again")
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return
         if refusal is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
             self.groups = []

@@ -66,6 +66,7 @@ P99_LIMIT = 0.250
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 DB_PREFIX_ENV = "HEARTH_BENCH_DB_PREFIX"
 MENU = ["margherita", "pepperoni", "marinara", "garlic-bread", "tiramisu", "cola"]
+RECONNECT_MARGIN = 1_000  # ids a dropped socket asks again for (see docs/live.md)
 IN_FLIGHT = 32  # placements on the wire at once (each holds a connection in the web process)
 
 
@@ -108,6 +109,7 @@ class Phase:
     expected: int = 0
     lost: int = 0
     duplicates: int = 0
+    reconnects: int = 0  # sockets the server dropped, over the whole run so far
     drain_seconds: float = 0.0
     web_cpu: float = 0.0  # cores the web process used over the phase (placing and draining)
     load: float = 0.0  # the machine's 1-minute load average at the end (it is shared)
@@ -138,59 +140,88 @@ class Phase:
 
 
 class Follower:
-    """One socket of the crowd and everything it was told."""
+    """One socket of the crowd and everything it was told; it comes back when dropped, as a page does."""
 
     def __init__(self, *, kind: str, key: str, path: str) -> None:
         self.kind = kind  # "kitchen" or "customer"
         self.key = key  # outlet slug or order token
         self.path = path
-        self.hello: int | None = None
+        self.hello: int | None = None  # of the first connection
         self.live = False
-        self.ids: set[int] = set()
+        self.ids: set[int] = set()  # over every connection of this follower
+        self._ids_here: set[int] = set()  # on the current connection
         self.timed: list[tuple[int, float]] = []  # (event id, seconds from commit to arrival)
-        self.duplicates = 0
+        self.duplicates = 0  # one id twice on one connection: a protocol fault
+        self.reconnects = 0
         self.done = False  # a customer's order completed
-        self.dropped = False  # the server closed it
+        self.closing = False
         self.ws: Any = None
         self.task: asyncio.Task[None] | None = None
 
     async def open(self, base: str, headers: dict[str, str]) -> None:
+        self.base, self.headers = base, headers
+        await self._connect(self.path)
+        self.task = asyncio.create_task(self._follow())
+
+    async def _connect(self, path: str) -> None:
         self.ws = await websockets.connect(
-            base + self.path,
-            origin=base.replace("ws://", "http://").rstrip("/"),  # type: ignore[arg-type]
-            additional_headers=headers,
+            self.base + path,
+            origin=self.base.replace("ws://", "http://").rstrip("/"),  # type: ignore[arg-type]
+            additional_headers=self.headers,
             open_timeout=60,
             max_size=2**20,
         )
-        self.task = asyncio.create_task(self._read())
+        self._ids_here = set()
+        self.live = False
 
-    async def _read(self) -> None:
-        try:
-            async for raw in self.ws:
-                arrived = time.time()
-                message = json.loads(raw)
-                kind = message["type"]
-                if kind == "event":
-                    event = message["event"]
-                    if event["id"] in self.ids:
-                        self.duplicates += 1
-                        continue
-                    self.ids.add(event["id"])
-                    if self.live:
-                        committed = datetime.fromisoformat(event["at"]).timestamp()
-                        self.timed.append((event["id"], arrived - committed))
-                    if event["type"] in ("completed", "cancelled"):
-                        self.done = True
-                elif kind == "hello":
-                    self.hello = message["last_event_id"]
-                elif kind == "live":
-                    self.live = True
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            self.dropped = True
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async for raw in self.ws:
+                    self._handle(time.time(), json.loads(raw))
+            except websockets.ConnectionClosed:
+                pass
+            if self.closing:
+                return
+            # Dropped by the server (a restart, the database away): reconnect from the
+            # highest id seen, less a margin for late commits; the id set drops repeats.
+            self.reconnects += 1
+            seen = max(self.ids, default=self.hello or 0)
+            path = f"{self.path.split('?')[0]}?after={max(0, seen - RECONNECT_MARGIN)}"
+            for pause in (0.2, 0.5, 1, 2, 4, 8, 8, 8):
+                await asyncio.sleep(pause)
+                try:
+                    await self._connect(path)
+                    break
+                except (OSError, websockets.WebSocketException, TimeoutError):
+                    continue
+            else:
+                return
+
+    def _handle(self, arrived: float, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "event":
+            event = message["event"]
+            if event["id"] in self._ids_here:
+                self.duplicates += 1
+                return
+            self._ids_here.add(event["id"])
+            if event["id"] in self.ids:
+                return  # the reconnect margin, seen on an earlier connection
+            self.ids.add(event["id"])
+            if self.live:
+                committed = datetime.fromisoformat(event["at"]).timestamp()
+                self.timed.append((event["id"], arrived - committed))
+            if event["type"] in ("completed", "cancelled"):
+                self.done = True
+        elif kind == "hello":
+            if self.hello is None:
+                self.hello = message["last_event_id"]
+        elif kind == "live":
+            self.live = True
 
     async def close(self) -> None:
+        self.closing = True
         if self.ws is not None:
             with suppress(Exception):
                 await self.ws.close()
@@ -542,6 +573,7 @@ class Crowd:
         phase.expected = sum(len(w) for w in expected)
         phase.lost = sum(len(want - f.ids) for f, want in zip(followers, expected, strict=True))
         phase.duplicates = sum(f.duplicates for f in followers)
+        phase.reconnects = sum(f.reconnects for f in followers)
         phase.latencies = [
             latency
             for f in followers
@@ -613,7 +645,7 @@ def _phase_line(p: Phase) -> str:
         f"{p.rate:g}/s for {p.seconds:g}s: placed {p.placed} ({p.achieved:.1f}/s, {p.failed} failed{_reasons(p)}), "
         f"{len(p.latencies)} streamed messages, p50 {_ms(p.quantile(0.5))} p95 {_ms(p.quantile(0.95))} "
         f"p99 {_ms(p.quantile(0.99))} (kitchens p50 {_ms(_q(p.kitchen_latencies, 0.5))} p99 {_ms(_q(p.kitchen_latencies, 0.99))}) max {_ms(max(p.latencies, default=float('nan')))}, "
-        f"lost {p.lost}/{p.expected}, duplicates {p.duplicates}, web process {p.web_cpu:.0%} of a core, "
+        f"lost {p.lost}/{p.expected}, duplicates {p.duplicates}, reconnects {p.reconnects}, web process {p.web_cpu:.0%} of a core, "
         f"load {p.load:.1f} → {'ok' if p.passed else 'over'}"
     )
 
@@ -725,5 +757,6 @@ replay included, after the kitchens finished.
 
 - At {main.rate:g} orders/s: p99 {_ms(main.quantile(0.99))}, lost {main.lost}, duplicates {main.duplicates}.
 - Highest rate with p99 under {P99_LIMIT * 1000:.0f} ms and nothing lost: {f"{best.rate:g} orders/s" if best else "none"}{"" if not phases or phases[-1].passed else f" (the next step, {phases[-1].rate:g}/s, was over)"}.
+- Sockets the server dropped and that reconnected (as a page does, `?after=` the highest id seen less {RECONNECT_MARGIN}): {phases[-1].reconnects if phases else 0}; one event id twice on one connection: {sum(p.duplicates for p in phases)}.
 - The client's own event loop ran late by p99 {_ms(lag99)} (included in the latencies above).
 {"- `--quick`: a small run that checks the bench works; its figures are not the benchmark." if quick else ""}"""
