@@ -51,6 +51,7 @@ from tests.chaos.invariants import check_invariants
 
 TIMEOUT = 10.0
 LEASE = 30.0
+FLAP_GUARD = 2.0
 SLUGS = ("o1", "o2", "o3", "o4")
 ZONES = ("harbour", "hill", "market", "mill", "park", "quay")
 TABLES = (
@@ -87,15 +88,21 @@ class QueueMachine(RuleBasedStateMachine):
         self.last_beat: dict[int, datetime] = {}
         self.accepted: list[str] = []
         self.claims: list[tuple[int, str, int, int]] = []  # order id, token, fence, outlet id
+        self.back_since: dict[int, datetime] = {}  # down outlets heartbeating again, since when
         self._beat_all()
 
     # --- time and heartbeats -----------------------------------------------
 
     def _beat(self, outlet: Outlet) -> None:
         try:
-            outlet_heartbeat(outlet=outlet, source="machine", now=self.now, timeout=TIMEOUT)
+            row = outlet_heartbeat(outlet=outlet, source="machine", now=self.now, timeout=TIMEOUT)
         except InvalidState:  # retired
             return
+        last = self.last_beat.get(outlet.pk)
+        if row["state"] != OutletState.DOWN:
+            self.back_since.pop(outlet.pk, None)
+        elif last is None or (self.now - last).total_seconds() > TIMEOUT:
+            self.back_since[outlet.pk] = self.now  # a return after a silence: the guard starts
         self.last_beat[outlet.pk] = self.now
 
     def _beat_all(self) -> None:
@@ -271,6 +278,7 @@ class QueueMachine(RuleBasedStateMachine):
         except InvalidState:
             assert state in (OutletState.DOWN, OutletState.RETIRED)
             return
+        self.back_since.pop(outlet.pk, None)  # a manager's mark-down holds while it beats
         self._only_these_moved(before, {outlet.pk}, lease_check=False)
 
     @rule(may_declare_down=st.sampled_from([True, True, True, False]))
@@ -289,6 +297,22 @@ class QueueMachine(RuleBasedStateMachine):
             for pk, last in self.last_beat.items():
                 if states_before[pk] in ("active", "draining") and last < cutoff:
                     assert states[pk] == OutletState.DOWN, f"outlet {pk} silent but not down"
+        for slug in report.down:
+            self.back_since.pop(by_slug[slug], None)
+        # The flap guard: back only after heartbeating without a break for the guard, and
+        # then back at the first tick.
+        guard = timedelta(seconds=FLAP_GUARD)
+        for pk, since in list(self.back_since.items()):
+            due = (
+                states_before[pk] == OutletState.DOWN
+                and since < self.now - guard
+                and self.last_beat[pk] >= cutoff
+            )
+            assert (states[pk] == OutletState.ACTIVE) == due, (pk, since, self.now, states[pk])
+            if due:
+                del self.back_since[pk]
+        for slug in report.back:
+            assert states_before[by_slug[slug]] == OutletState.DOWN
         gone = {pk for pk, s in states.items() if s in ("down", "retired")}
         self._only_these_moved(before, gone, lease_check=may_declare_down)
 
@@ -333,5 +357,5 @@ def test_queue_state_machine(settings_override: None) -> None:
 def settings_override(settings: Any) -> None:
     settings.HEARTH_HEARTBEAT_TIMEOUT = TIMEOUT
     settings.HEARTH_LEASE_SECONDS = LEASE
-    settings.HEARTH_FLAP_GUARD = 2
+    settings.HEARTH_FLAP_GUARD = FLAP_GUARD
     settings.HEARTH_MAX_ATTEMPTS = 3
