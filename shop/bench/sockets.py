@@ -129,14 +129,23 @@ class Phase:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     @property
-    def passed(self) -> bool:
+    def delivered(self) -> bool:
+        """Every socket got everything, fast: p99 under the limit, nothing lost, nothing refused."""
         return (
             self.lost == 0
             and self.duplicates == 0
             and self.failed == 0
-            and self.achieved >= 0.95 * self.rate
             and self.quantile(0.99) < P99_LIMIT
         )
+
+    @property
+    def reached(self) -> bool:
+        """The orders were placed at (nearly) the rate asked for."""
+        return self.achieved >= 0.95 * self.rate
+
+    @property
+    def passed(self) -> bool:
+        return self.delivered and self.reached
 
 
 class Follower:
@@ -614,7 +623,9 @@ async def _crowd_run(
             phases.append(phase)
             stdout.write(f"  {_phase_line(phase)}\n")
             stdout.flush()
-            if not phase.passed and len(phases) > 1:
+            # Past the main run, stop at the first step that is slow or lossy, or whose rate
+            # the API could not reach (a higher target would only queue in this client).
+            if len(phases) > 1 and not (phase.delivered and phase.achieved >= 0.9 * phase.rate):
                 break
     finally:
         stop.set()
@@ -733,12 +744,15 @@ def _report(plan: Plan, phases: list[Phase], crowd: Crowd, *, quick: bool) -> st
     main = phases[0]
     passing = [p for p in phases if p.passed]
     best = max(passing, key=lambda p: p.rate) if passing else None
+    delivered = [p for p in phases if p.delivered]
+    fastest = max(delivered, key=lambda p: p.achieved) if delivered else None
     lag = sorted(crowd.lag)
     lag99 = lag[int(0.99 * (len(lag) - 1))] if lag else float("nan")
     rows = "\n".join(
         f"| {p.rate:g} | {p.seconds:g} | {p.placed} ({p.achieved:.1f}/s) | {len(p.latencies)} "
         f"| {_ms(p.quantile(0.5))} | {_ms(p.quantile(0.95))} | {_ms(p.quantile(0.99))} "
-        f"| {p.lost} of {p.expected} | {p.web_cpu:.0%} | {p.load:.1f} | {'yes' if p.passed else 'no'} |"
+        f"| {p.lost} of {p.expected} | {p.web_cpu:.0%} | {p.load:.1f} "
+        f"| {'yes' if p.delivered else 'no'} | {'yes' if p.reached else 'no'} |"
         for p in phases
     )
     return f"""One Daphne process (`-v 0`, ping 20/30 s) serves the order API, the agents' API and
@@ -749,14 +763,17 @@ and connects with `?after=0`; at most {crowd.most_open} customer sockets were op
 places orders through the API, half takeaway, half delivery. Latency is from the event's `at`
 (database clock at the change) to its arrival on a socket, for every message streamed (replays
 not timed). Lost counts every event the table says a socket should have had and it never got,
-replay included, after the kitchens finished.
+replay included, after the kitchens finished. Web CPU is the Daphne process's share of one
+core over the step; load is the machine's 1-minute load average at its end (the machine's two
+cores are shared with PostgreSQL, the agents, this client and anything else running).
 
-| orders/s | s | placed (achieved) | streamed messages | p50 | p95 | p99 | lost | web CPU | load | p99 < {P99_LIMIT * 1000:.0f} ms, 0 lost |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| orders/s asked | s | placed (achieved) | streamed messages | p50 | p95 | p99 | lost | web CPU | load | p99 < {P99_LIMIT * 1000:.0f} ms, 0 lost | rate reached |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
-- At {main.rate:g} orders/s: p99 {_ms(main.quantile(0.99))}, lost {main.lost}, duplicates {main.duplicates}.
-- Highest rate with p99 under {P99_LIMIT * 1000:.0f} ms and nothing lost: {f"{best.rate:g} orders/s" if best else "none"}{"" if not phases or phases[-1].passed else f" (the next step, {phases[-1].rate:g}/s, was over)"}.
+- At {main.rate:g} orders/s asked ({main.achieved:.1f}/s placed, {main.failed} failed{_reasons(main)}): p50 {_ms(main.quantile(0.5))}, p99 {_ms(main.quantile(0.99))}, lost {main.lost} of {main.expected}.
+- Highest rate asked for, reached (95 %) with p99 under {P99_LIMIT * 1000:.0f} ms and nothing lost: {f"{best.rate:g} orders/s" if best else "none"}{"" if not phases or phases[-1].passed else f" (the last step, {phases[-1].rate:g}/s, was not)"}.
+- Highest rate actually placed with p99 under {P99_LIMIT * 1000:.0f} ms and nothing lost: {f"{fastest.achieved:.1f} orders/s (asked {fastest.rate:g})" if fastest else "none"}.
 - Sockets the server dropped and that reconnected (as a page does, `?after=` the highest id seen less {RECONNECT_MARGIN}): {phases[-1].reconnects if phases else 0}; one event id twice on one connection: {sum(p.duplicates for p in phases)}.
 - The client's own event loop ran late by p99 {_ms(lag99)} (included in the latencies above).
 {"- `--quick`: a small run that checks the bench works; its figures are not the benchmark." if quick else ""}"""
