@@ -47,9 +47,9 @@ LISTENER_WAIT_SECONDS = 10.0
 OPS_REPLAY_LIMIT = 500
 KITCHEN_REPLAY_LIMIT = 5_000
 MAX_EVENT_ID = 2**63 - 1
-# Order tokens are token_urlsafe; anything else is no order (and no valid group name).
+# Longer slugs or other tokens name no outlet or order (and would be no valid group name).
 SLUG_MAX = Outlet._meta.get_field("slug").max_length or 50
-TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # orders' tokens are token_urlsafe
 
 
 class SentIds:
