@@ -13,6 +13,9 @@ from queueing.models import OrderKind, Outlet
 from shop.models import MenuItem
 from shop.ordering import MAX_NOTE, MAX_QTY, OrderInvalid
 
+# The id of the datalist of known delivery zones that the zone field offers.
+ZONE_LIST_ID = "known-zones"
+
 # "lines[3].qty" -> (3, "qty")
 _LINE_FIELD = re.compile(r"^lines\[(\d+)\]\.(\w+)$")
 
@@ -39,19 +42,28 @@ class OrderForm(forms.Form):
         choices=OrderKind.choices, widget=forms.RadioSelect, initial=OrderKind.TAKEAWAY
     )
     outlet = forms.ChoiceField(required=False, label="Pick it up at")
+    # Limits are the API's (shop.ordering), so every field's error shows at once here.
     zone = forms.CharField(
         required=False,
+        max_length=40,
         label="Delivery zone",
-        widget=forms.TextInput(attrs={"placeholder": "e.g. N1", "autocomplete": "postal-code"}),
+        widget=forms.TextInput(attrs={"placeholder": "e.g. N1", "list": ZONE_LIST_ID}),
     )
     name = forms.CharField(
-        required=False, label="Your name", widget=forms.TextInput(attrs={"autocomplete": "name"})
+        required=False,
+        max_length=100,
+        label="Your name",
+        widget=forms.TextInput(attrs={"autocomplete": "name"}),
     )
     phone = forms.CharField(
-        required=False, label="Phone", widget=forms.TextInput(attrs={"autocomplete": "tel"})
+        required=False,
+        max_length=40,
+        label="Phone",
+        widget=forms.TextInput(attrs={"autocomplete": "tel"}),
     )
     address = forms.CharField(
         required=False,
+        max_length=300,
         label="Address",
         widget=forms.Textarea(attrs={"rows": 2, "autocomplete": "street-address"}),
     )
@@ -59,10 +71,16 @@ class OrderForm(forms.Form):
     form_id = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def __init__(
-        self, *args: Any, menu: Iterable[MenuItem], outlets: Iterable[Outlet], **kwargs: Any
+        self,
+        *args: Any,
+        menu: Iterable[MenuItem],
+        outlets: Iterable[Outlet],
+        zones: Iterable[str] = (),
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.menu = list(menu)
+        self.zones = list(zones)  # offered in a datalist; any other zone may still be typed
         outlet_field = self.fields["outlet"]
         assert isinstance(outlet_field, forms.ChoiceField)
         outlet_field.choices = [("", "— choose an outlet —")] + [(o.slug, o.name) for o in outlets]
@@ -70,17 +88,17 @@ class OrderForm(forms.Form):
             self.initial["form_id"] = secrets.token_urlsafe(16)
         for item in self.menu:
             self.fields[f"qty_{item.slug}"] = forms.IntegerField(
-                required=False,
+                required=False,  # blank is 0: not ordered
                 label=item.name,
                 initial=0,
                 widget=forms.NumberInput(attrs={"min": 0, "max": MAX_QTY, "inputmode": "numeric"}),
+                error_messages={"invalid": f"Enter a number from 0 (none) to {MAX_QTY}."},
             )
             self.fields[f"note_{item.slug}"] = forms.CharField(
                 required=False,
+                max_length=MAX_NOTE,
                 label=f"Note for {item.name}",
-                widget=forms.TextInput(
-                    attrs={"placeholder": "note (optional)", "maxlength": MAX_NOTE}
-                ),
+                widget=forms.TextInput(attrs={"placeholder": "note (optional)"}),
             )
 
     def menu_rows(self) -> list[tuple[MenuItem, forms.BoundField, forms.BoundField]]:
@@ -88,13 +106,29 @@ class OrderForm(forms.Form):
         return [(item, self[f"qty_{item.slug}"], self[f"note_{item.slug}"]) for item in self.menu]
 
     def clean(self) -> dict[str, Any]:
+        """Every missing or wrong field at once; shop.ordering still has the last word."""
         super().clean()
-        if not self.errors and not self._ordered_slugs():
-            raise forms.ValidationError("Choose at least one item (set its quantity).")
+        data = self.cleaned_data
+        for item in self.menu:
+            qty = data.get(f"qty_{item.slug}")
+            if qty is not None and not 0 <= qty <= MAX_QTY:
+                self.add_error(f"qty_{item.slug}", f"Enter a number from 0 (none) to {MAX_QTY}.")
+        kind = data.get("kind")
+        needed = {"name": "Enter your name."}
+        if kind == OrderKind.DELIVERY:
+            needed |= {"zone": "Enter your delivery zone.", "address": "Enter your address."}
+        elif kind == OrderKind.TAKEAWAY:
+            needed["outlet"] = "Choose where you will pick it up."
+        for name, message in needed.items():
+            if name in data and not str(data[name]).strip():
+                self.add_error(name, message)
+        if not self._ordered_slugs() and not any(f"qty_{m.slug}" in self.errors for m in self.menu):
+            self.add_error(None, "Choose at least one item: set how many you want.")
         return self.cleaned_data
 
     def _ordered_slugs(self) -> list[str]:
-        return [m.slug for m in self.menu if (self.cleaned_data.get(f"qty_{m.slug}") or 0) != 0]
+        """Items with a quantity; 0 or blank means not ordered."""
+        return [m.slug for m in self.menu if self.cleaned_data.get(f"qty_{m.slug}")]
 
     def payload(self) -> dict[str, Any]:
         """The order request in the API's shape, for ``order_request_parse``."""
@@ -131,17 +165,34 @@ class OrderForm(forms.Form):
             if index < len(ordered):
                 slug = ordered[index]
                 name = f"note_{slug}" if part == "note" else f"qty_{slug}"
-                self.add_error(name, exc.message)
+                self.add_error(name, _sentence(exc.message))
                 return
         field = _FORM_FIELD.get(exc.field)
         if field:
-            self.add_error(field, _sentence(exc.message))
+            self.add_error(field, _sentence(exc.message, subject=_SUBJECT.get(field, "")))
         else:
-            self.add_error(None, f"{exc.field}: {exc.message}")
+            self.add_error(None, f"{exc.field}: {_sentence(exc.message)}")
 
 
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] if message else message
+# The parser's messages leave out their subject ("is required"); the form names it.
+_SUBJECT = {
+    "kind": "The kind of order",
+    "outlet": "The outlet",
+    "zone": "The delivery zone",
+    "name": "Your name",
+    "phone": "The phone number",
+    "address": "The address",
+}
+
+
+def _sentence(message: str, *, subject: str = "") -> str:
+    """'is required' -> 'The address is required.'; 'unknown outlet' -> 'Unknown outlet.'"""
+    if not message:
+        return message
+    if subject and message.split(" ", 1)[0] in ("is", "must"):
+        message = f"{subject} {message}"
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith((".", "!", "?")) else f"{message}."
 
 
 class OutletForm(forms.Form):

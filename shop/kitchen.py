@@ -21,7 +21,7 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.http import require_POST
 
 from queueing.errors import QueueError, StaleFence, TicketTaken
-from queueing.models import Outlet
+from queueing.models import Order, Outlet
 from queueing.selectors import order_by_token
 from queueing.services import (
     order_claim_next,
@@ -138,34 +138,45 @@ def _stale_message(exc: StaleFence) -> str:
     )
 
 
+def _ticket_json(ticket: Ticket | Order) -> dict[str, Any]:
+    return {
+        "token": ticket.token,
+        "number": ticket.pk if isinstance(ticket, Order) else ticket.id,
+        "state": ticket.state,
+        "fence": ticket.fence,
+        "claimed_by": ticket.claimed_by,
+    }
+
+
 def _answer(ticket: Ticket, message: str) -> JsonResponse:
-    return JsonResponse(
-        {
-            "ok": True,
-            "message": message,
-            "ticket": {
-                "token": ticket.token,
-                "number": ticket.id,
-                "state": ticket.state,
-                "fence": ticket.fence,
-                "claimed_by": ticket.claimed_by,
-            },
-        }
-    )
+    return JsonResponse({"ok": True, "message": message, "ticket": _ticket_json(ticket)})
+
+
+def _taken_message(request: HttpRequest, number: str, by: str, station: str) -> str:
+    """Why a ticket cannot be started: this station, this cook on another screen, or someone else."""
+    if by == station:
+        return f"{number} is already yours: it was started at this station."
+    if by.split("·")[0] == request.user.get_username():
+        return f"{number} is already yours: you started it at another screen ({by})."
+    return f"{number} is taken by {by}."
 
 
 @kitchen_action
 def start(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
+    station = station_name(request, data)
     try:
-        ticket = order_claim_ticket(
-            outlet=outlet, token=_token(data), station=station_name(request, data)
-        )
+        ticket = order_claim_ticket(outlet=outlet, token=_token(data), station=station)
     except TicketTaken as exc:
         by = exc.context.get("claimed_by")
         order = order_by_token(token=data["token"])
         number = f"Order {order.pk}" if order else "This ticket"
-        message = f"{number} is taken by {by}." if by else _sentence(exc.message)
-        return _refusal(exc.status, exc.code, message, claimed_by=by or "")
+        if not isinstance(by, str) or not by:
+            return _refusal(exc.status, exc.code, _sentence(exc.message), claimed_by="")
+        message = _taken_message(request, number, by, station)
+        if by == station and order is not None:
+            # Pressing Start again on your own ticket changes nothing and is no mistake.
+            return JsonResponse({"ok": True, "message": message, "ticket": _ticket_json(order)})
+        return _refusal(exc.status, exc.code, message, claimed_by=by)
     return _answer(ticket, f"Order {ticket.id} started.")
 
 

@@ -18,10 +18,13 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
-from queueing.errors import QueueError
+from queueing.errors import OutletNotEmpty, QueueError
 from queueing.models import EventType, OrderEvent, Outlet, OutletState
 from queueing.selectors import (
     events_notable,
@@ -59,8 +62,22 @@ def manager_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRes
 class RingRow:
     outlet: Outlet
     share: float  # of the key space, on the ring of active outlets
-    heirs: list[tuple[str, float]]  # who takes its key space if it dies, and how much
+    heirs: list[tuple[str, int]]  # who takes its key space if it dies, in whole percent
     zones: list[tuple[str, int, str]]  # (zone, open delivery orders, where they would go)
+    percent: int = 0  # share in whole percent; the rows' percents add up to 100
+
+
+def whole_percents(parts: list[float]) -> list[int]:
+    """Parts of a whole as whole percents that add up to 100 (largest remainder), or all 0."""
+    total = sum(parts)
+    if total <= 0:
+        return [0] * len(parts)
+    exact = [100 * p / total for p in parts]
+    percents = [int(x) for x in exact]
+    by_remainder = sorted(range(len(parts)), key=lambda i: (percents[i] - exact[i], i))
+    for i in by_remainder[: 100 - sum(percents)]:
+        percents[i] += 1
+    return percents
 
 
 def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
@@ -80,16 +97,17 @@ def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
     for outlet in live:
         survivors = [o for o in active if o.pk != outlet.pk]
         own = shares.get(outlet.slug, 0.0)
-        heirs: list[tuple[str, float]] = []
+        heirs: list[tuple[str, int]] = []
         zones: list[tuple[str, int, str]] = []
         if survivors:
             ring = ring_of(survivors)
             after = ring.shares()
             gains = {s: after[s] - shares.get(s, 0.0) for s in after}
-            heirs = sorted(
-                ((s, g / own if own else 0.0) for s, g in gains.items() if g > 1e-9),
-                key=lambda sg: -sg[1],
+            heirs_by_gain = sorted(
+                (s for s, g in gains.items() if g > 1e-9), key=lambda s: -gains[s]
             )
+            percents = whole_percents([gains[s] for s in heirs_by_gain])
+            heirs = list(zip(heirs_by_gain, percents, strict=True))
             for zone, count in zones_by_outlet.get(outlet.pk, []):
                 # An order without a zone is keyed by its token: each may go elsewhere.
                 zones.append((zone, count, ring.owner(zone) if zone else "(each its own way)"))
@@ -98,6 +116,8 @@ def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
                 (z, n, "nowhere: it would wait") for z, n in zones_by_outlet.get(outlet.pk, [])
             ]
         rows.append(RingRow(outlet=outlet, share=own, heirs=heirs, zones=zones))
+    for row, percent in zip(rows, whole_percents([r.share for r in rows]), strict=True):
+        row.percent = percent
     return rows
 
 
@@ -135,7 +155,10 @@ def event_words(event: OrderEvent) -> str:
 
 def overview_context() -> dict[str, Any]:
     newest = last_event_id()
-    outlets = list(outlets_health())
+    everyone = list(outlets_health())
+    # Retired outlets never come back: listed apart, folded away, so the table stays short.
+    outlets = [o for o in everyone if o.state != OutletState.RETIRED]
+    retired = [o for o in everyone if o.state == OutletState.RETIRED]
     timeout = settings.HEARTH_HEARTBEAT_TIMEOUT
     for outlet in outlets:
         age = outlet.heartbeat_age  # type: ignore[attr-defined]
@@ -148,6 +171,7 @@ def overview_context() -> dict[str, Any]:
         outlet.actions = [a for a in ACTIONS.values() if outlet.state in a.allowed_from]  # type: ignore[attr-defined]
     return {
         "outlets": outlets,
+        "retired": retired,
         "ring": ring_rows(outlets),
         "events": [(event, event_words(event)) for event in events_notable()],
         "attention": list(orders_needing_attention()),
@@ -182,6 +206,7 @@ def ops_overview_part(request: HttpRequest) -> HttpResponse:
 class OutletAction:
     slug: str
     label: str
+    short: str  # the button in the outlets table, where a row's buttons share one line
     explain: str  # {name} is the outlet's name
     allowed_from: tuple[str, ...]
     danger: bool
@@ -193,23 +218,36 @@ def _drain(outlet: Outlet) -> str:
     return f"{outlet.name} is draining: no new orders, it finishes what it has."
 
 
+def _orders(count: int, what: str) -> str:
+    """'1 delivery order', '2 delivery orders'."""
+    return f"{count} {what} order{pluralize(count)}"
+
+
 def _drain_move(outlet: Outlet) -> str:
     moved = outlet_drain(outlet=outlet, move_queued=True)
     return (
-        f"{outlet.name} is draining; {len(moved)} waiting delivery orders moved to other outlets."
+        f"{outlet.name} is draining; {_orders(len(moved), 'waiting delivery')} "
+        "moved to other outlets."
     )
 
 
 def _down(outlet: Outlet) -> str:
     moved, cancelled = outlet_mark_down(outlet=outlet)
     return (
-        f"{outlet.name} is down: {len(moved)} delivery orders moved, "
-        f"{len(cancelled)} takeaway orders cancelled (their customers are told)."
+        f"{outlet.name} is down: {_orders(len(moved), 'delivery')} moved, "
+        f"{_orders(len(cancelled), 'takeaway')} cancelled (their customers are told)."
     )
 
 
 def _retire(outlet: Outlet) -> str:
-    outlet_retire(outlet=outlet)
+    try:
+        outlet_retire(outlet=outlet)
+    except OutletNotEmpty:
+        # The engine's message counts without plurals; this one says what to do.
+        raise OutletNotEmpty(
+            "it still has open orders. Let them finish, or use Drain and move or Mark down, "
+            "then retire it."
+        ) from None
     return f"{outlet.name} is retired; its agent token no longer works."
 
 
@@ -225,6 +263,7 @@ ACTIONS = {
         OutletAction(
             "drain",
             "Drain",
+            "Drain",
             "{name} stops taking new orders and finishes the ones it has.",
             (OutletState.ACTIVE,),
             False,
@@ -233,6 +272,7 @@ ACTIONS = {
         OutletAction(
             "drain-move",
             "Drain and move",
+            "Drain + move",
             "{name} stops taking new orders; its delivery orders that nobody has started "
             "move to other outlets now. Orders being made stay and are finished there.",
             _LIVE,
@@ -241,6 +281,7 @@ ACTIONS = {
         ),
         OutletAction(
             "down",
+            "Mark down",
             "Mark down",
             "Declare {name} down now, for a planned outage: its open delivery orders move to "
             "other outlets and its takeaway orders are cancelled, their customers told at once.",
@@ -251,6 +292,7 @@ ACTIONS = {
         OutletAction(
             "retire",
             "Retire",
+            "Retire",
             "Retire {name} for good: it leaves the ring and its agent token stops working. "
             "Only possible once it has no open orders.",
             (OutletState.DRAINING, OutletState.DOWN),
@@ -259,6 +301,7 @@ ACTIONS = {
         ),
         OutletAction(
             "activate",
+            "Reactivate",
             "Reactivate",
             "{name} takes new orders again. If nothing heartbeats for it, the notifier will "
             "declare it down again after the heartbeat timeout.",
@@ -290,9 +333,21 @@ def outlet_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
     return redirect("ops")
 
 
+# The new outlet's agent token waits here between the POST and the page that shows it.
+NEW_TOKEN_KEY = "hearth_new_outlet_token"
+
+
 @require_http_methods(["GET", "POST"])
 @manager_required
 def outlet_add(request: HttpRequest) -> HttpResponse:
+    """The form; its POST redirects to ``?added=<slug>``, which shows the agent token once.
+
+    POST/redirect/GET: reloading the page that shows the token asks the server
+    for nothing new. The token is stored hashed; its clear text waits in the
+    session only until that page is shown.
+    """
+    if request.method == "GET" and "added" in request.GET:
+        return _outlet_added(request, request.GET["added"])
     form = OutletForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -303,17 +358,25 @@ def outlet_add(request: HttpRequest) -> HttpResponse:
         except IntegrityError:  # two managers added the same slug at once
             form.add_error("slug", f"There is already an outlet {data['slug']}.")
         else:
-            # The token is shown on this response only: it is stored hashed, never again in clear.
-            response = render(
-                request,
-                "shop/ops_outlet_added.html",
-                {
-                    "outlet": outlet,
-                    "token": token,
-                    "server": request.build_absolute_uri("/").rstrip("/"),
-                },
-            )
-            response["Cache-Control"] = "no-store"
-            return response
+            request.session[NEW_TOKEN_KEY] = {"slug": outlet.slug, "token": token}
+            return redirect(f"{reverse('ops-outlet-add')}?{urlencode({'added': outlet.slug})}")
     status = 400 if request.method == "POST" else 200
     return render(request, "shop/ops_outlet_add.html", {"form": form}, status=status)
+
+
+def _outlet_added(request: HttpRequest, slug: str) -> HttpResponse:
+    outlet = Outlet.objects.filter(slug=slug).first()
+    if outlet is None:
+        raise Http404("no such outlet")
+    pending = request.session.get(NEW_TOKEN_KEY)
+    token = None
+    if isinstance(pending, dict) and pending.get("slug") == slug:
+        token = pending.get("token")
+        del request.session[NEW_TOKEN_KEY]
+    response = render(
+        request,
+        "shop/ops_outlet_added.html",
+        {"outlet": outlet, "token": token, "server": request.build_absolute_uri("/").rstrip("/")},
+    )
+    response["Cache-Control"] = "no-store"
+    return response

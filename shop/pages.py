@@ -10,6 +10,7 @@ missed.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -19,6 +20,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_GET, require_http_methods
 
 from queueing.errors import QueueError
@@ -35,23 +37,41 @@ from queueing.selectors import (
     outlet_queue,
     outlets_for_user,
 )
-from queueing.services.routing import active_outlets
+from queueing.services.routing import OUTLET_UNAVAILABLE, active_outlets
 from shop.access import is_manager, kitchen_outlet
 from shop.forms import OrderForm
 from shop.models import MenuItem
 from shop.ordering import IdempotencyConflict, OrderInvalid, order_place, order_request_parse
 
-# The customer's stepper, in order. Delivery and takeaway differ in the fourth step.
-STEPS_DELIVERY = ("Received", "In the kitchen", "Ready", "Out for delivery", "Done")
-STEPS_TAKEAWAY = ("Received", "In the kitchen", "Ready", "Ready for pickup", "Done")
-# The step an order in each state is at. A ready order is on the pass: it is made
-# (step 2 done) and waiting to be picked up or taken out (step 3 under way).
+# The customer's stepper, one step per state an order goes through. Delivery and
+# takeaway differ only in what "ready" means to the customer.
+STEPS_DELIVERY = ("Received", "In the kitchen", "Out for delivery", "Done")
+STEPS_TAKEAWAY = ("Received", "In the kitchen", "Ready for pickup", "Done")
+# The step an order in each state is at; a completed order has done them all.
 STEP_OF_STATE: dict[str, int] = {
     OrderState.QUEUED: 0,
     OrderState.PREPARING: 1,
-    OrderState.READY: 3,
-    OrderState.COMPLETED: 5,
+    OrderState.READY: 2,
+    OrderState.COMPLETED: 4,
 }
+# How many recent orders the order form looks through for the zones customers use.
+RECENT_ORDERS_FOR_ZONES = 500
+
+
+def nav_kitchens(request: HttpRequest) -> dict[str, Any]:
+    """Context processor: the kitchens the signed-in user works at, for the top bar.
+
+    Lazy, so a page without the top bar (the kitchen screen, a live fragment)
+    makes no query; one query where the bar is shown.
+    """
+
+    def kitchens() -> list[Outlet]:
+        user = request.user
+        if not user.is_authenticated:
+            return []
+        return list(outlets_for_user(user=user, manager=False).order_by("name"))
+
+    return {"nav_kitchens": SimpleLazyObject(kitchens)}
 
 
 @require_GET
@@ -67,11 +87,31 @@ def home(request: HttpRequest) -> HttpResponse:
 # --- The order form ---------------------------------------------------------------
 
 
+def known_delivery_zones() -> list[str]:
+    """Zones to offer on the order form: the configured ones and those of recent delivery orders.
+
+    Only the newest orders are looked at (by the primary key's index), so the
+    form costs the same however long the order history grows.
+    """
+    recent = Order.objects.order_by("-id").values("id")[:RECENT_ORDERS_FOR_ZONES]
+    used = (
+        Order.objects.filter(id__in=recent, kind=OrderKind.DELIVERY)
+        .exclude(zone="")
+        .values_list("zone", flat=True)
+        .distinct()
+    )
+    zones = set(settings.HEARTH_DELIVERY_ZONES) | set(used)
+    return sorted(
+        zones, key=lambda z: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", z)]
+    )
+
+
 def _order_form(data: Any = None) -> OrderForm:
     return OrderForm(
         data,
         menu=MenuItem.objects.filter(available=True).order_by("name"),
         outlets=active_outlets(),
+        zones=known_delivery_zones(),
     )
 
 
@@ -116,10 +156,16 @@ def order_form(request: HttpRequest) -> HttpResponse:
 def _notice(order: Order, events: list[OrderEvent]) -> dict[str, str] | None:
     """What the customer must be told in plain words: moved, cancelled, waiting, stuck."""
     if order.state == OrderState.CANCELLED:
+        where = order.outlet.name if order.outlet else "The shop"
+        if order.cancel_reason == OUTLET_UNAVAILABLE:
+            text = f"{where} closed unexpectedly, so it cannot make your order."
+        else:
+            text = f"{where} could not make it ({order.cancel_reason or 'no reason given'})."
         return {
             "tone": "bad",
             "title": "Your order was cancelled",
-            "text": order.cancel_reason or "The shop could not make it.",
+            "text": f"{text} Nothing will be made and there is nothing to collect.",
+            "next": "Please place a new order",
         }
     if order.state == OrderState.ATTENTION:
         return {
@@ -170,6 +216,9 @@ def _timeline(events: list[OrderEvent]) -> list[tuple[OrderEvent, str]]:
         words = TIMELINE_WORDS.get(event.type, event.get_type_display())  # type: ignore[call-overload]
         if event.type == EventType.REROUTED:
             words = f"Moved to {event.outlet.name}" if event.outlet else "Waiting for a kitchen"
+        elif event.type == EventType.CANCELLED and isinstance(event.detail, dict):
+            reason = event.detail.get("reason")
+            words = f"{words}: {reason}" if reason else words
         elif event.outlet and event.type in (EventType.PLACED, EventType.CLAIMED):
             words = f"{words} · {event.outlet.name}"
         lines.append((event, words))

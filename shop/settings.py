@@ -103,6 +103,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "shop.pages.nav_kitchens",  # the signed-in user's kitchens in the top bar
             ],
         },
     },
@@ -189,3 +190,7 @@ HEARTH_QUICK_PREP_SECONDS = env_seconds("HEARTH_QUICK_PREP_SECONDS", 30)
 # What happens to an outlet's open orders when it goes down, per kind.
 HEARTH_ON_OUTLET_DOWN = {"delivery": "reroute", "takeaway": "cancel"}
 HEARTH_STATIONS_PER_OUTLET = int(os.environ.get("HEARTH_STATIONS_PER_OUTLET", "2"))
+# Delivery zones the order form offers (comma-separated), besides those recent orders used.
+HEARTH_DELIVERY_ZONES = [
+    z.strip() for z in os.environ.get("HEARTH_DELIVERY_ZONES", "").split(",") if z.strip()
+]

@@ -239,7 +239,12 @@
     var fence = parseInt(el.getAttribute("data-fence"), 10);
     var number = el.getAttribute("data-number");
     if (action === "start") {
-      if (state !== "queued") return say("Order " + number + " is already started.", false);
+      if (state === "preparing") {
+        var by = el.getAttribute("data-claimed-by") || "";
+        if (by === username + "·" + tab) return say("Order " + number + " is already yours: it was started at this station.", true);
+        return say("Order " + number + " is already being made" + (by ? " by " + by : "") + ".", false);
+      }
+      if (state !== "queued") return say("Order " + number + " is already made: it is on the pass.", false);
       return act("start", { token: token });
     }
     if (action === "ready") {

@@ -15,6 +15,12 @@
     pill.className = "live-pill " + (ok ? "live-pill--live" : "live-pill--down");
   }
 
+  // The overview is replaced every few seconds: keep the retired outlets open if opened.
+  var retiredOpen = false;
+  root.addEventListener("toggle", function (e) {
+    if (e.target.id === "retired-outlets") retiredOpen = e.target.open;
+  }, true);
+
   var part = new H.LivePart({
     container: root,
     partUrl: root.getAttribute("data-part-url"),
@@ -22,6 +28,8 @@
     debounce: 400,
     onSwap: function () {
       H.localTimes(root);
+      var retired = document.getElementById("retired-outlets");
+      if (retired) retired.open = retiredOpen;
     },
     onStatus: showStatus,
   });

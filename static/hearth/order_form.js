@@ -14,10 +14,7 @@
     if (e.target.name === "kind") sync();
   });
   sync();
-  var firstError = form.querySelector(".field-error");
-  if (firstError) {
-    var field = firstError.closest("td, .field");
-    var input = field && field.querySelector("input, select, textarea");
-    if (input) input.focus();
-  }
+  // Django marks every field with an error aria-invalid: start at the first one.
+  var firstInvalid = form.querySelector('[aria-invalid="true"]:not([type="hidden"])');
+  if (firstInvalid) firstInvalid.focus();
 })();

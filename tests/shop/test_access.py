@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from queueing.models import Order, Outlet
 from queueing.services import order_enqueue
@@ -266,3 +269,85 @@ def test_home__anonymous_sees_the_order_link(db: None) -> None:
     html = client_for(None).get("/").content.decode()
     assert 'href="/order/"' in html
     assert "/kitchen/" not in html
+
+
+# --- The top bar ----------------------------------------------------------------------
+
+
+def nav_kitchen_links(html: str) -> list[str]:
+    return re.findall(r'<a href="(/kitchen/[^"]+)" class="nav-kitchen">', html)
+
+
+def test_nav__links_a_signed_in_cook_to_their_kitchens_on_every_page(
+    cook_north: User, north: Outlet, south: Outlet
+) -> None:
+    Membership.objects.create(user=cook_north, outlet=south)
+    client = client_for(cook_north)
+    for path in ("/", "/order/", "/api/docs/"):
+        assert nav_kitchen_links(client.get(path).content.decode()) == [
+            "/kitchen/north/",
+            "/kitchen/south/",
+        ], path
+
+
+def test_nav__the_kitchens_cost_one_query_however_many(
+    cook_north: User, make_outlet: Callable[..., tuple[Outlet, str]]
+) -> None:
+    client = client_for(cook_north)
+    client.get("/order/")  # warm the session
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            client.get("/order/")
+        return len(captured.captured_queries)
+
+    one = queries()
+    for slug in ("a1", "a2", "a3"):
+        Membership.objects.create(user=cook_north, outlet=make_outlet(slug)[0])
+    assert queries() == one
+    assert len(nav_kitchen_links(client.get("/order/").content.decode())) == 3  # 4: home lists all
+
+
+def test_nav__anonymous_visitors_and_a_manager_without_an_outlet_get_no_kitchen_link(
+    manager: User, north: Outlet
+) -> None:
+    assert nav_kitchen_links(client_for(None).get("/order/").content.decode()) == []
+    html = client_for(manager).get("/order/").content.decode()
+    assert nav_kitchen_links(html) == [] and 'href="/ops/"' in html
+
+
+def test_nav__a_page_without_the_top_bar_makes_no_kitchen_query(
+    cook_north: User, north: Outlet
+) -> None:
+    client = client_for(cook_north)
+    with CaptureQueriesContext(connection) as on_the_order_form:
+        client.get("/order/")
+    with CaptureQueriesContext(connection) as on_the_tickets:
+        client.get("/kitchen/north/tickets/")  # fetched again on every kitchen event
+
+    def nav_queries(captured: CaptureQueriesContext) -> int:
+        return sum(q["sql"].startswith('SELECT DISTINCT "queueing_outlet"') for q in captured)
+
+    assert (nav_queries(on_the_order_form), nav_queries(on_the_tickets)) == (1, 0)
+
+
+# --- The favicon --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/order/", "/api/docs/", "/accounts/login/"])
+def test_favicon__every_page_names_the_svg_icon(db: None, path: str) -> None:
+    html = Client().get(path).content.decode()
+    assert '<link rel="icon" href="/static/hearth/favicon.svg" type="image/svg+xml">' in html
+
+
+def test_favicon__the_admin_names_it_too(db: None) -> None:
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="pw-root-12"))
+    assert 'href="/static/hearth/favicon.svg"' in client.get("/admin/").content.decode()
+
+
+def test_favicon__is_served_as_svg(db: None) -> None:
+    response = Client().get("/static/hearth/favicon.svg")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/svg+xml"
+    assert b"<svg" in b"".join(response.streaming_content)  # type: ignore[attr-defined]

@@ -18,10 +18,14 @@ from queueing.services import (
     order_claim_next,
     order_complete,
     order_enqueue,
+    order_mark_ready,
     outlet_authenticate,
     outlet_mark_down,
 )
-from shop.models import Membership
+from shop.forms import OrderForm
+from shop.models import Membership, MenuItem
+from shop.ops import whole_percents
+from shop.ordering import OrderInvalid
 from shop.pages import KITCHEN_MAX_TICKETS
 
 pytestmark = pytest.mark.django_db
@@ -175,19 +179,24 @@ def errors_of(response: Any) -> dict[str, list[str]]:
     ("overrides", "field", "words"),
     [
         ({}, "__all__", "Choose at least one item"),
-        ({"qty_margherita": "1", "outlet": ""}, "outlet", "required"),
+        ({"qty_margherita": "1", "outlet": ""}, "outlet", "Choose where you will pick it up."),
         ({"qty_margherita": "1", "outlet": "atlantis"}, "outlet", "Select a valid choice"),
-        ({"qty_margherita": "1", "name": ""}, "name", "required"),
-        ({"qty_margherita": "99"}, "qty_margherita", "from 1 to 50"),
-        ({"qty_margherita": "-1"}, "qty_margherita", "from 1 to 50"),
-        ({"qty_margherita": "two"}, "qty_margherita", "whole number"),
+        ({"qty_margherita": "1", "name": " "}, "name", "Enter your name."),
+        ({"qty_margherita": "99"}, "qty_margherita", "from 0 (none) to 50"),
+        ({"qty_margherita": "-1"}, "qty_margherita", "from 0 (none) to 50"),
+        ({"qty_margherita": "two"}, "qty_margherita", "from 0 (none) to 50"),
         ({"qty_margherita": "1", "note_margherita": "x" * 201}, "note_margherita", "at most 200"),
+        ({"qty_margherita": "1", "phone": "1" * 41}, "phone", "at most 40"),
         (
             {"qty_margherita": "1", "kind": "delivery", "zone": "", "address": "1 St"},
             "zone",
-            "required",
+            "Enter your delivery zone.",
         ),
-        ({"qty_margherita": "1", "kind": "delivery", "zone": "N1"}, "address", "required"),
+        (
+            {"qty_margherita": "1", "kind": "delivery", "zone": "N1"},
+            "address",
+            "Enter your address.",
+        ),
         ({"qty_margherita": "1", "kind": "teleport"}, "kind", "Select a valid choice"),
     ],
 )
@@ -200,6 +209,96 @@ def test_order_form__refusals_are_shown_next_to_their_field(
     assert any(words in e for e in errors.get(field, [])), errors
     assert words in response.content.decode()
     assert not Order.objects.exists()
+
+
+def test_order_form__shows_every_wrong_field_at_once(menu: None, north: Outlet) -> None:
+    response = Client().post(
+        "/order/",
+        form_data(kind="delivery", outlet="", zone="", address="", name="", qty_cola="51"),
+    )
+    assert response.status_code == 400
+    errors = errors_of(response)
+    assert set(errors) == {"zone", "address", "name", "qty_cola"}, errors
+    html = response.content.decode()
+    for message in ("Enter your delivery zone.", "Enter your address.", "Enter your name."):
+        assert message in html
+    assert "Cola (can): Enter a number from 0 (none) to 50." in html
+    assert "Please check the highlighted fields below." in html
+
+
+def test_order_form__no_item_and_a_missing_name_are_both_said(menu: None, north: Outlet) -> None:
+    errors = errors_of(Client().post("/order/", form_data(name="")))
+    assert set(errors) == {"__all__", "name"}, errors
+
+
+def test_order_form__a_quantity_error_sits_on_its_own_row_not_in_the_column(
+    menu: None, north: Outlet
+) -> None:
+    html = Client().post("/order/", form_data(qty_margherita="99")).content.decode()
+    qty_cell = re.search(r'<td class="qty">(.*?)</td>', html, re.S)
+    assert qty_cell is not None and "field-error" not in qty_cell.group(1)
+    error_row = re.search(
+        r'<tr class="menu-error has-error"><td colspan="4">(.*?)</td></tr>', html, re.S
+    )
+    assert error_row is not None
+    assert "Margherita: Enter a number from 0 (none) to 50." in error_row.group(1)
+    assert 'aria-invalid="true"' in html  # the script focuses the first wrong field
+
+
+def test_order_form__quantities_start_at_0_which_means_none(menu: None, north: Outlet) -> None:
+    html = Client().get("/order/").content.decode()
+    assert re.search(r'name="qty_margherita" value="0" min="0" max="50"', html)
+    assert "leave the others at 0" in html
+
+
+def test_order_form__offers_the_configured_zones_and_those_orders_used(
+    menu: None, north: Outlet, settings: Any
+) -> None:
+    settings.HEARTH_DELIVERY_ZONES = ["N10", "N2"]
+    enqueue(None, kind="delivery", zone="E1")
+    enqueue(None, kind="delivery", zone="N2")
+    enqueue(north)  # takeaway: no zone
+    html = Client().get("/order/").content.decode()
+    assert 'list="known-zones"' in html
+    datalist = re.search(r'<datalist id="known-zones">(.*?)</datalist>', html, re.S)
+    assert datalist is not None
+    assert re.findall(r'<option value="([^"]+)">', datalist.group(1)) == ["E1", "N2", "N10"]
+
+
+@pytest.mark.parametrize(
+    ("field", "message", "shown_at", "words"),
+    [
+        ("customer.address", "is required", "address", "The address is required."),
+        (
+            "customer.phone",
+            "must be at most 40 characters",
+            "phone",
+            "The phone number must be at most 40 characters.",
+        ),
+        (
+            "outlet",
+            "outlet north is not taking orders right now",
+            "outlet",
+            "Outlet north is not taking orders right now.",
+        ),
+        (
+            "lines[0].item",
+            "Margherita is not available today",
+            "qty_margherita",
+            "Margherita is not available today.",
+        ),
+        ("rush", "must be true or false", "__all__", "rush: Must be true or false."),
+    ],
+)
+def test_order_form__the_parsers_refusals_read_as_sentences(
+    menu: None, north: Outlet, field: str, message: str, shown_at: str, words: str
+) -> None:
+    form = OrderForm(
+        form_data(qty_margherita="1"), menu=MenuItem.objects.filter(available=True), outlets=[north]
+    )
+    assert form.is_valid(), form.errors
+    form.add_order_error(OrderInvalid(field, message))
+    assert form.errors == {shown_at: [words]}
 
 
 def test_order_form__an_outlet_that_stopped_taking_orders_is_refused_at_its_field(
@@ -245,15 +344,47 @@ def test_order_page__shows_number_outlet_stepper_and_estimate(menu: None, north:
     assert f'data-socket-path="/ws/orders/{order.token}/"' in html
 
 
-def test_order_page__steps_through_the_kitchen_to_done(menu: None, north: Outlet) -> None:
-    order = enqueue(north)
+def step_labels(html: str) -> list[str]:
+    return re.findall(r'<span class="label">([^<]+)</span>', html)
+
+
+@pytest.mark.parametrize(
+    ("kind", "ready_step"), [("takeaway", "Ready for pickup"), ("delivery", "Out for delivery")]
+)
+def test_order_page__steps_through_the_kitchen_to_done(
+    menu: None, north: Outlet, kind: str, ready_step: str
+) -> None:
+    delivery = kind == "delivery"
+    order = enqueue(None if delivery else north, kind=kind, zone="N1" if delivery else "")
+    url = f"/o/{order.token}/part/"
+    assert step_labels(Client().get(url).content.decode()) == [
+        "Received", "In the kitchen", ready_step, "Done",
+    ]  # fmt: skip
     [ticket] = order_claim_next(outlet=north, station="s1")
     assert step_now(Client().get(f"/o/{order.token}/").content.decode()) == "In the kitchen"
+    order_mark_ready(token=order.token, fence=ticket.fence)
+    html = Client().get(url).content.decode()
+    assert step_now(html) == ready_step
+    assert html.count("step--done") == 2  # one step per state: nothing ticks twice
     order_complete(token=order.token, fence=ticket.fence)
-    html = Client().get(f"/o/{order.token}/part/").content.decode()
+    html = Client().get(url).content.decode()
     assert 'class="step step--now"' not in html
-    assert html.count("step--done") == 5
+    assert html.count("step--done") == 4
     assert "Done" in html
+
+
+def test_order_page__status_outlet_and_estimate_are_cards_of_one_row(
+    menu: None, north: Outlet
+) -> None:
+    html = Client().get(f"/o/{enqueue(north).token}/part/").content.decode()
+    facts = re.search(r'<dl class="facts">(.*?)</dl>', html, re.S)
+    assert facts is not None
+    assert re.findall(r"<dt>([^<]+)</dt>", facts.group(1)) == [
+        "Status",
+        "Made by",
+        "Ready at about",
+    ]
+    assert "fact--wide" not in html
 
 
 def test_order_page__without_javascript_it_refreshes_itself(menu: None, north: Outlet) -> None:
@@ -289,8 +420,11 @@ def test_order_page__says_it_was_cancelled_and_why(
     outlet_mark_down(outlet=north)  # takeaway orders of a dead outlet are cancelled
     html = Client().get(f"/o/{order.token}/").content.decode()
     assert "Your order was cancelled" in html
-    assert "outlet unavailable" in html
-    assert "stepper--off" in html
+    assert "Hearth North closed unexpectedly, so it cannot make your order." in html
+    assert "Nothing will be made and there is nothing to collect." in html
+    assert '<a class="btn btn--primary" href="/order/">Please place a new order</a>' in html
+    assert "Made by" not in html and 'class="stepper' not in html  # nothing is on its way
+    assert "Cancelled: outlet unavailable" in html  # the timeline keeps the reason
 
 
 def test_order_page__unknown_token_is_404(db: None) -> None:
@@ -410,6 +544,41 @@ def test_kitchen_action__a_ticket_another_station_holds_says_who(
     assert answer.json()["message"] == f"Order {order.pk} is taken by bob·x1."
 
 
+def test_kitchen_action__starting_your_own_ticket_again_says_it_is_yours(
+    cook: Client, menu: None, north: Outlet
+) -> None:
+    order = enqueue(north)
+    first = post_json(cook, "/kitchen/north/start", {"token": order.token, "tab": "t1"})
+    assert first.json()["message"] == f"Order {order.pk} started."
+    again = post_json(cook, "/kitchen/north/start", {"token": order.token, "tab": "t1"})
+    assert again.status_code == 200
+    assert again.json()["message"] == (
+        f"Order {order.pk} is already yours: it was started at this station."
+    )
+    assert again.json()["ticket"]["fence"] == first.json()["ticket"]["fence"]
+    other_tab = post_json(cook, "/kitchen/north/start", {"token": order.token, "tab": "t2"})
+    assert other_tab.status_code == 409
+    assert other_tab.json()["message"] == (
+        f"Order {order.pk} is already yours: you started it at another screen (cook-north·t1)."
+    )
+    html = cook.get("/kitchen/north/tickets/").content.decode()
+    assert 'data-claimed-by="cook-north·t1"' in html  # the screen says so without asking
+
+
+def test_kitchen__a_ticket_head_keeps_the_timer_apart_from_the_tags_that_wrap(
+    cook: Client, menu: None, north: Outlet
+) -> None:
+    enqueue(north)
+    html = cook.get("/kitchen/north/tickets/").content.decode()
+    head = re.search(r'<div class="ticket-head">(.*?)</div>', html, re.S)
+    assert head is not None
+    assert re.search(
+        r'^\s*<span class="ticket-id">.*</span>\s*<span class="ticket-age" data-age>[^<]+</span>\s*$',
+        head.group(1),
+        re.S,
+    )
+
+
 def test_kitchen_action__a_stale_fence_is_a_clear_409_and_changes_nothing(
     cook: Client, menu: None, north: Outlet, south: Outlet
 ) -> None:
@@ -482,6 +651,68 @@ def test_ops__shows_health_ring_attention_and_the_notifier_alert(
     assert "2 of 2 outlets fell silent at once" in html
 
 
+def ring_percents(html: str) -> list[int]:
+    return [int(p) for p in re.findall(r'<span class="ring-share">(\d+)%</span>', html)]
+
+
+def test_ops__ring_shares_and_heirs_are_whole_percents_that_add_up_to_100(
+    manager: Client, make_outlet: Callable[..., tuple[Outlet, str]]
+) -> None:
+    for slug, weight in (("centre", 2), ("north", 1), ("soho", 2), ("south", 1)):
+        make_outlet(slug, weight=weight)
+    html = manager.get("/ops/overview/").content.decode()
+    assert len(ring_percents(html)) == 4
+    assert sum(ring_percents(html)) == 100
+    for line in re.findall(r"If it died:(.*?)</p>", html, re.S):
+        assert sum(int(p) for p in re.findall(r"takes (\d+)%", line)) == 100, line
+
+
+@pytest.mark.parametrize(
+    ("parts", "percents"),
+    [
+        ([1, 1, 1], [34, 33, 33]),
+        ([0.3456, 0.1649, 0.3301, 0.1594], [35, 16, 33, 16]),
+        ([0.2, 0.0], [100, 0]),
+        ([0.0, 0.0], [0, 0]),
+        ([], []),
+    ],
+)
+def test_whole_percents__add_up_to_100_by_largest_remainder(
+    parts: list[float], percents: list[int]
+) -> None:
+    assert whole_percents(parts) == percents
+
+
+def test_ops__retired_outlets_are_folded_away_below_the_table(
+    manager: Client, north: Outlet, south: Outlet
+) -> None:
+    manager.post("/ops/outlets/south/drain/")
+    manager.post("/ops/outlets/south/retire/")
+    html = manager.get("/ops/overview/").content.decode()
+    table = re.search(r'<table class="health">(.*?)</table>', html, re.S)
+    assert table is not None
+    assert 'data-outlet="north"' in table.group(1)
+    assert 'data-outlet="south"' not in table.group(1)
+    retired = re.search(
+        r'<details class="retired" id="retired-outlets">(.*?)</details>', html, re.S
+    )
+    assert retired is not None
+    assert "Retired outlets (1)" in retired.group(1)
+    assert "Hearth South" in retired.group(1)
+
+
+def test_ops__a_rows_actions_are_short_buttons_with_the_full_label_as_title(
+    manager: Client, north: Outlet
+) -> None:
+    html = manager.get("/ops/overview/").content.decode()
+    buttons = re.findall(r'title="([^"]+)…">([^<]+)</a>', html)
+    assert buttons == [
+        ("Drain Hearth North", "Drain"),
+        ("Drain and move Hearth North", "Drain + move"),
+        ("Mark down Hearth North", "Mark down"),
+    ]
+
+
 def test_ops__overview_is_a_fixed_number_of_queries_whatever_the_outlets(
     manager: Client, make_outlet: Callable[..., tuple[Outlet, str]], menu: None
 ) -> None:
@@ -531,7 +762,8 @@ def test_ops_action__drain_and_move_moves_waiting_delivery_orders(
         for z in (f"Z{i}" for i in range(100))
         if enqueue(None, kind="delivery", zone=z).outlet == north
     )
-    manager.post("/ops/outlets/north/drain-move/")
+    answer = manager.post("/ops/outlets/north/drain-move/", follow=True).content.decode()
+    assert "1 waiting delivery order moved to other outlets." in answer  # one: no plural
     order = Order.objects.get(zone=zone)
     assert order.outlet == south
     html = manager.get("/ops/").content.decode()
@@ -546,9 +778,19 @@ def test_ops_action__retire_with_open_orders_is_refused_with_a_message(
     manager.post("/ops/outlets/north/drain/")
     response = manager.post("/ops/outlets/north/retire/", follow=True)
     assert response.status_code == 200
-    assert "still has 1 open orders" in response.content.decode()
+    assert "Retire Hearth North: it still has open orders. Let them finish" in (
+        response.content.decode()
+    )
     north.refresh_from_db()
     assert north.state == "draining"
+
+
+def test_ops_action__mark_down_counts_in_words_with_plurals(
+    manager: Client, menu: None, north: Outlet, south: Outlet
+) -> None:
+    enqueue(north)
+    answer = manager.post("/ops/outlets/north/down/", follow=True).content.decode()
+    assert "Hearth North is down: 0 delivery orders moved, 1 takeaway order cancelled" in answer
 
 
 def test_ops_action__reactivate_and_retire(manager: Client, north: Outlet) -> None:
@@ -573,10 +815,13 @@ def test_ops_action__unknown_action_or_outlet_is_404(manager: Client, north: Out
     assert manager.post("/ops/outlets/atlantis/drain/").status_code == 404
 
 
-def test_ops_add_outlet__shows_its_token_once(manager: Client) -> None:
-    response = manager.post(
+def test_ops_add_outlet__shows_its_token_once_after_a_redirect(manager: Client) -> None:
+    posted = manager.post(
         "/ops/outlets/add/", {"slug": "soho", "name": "Hearth Soho", "weight": "2"}
     )
+    assert posted.status_code == 302  # POST/redirect/GET: a reload re-submits nothing
+    assert posted["Location"] == "/ops/outlets/add/?added=soho"
+    response = manager.get(posted["Location"])
     assert response.status_code == 200
     token = re.search(
         r'id="agent-token" class="token" type="text" readonly value="([^"]+)"',
@@ -587,8 +832,18 @@ def test_ops_add_outlet__shows_its_token_once(manager: Client) -> None:
     outlet = Outlet.objects.get(slug="soho")
     assert (outlet.name, outlet.weight) == ("Hearth Soho", 2)
     assert outlet_authenticate(slug="soho", token=token.group(1)) == outlet
-    assert token.group(1) not in manager.get("/ops/").content.decode()
     assert OrderEvent.objects.filter(type="outlet", outlet=outlet, detail__action="added").exists()
+
+    reloaded = manager.get(posted["Location"]).content.decode()
+    assert token.group(1) not in reloaded
+    assert "was shown once, when the outlet was added" in reloaded
+    assert token.group(1) not in manager.get("/ops/").content.decode()
+    assert "hearth_new_outlet_token" not in manager.session
+    assert Outlet.objects.count() == 1
+
+
+def test_ops_add_outlet__an_unknown_added_outlet_is_404(manager: Client) -> None:
+    assert manager.get("/ops/outlets/add/?added=atlantis").status_code == 404
 
 
 def test_ops_add_outlet__a_taken_slug_is_refused_at_its_field(
@@ -689,3 +944,29 @@ def test_admin__staff_of_an_outlet_are_edited_on_the_outlet(
         },
     )  # fmt: skip
     assert Membership.objects.filter(user=cook, outlet=north).exists()
+
+
+# --- The API's docs page -----------------------------------------------------------------
+
+
+def test_api_docs__markdown_code_spans_are_code_and_the_page_has_the_site_header(
+    db: None,
+) -> None:
+    html = Client().get("/api/docs/").content.decode()
+    assert '<header class="topbar">' in html
+    assert "<code>Idempotency-Key</code>" in html
+    assert "`" not in re.sub(r"<pre>.*?</pre>", "", html, flags=re.S)  # JSON samples aside
+
+
+def test_api_docs__code_spans_are_escaped_before_they_become_code(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shop.api.openapi import OPENAPI
+
+    op = OPENAPI["paths"]["/api/orders"]["post"]
+    monkeypatch.setitem(op, "description", "Send `<b>x</b>` or <i>y</i>; `a` & `b`.")
+    html = Client().get("/api/docs/").content.decode()
+    assert (
+        "Send <code>&lt;b&gt;x&lt;/b&gt;</code> or &lt;i&gt;y&lt;/i&gt;; "
+        "<code>a</code> &amp; <code>b</code>."
+    ) in html
