@@ -91,8 +91,8 @@ def event_groups(event: dict[str, Any]) -> list[str]:
 
 def listener_conninfo() -> str:
     """libpq conninfo of Django's default database, named so pg_stat_activity shows the listener."""
-    db = settings.DATABASES["default"]
-    options = {k: v for k, v in db.get("OPTIONS", {}).items() if k not in _NOT_LIBPQ}
+    db: dict[str, Any] = settings.DATABASES["default"]
+    options = {k: v for k, v in (db.get("OPTIONS") or {}).items() if k not in _NOT_LIBPQ}
     params: dict[str, Any] = {
         "dbname": db["NAME"],
         "user": db.get("USER") or None,

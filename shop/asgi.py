@@ -9,6 +9,7 @@ The LISTEN connection (queueing.listener) starts with the first socket.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 
@@ -20,7 +21,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 # connection per request, left open until the thread is collected: under load a
 # web process alone ran a server out of connections. Django's advice for ASGI is
 # its connection pool instead; only the web process uses it (set before setup).
-_db = settings.DATABASES["default"]
+_db: dict[str, Any] = settings.DATABASES["default"]
 if _db.get("ENGINE") == "django.db.backends.postgresql" and "pool" not in _db.get("OPTIONS", {}):
     _db["CONN_MAX_AGE"] = 0
     _db.setdefault("OPTIONS", {})["pool"] = {

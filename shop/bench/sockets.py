@@ -50,6 +50,7 @@ from django.core.management import call_command
 from django.db import connections
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
+from websockets.typing import Origin
 
 from queueing.models import OPEN_STATES, Order, OrderEvent, Outlet
 from queueing.services import (
@@ -175,7 +176,7 @@ class Follower:
     async def _connect(self, path: str) -> None:
         self.ws = await websockets.connect(
             self.base + path,
-            origin=self.base.replace("ws://", "http://").rstrip("/"),  # type: ignore[arg-type]
+            origin=Origin(self.base.replace("ws://", "http://").rstrip("/")),
             additional_headers=self.headers,
             open_timeout=60,
             max_size=2**20,
@@ -522,6 +523,7 @@ class Crowd:
 
         async def one(i: int) -> None:
             try:
+                body: dict[str, Any]
                 if i % 2:
                     body = {"kind": "takeaway", "outlet": slugs[i % len(slugs)]}
                 else:

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.test import Client
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from queueing.models import Heartbeat, OrderEvent, Outlet
 from queueing.services import order_claim_next, order_enqueue
@@ -44,10 +45,10 @@ def open_socket(base: str, path: str, *, user: User | None = None) -> ClientConn
         client = Client()
         client.force_login(user)
         headers["Cookie"] = f"sessionid={client.cookies['sessionid'].value}"
-    origin = base.replace("ws://", "http://").rstrip("/")
+    origin = Origin(base.replace("ws://", "http://").rstrip("/"))
     return connect(
         base + path, origin=origin, additional_headers=headers, open_timeout=RECV_TIMEOUT
-    )  # type: ignore[arg-type]
+    )
 
 
 def recv(ws: ClientConnection) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def close_code(ws: ClientConnection) -> int | None:
         message = ws.recv(timeout=RECV_TIMEOUT)
     except ConnectionClosed as exc:
         return exc.rcvd.code if exc.rcvd else None
-    raise AssertionError(f"socket stayed open and sent {message}")
+    raise AssertionError(f"socket stayed open and sent {message!r}")
 
 
 def events_of(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -264,7 +265,9 @@ def test_kitchen_socket__refuses_other_outlets_staff_anonymous_and_unknown_outle
             assert recv(ws)["type"] == "hello"
     # Another site's page cannot open a socket with the visitor's cookie.
     with pytest.raises(InvalidStatus) as refused:
-        connect(base + "ws/orders/x/", origin="http://evil.example", open_timeout=RECV_TIMEOUT)
+        connect(
+            base + "ws/orders/x/", origin=Origin("http://evil.example"), open_timeout=RECV_TIMEOUT
+        )
     assert refused.value.response.status_code == 403
 
 
@@ -333,6 +336,7 @@ def test_event_committed_after_a_higher_id__is_still_sent(live, make_outlet) -> 
             release.set()
             holder.join()
         second = recv(kitchen)["event"]
+    assert held[0].event_id is not None and later.event_id is not None
     assert held[0].event_id < later.event_id
     assert (first["id"], second["id"]) == (later.event_id, held[0].event_id)
 
