@@ -30,6 +30,7 @@ from queueing.services.failover import database_now, notifier_tick
 from queueing.services.outlets import outlet_take_down
 from queueing.services.routing import ring_of
 from queueing.tickets import Ticket
+from tests.processes import wait_for
 
 TIMEOUT = 15.0
 LEASE = 30.0
@@ -490,7 +491,9 @@ def test_notifier__one_leads_and_a_standby_takes_over_when_the_leader_goes(
         assert NotifierStatus.objects.get(pk=1).leader == "first"
         assert first._conn is not None
         first._conn.close()  # the leader dies: its session, and so its lock, end
-        assert second.run_once() is not None
+        # The server releases the lock as the backend exits, a moment later; a standby
+        # tries again every tick.
+        wait_for(lambda: second.run_once(), timeout=10, interval=0.05, message="takeover")
         assert NotifierStatus.objects.get(pk=1).leader == "second"
     finally:
         first.release()
