@@ -1,7 +1,8 @@
 """The LISTEN side of the live path: one connection per web process, fanned out to socket groups.
 
-Every queue write sends its event with ``pg_notify`` in the writing transaction,
-so PostgreSQL delivers it only on commit, and in commit order. The listener
+Every queue write records its event in the writing transaction and NOTIFYs it
+right after the commit (``queueing.db.events_announce``), so payloads arrive
+roughly in commit order and never for a rolled-back change. The listener
 forwards each payload as it arrives (ids are bigserial: they are taken in one
 order and may commit in another, so "wait for the next id" would stall on a
 rolled-back id or reorder what PostgreSQL already ordered).
@@ -43,8 +44,14 @@ APPLICATION_NAME = "hearth-listener"
 # How far back (in ids) a catch-up reads: a transaction that took its id this
 # many ids before the last forwarded one and committed during the gap is still found.
 CATCH_UP_REWIND = 10_000
-# How often an idle connection is checked with a query (a dead peer sends no FIN).
+# How long a health-check query may take before the connection counts as dead.
 HEALTH_CHECK_SECONDS = 10.0
+# Every SWEEP_SECONDS the listener reads the newest events from the table and
+# forwards any it was never told of: writers NOTIFY after their commit, and a
+# writer that died in between leaves its events unannounced. SWEEP_REWIND ids
+# back covers transactions that took their id a little before the last forwarded.
+SWEEP_SECONDS = 2.0
+SWEEP_REWIND = 1_000
 # Django OPTIONS that are not libpq connection parameters.
 _NOT_LIBPQ = {"pool", "server_side_binding", "isolation_level", "assume_role", "cursor_factory"}
 
@@ -240,23 +247,28 @@ class EventListener:
                 )
                 await asyncio.sleep(delay)
 
-    async def _catch_up(self, conn: psycopg.AsyncConnection[Any]) -> int:
+    async def _catch_up(
+        self, conn: psycopg.AsyncConnection[Any], rewind: int = CATCH_UP_REWIND
+    ) -> int:
         """After LISTEN: set the first mark, or queue what committed while the connection was away."""
         if self.last_id is None:
             cur = await conn.execute(sql.EVENTS_LAST_ID)
             row = await cur.fetchone()
             self.last_id = self.first_mark = int(row[0]) if row else 0
             return 0
-        after = max(self.first_mark, self.last_id - CATCH_UP_REWIND)
+        after = max(self.first_mark, self.last_id - rewind)
         cur = await conn.execute(sql.EVENTS_AFTER, {"after": after, "limit": None})
         return sum(self.accept(payload) for _id, payload in await cur.fetchall())
 
     async def _stream(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while True:
-            async for notify in conn.notifies(timeout=HEALTH_CHECK_SECONDS):
+            async for notify in conn.notifies(timeout=SWEEP_SECONDS):
                 self.accept(notify.payload)
+            # The sweep doubles as the health check of an idle connection.
             async with asyncio.timeout(HEALTH_CHECK_SECONDS):
-                await conn.execute("SELECT 1")
+                swept = await self._catch_up(conn, rewind=SWEEP_REWIND)
+            if swept:
+                log.debug("listener swept up %d event(s) not yet announced", swept)
 
     def accept(self, payload: str) -> bool:
         """Queue one event for its groups unless it was queued already; True when queued."""

@@ -2,10 +2,15 @@
 
 Values are always ``%(name)s`` parameters. A write that changes orders is a
 ``changed`` CTE; ``with_events`` appends the tail that writes one OrderEvent per
-changed row and hands the event to ``pg_notify`` in the same statement.
-PostgreSQL delivers a NOTIFY only when its transaction commits, so no screen
-ever hears of a change that was rolled back, and a change that committed is
-always announced (and is in the table for screens that were away).
+changed row in the same statement and returns each event's JSON as
+``event_payload``. ``queueing.db`` NOTIFYs those payloads once the transaction
+has committed (``EVENTS_NOTIFY``), so no screen ever hears of a change that was
+rolled back. The NOTIFY is not sent inside the writing transaction on purpose:
+PostgreSQL serialises the commits of notifying transactions through one
+server-wide lock held across the WAL flush, which would cap the whole queue at
+one commit per disk flush; a NOTIFY of its own holds that lock only briefly.
+A process that dies between its commit and its NOTIFY leaves the event in the
+table, where the listener's periodic catch-up and every reconnecting screen find it.
 
 Every ``changed`` CTE returns ``order_columns(alias)`` plus ``from_outlet_id``
 and ``event_detail`` (jsonb). Every statement that locks several orders locks
@@ -42,7 +47,7 @@ def order_columns(alias: str) -> str:
 
 
 def with_events(changed: str) -> str:
-    """Wrap a ``changed`` CTE so each changed order gets its event and its NOTIFY."""
+    """Wrap a ``changed`` CTE so each changed order gets its event (and its payload to NOTIFY)."""
     return f"""
 WITH changed AS (
 {changed}
@@ -55,11 +60,11 @@ WITH changed AS (
     RETURNING id, order_id, at
 )
 SELECT {order_columns("c")}, ev.id AS event_id,
-       pg_notify('{EVENTS_CHANNEL}', json_build_object(
+       json_build_object(
            'id', ev.id, 'type', %(event_type)s::text, 'order', c.token, 'number', c.id,
            'kind', c.kind, 'state', c.state, 'outlet', o.slug, 'from_outlet', f.slug,
            'fence', c.fence, 'at', ev.at, 'detail', c.event_detail
-       )::text) AS notified
+       )::text AS event_payload
 FROM changed c
 JOIN ev ON ev.order_id = c.id
 LEFT JOIN queueing_outlet o ON o.id = c.outlet_id
@@ -325,21 +330,28 @@ OUTLETS_BACK = """
 """
 
 # Outlet-level events (down, back, drained, added): order_id is NULL.
-OUTLET_EVENT = f"""
+OUTLET_EVENT = """
     WITH ev AS (
         INSERT INTO queueing_orderevent (order_id, type, state, outlet_id, fence, detail, at)
         VALUES (NULL, 'outlet', %(state)s, %(outlet_id)s, 0, %(detail)s::jsonb, now())
         RETURNING id, at
     )
-    SELECT ev.id, pg_notify('{EVENTS_CHANNEL}', json_build_object(
+    SELECT ev.id, json_build_object(
         'id', ev.id, 'type', 'outlet', 'order', NULL, 'number', NULL, 'kind', NULL,
         'state', %(state)s::text, 'outlet', %(outlet_slug)s::text, 'from_outlet', NULL,
         'fence', 0, 'at', ev.at, 'detail', %(detail)s::jsonb
-    )::text)
+    )::text AS event_payload
     FROM ev
 """
 
 DATABASE_NOW = "SELECT now()"
+
+# Announce committed events (run by queueing.db after commit), in the order given.
+EVENTS_NOTIFY = f"""
+    SELECT pg_notify('{EVENTS_CHANNEL}', payload)
+    FROM unnest(%(payloads)s::text[]) WITH ORDINALITY AS p(payload, n)
+    ORDER BY n
+"""
 
 # --- The live path (queueing.listener) ------------------------------------------
 
