@@ -224,7 +224,7 @@ class Run:
             manage(
                 "outlet_agent",
                 "--outlet", slug,
-                "--token", self.tokens[slug],
+                f"--token={self.tokens[slug]}",  # a token may start with "-"
                 "--server", self.shared.url,
                 "--stations", STATIONS,
                 "--pace", PACE,
@@ -388,9 +388,19 @@ def test_chaos__agent_paused_past_the_timeout__its_late_writes_are_refused(run: 
             )
         )
 
-    wait_for(holds_claims, timeout=30, interval=0.02, message=f"{sleeper} to hold claims")
-    run.agents[sleeper].signal(signal.SIGSTOP)
-    held = holds_claims()
+    def paused_holding_claims() -> list[int]:
+        """Pause the agent; keep it paused only if it holds claims at that instant."""
+        if not holds_claims():
+            return []
+        run.agents[sleeper].signal(signal.SIGSTOP)
+        held = holds_claims()
+        if not held:
+            run.agents[sleeper].signal(signal.SIGCONT)
+        return held
+
+    held = wait_for(
+        paused_holding_claims, timeout=30, interval=0.02, message=f"{sleeper} paused mid-cook"
+    )
     wait_state(sleeper, OutletState.DOWN, within=DETECT_WITHIN)
     taken = wait_for(
         lambda: (
@@ -402,12 +412,11 @@ def test_chaos__agent_paused_past_the_timeout__its_late_writes_are_refused(run: 
     assert taken
     resumed_at = last_event_id()
     run.agents[sleeper].signal(signal.SIGCONT)
-    if held:
-        wait_for(
-            lambda: "fence lost" in run.agents[sleeper].output(),
-            timeout=20,
-            message="the woken agent to notice its fence was lost",
-        )
+    wait_for(
+        lambda: "fence lost" in run.agents[sleeper].output(),
+        timeout=20,
+        message="the woken agent to notice its fence was lost",
+    )
     # It carries on: heartbeats bring its outlet back, and it makes new orders.
     wait_state(sleeper, OutletState.ACTIVE, within=10)
     run.load(60, outlets=slugs)
