@@ -414,16 +414,16 @@ class Figures:
             + "; ".join(
                 f"{r.mode} ({_workers(r.workers)}): {r.waits}" for r in (one, *self.batched)
             )
-            + ". `Lock:object` is the instance-wide lock PostgreSQL takes at the commit of any "
-            "transaction that issued NOTIFY and holds through its WAL flush: notifying commits, "
-            "on every database of the server, are flushed one after another, never grouped. "
-            f"One at a time makes two of them per order, so its ceiling is about the 1-client "
-            f"commit rate ÷ 2 = {self.tps_serial / 2:,.0f} orders/s here.",
+            + ". Writers NOTIFY after their commit, in a transaction of its own: PostgreSQL "
+            "holds an instance-wide lock (`Lock:object`) across the commit of any transaction "
+            "that issued NOTIFY, so notifying inside the change would flush those commits one "
+            "after another, never grouped.",
             f"- Stale fence in each batched run, refused while the rest of its batch completed: "
             f'"{main.refusals[0] if main.refusals else "NONE"}"',
             f"- Hearth: Django {_django_version()} + psycopg {_psycopg_version()}, one thread per "
             "worker with its own connection, autocommit (each claim and each completion its own "
-            "commit), every change writes its order event and pg_notify in its statement; batched: "
+            "commit), every change writes its order event in its statement and NOTIFYs it after "
+            "commit; batched: "
             + ", ".join(
                 f"{b.statements:,} statements with {_workers(b.workers)}" for b in self.batched
             )
