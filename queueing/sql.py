@@ -346,6 +346,10 @@ OUTLET_EVENT = """
 
 DATABASE_NOW = "SELECT now()"
 
+# Outlet state changes run one at a time (see services.outlets._outlet_locked);
+# the key is "hearth outlets" as two int4 halves, apart from the notifier's leader key.
+OUTLET_CHANGES_SERIALISE = "SELECT pg_advisory_xact_lock(1751478888, 1869900660)"
+
 # Announce committed events (run by queueing.db after commit), in the order given.
 EVENTS_NOTIFY = f"""
     SELECT pg_notify('{EVENTS_CHANNEL}', payload)

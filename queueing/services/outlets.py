@@ -23,6 +23,23 @@ from queueing.tickets import Ticket
 log = logging.getLogger("hearth.outlets")
 
 
+def _new_token() -> str:
+    # A prefix makes a leaked token recognisable, and no token starts with "-",
+    # which a command line would take for an option.
+    return f"hth_{secrets.token_urlsafe(32)}"
+
+
+def _outlet_locked(outlet_id: int) -> Outlet:
+    """Lock an outlet row to change its state. Caller is in a transaction.
+
+    Outlet state changes take one advisory lock first, so they run one at a
+    time: two take-downs at once would each hold their outlet and wait for the
+    other's (moving orders onto an outlet takes a key-share lock on its row).
+    """
+    fetch_all(sql.OUTLET_CHANGES_SERIALISE, {})
+    return Outlet.objects.select_for_update().get(pk=outlet_id)
+
+
 def _token_hash(token: str) -> str:
     # Agent tokens are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
     return hashlib.sha256(token.encode()).hexdigest()
@@ -43,7 +60,7 @@ def outlet_event(*, outlet: Outlet, state: str, detail: dict[str, Any]) -> None:
 
 def outlet_create(*, slug: str, name: str = "", weight: int = 1) -> tuple[Outlet, str]:
     """Add an outlet; returns it and its agent token, which is stored only hashed."""
-    token = secrets.token_urlsafe(32)
+    token = _new_token()
     with transaction.atomic():
         outlet = Outlet.objects.create(
             slug=slug, name=name or slug, weight=weight, token_hash=_token_hash(token)
@@ -54,7 +71,7 @@ def outlet_create(*, slug: str, name: str = "", weight: int = 1) -> tuple[Outlet
 
 def outlet_rotate_token(*, outlet: Outlet) -> str:
     """Give the outlet a new agent token; the old one stops working at once."""
-    token = secrets.token_urlsafe(32)
+    token = _new_token()
     Outlet.objects.filter(pk=outlet.pk).update(token_hash=_token_hash(token))
     return token
 
@@ -112,7 +129,7 @@ def outlet_drain(*, outlet: Outlet, move_queued: bool = False) -> list[Ticket]:
     (the draining outlet still makes them rather than leaving them with no outlet).
     """
     with transaction.atomic():
-        locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
+        locked = _outlet_locked(outlet.pk)
         if locked.state not in (OutletState.ACTIVE, OutletState.DRAINING):
             raise InvalidState(
                 f"outlet {outlet.slug} is {locked.state}; only an active outlet can drain"
@@ -147,7 +164,7 @@ def outlet_mark_down(
 ) -> tuple[list[Ticket], list[Ticket]]:
     """Declare the outlet down now and move its open orders (a manager, for a planned outage)."""
     with transaction.atomic():
-        locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
+        locked = _outlet_locked(outlet.pk)
         if locked.state in (OutletState.DOWN, OutletState.RETIRED):
             raise InvalidState(f"outlet {outlet.slug} is already {locked.state}")
         return _take_down(locked, reason)
@@ -162,7 +179,7 @@ def outlet_take_down(
     """
     cutoff = silent_before - timedelta(seconds=timeout)
     with transaction.atomic():
-        locked = Outlet.objects.select_for_update().get(pk=outlet_id)
+        locked = _outlet_locked(outlet_id)
         if locked.state not in (OutletState.ACTIVE, OutletState.DRAINING):
             return None
         if (locked.last_heartbeat_at or locked.created_at) >= cutoff:
@@ -191,7 +208,7 @@ def _take_down(locked: Outlet, reason: str) -> tuple[list[Ticket], list[Ticket]]
 def outlet_activate(*, outlet: Outlet) -> None:
     """Let a draining or down outlet take new orders again (a manager's undo)."""
     with transaction.atomic():
-        locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
+        locked = _outlet_locked(outlet.pk)
         if locked.state == OutletState.RETIRED:
             raise InvalidState(f"outlet {outlet.slug} is retired")
         locked.state = OutletState.ACTIVE
@@ -203,7 +220,7 @@ def outlet_activate(*, outlet: Outlet) -> None:
 def outlet_retire(*, outlet: Outlet) -> None:
     """Retire an outlet for good; it must have no open orders."""
     with transaction.atomic():
-        locked = Outlet.objects.select_for_update().get(pk=outlet.pk)
+        locked = _outlet_locked(outlet.pk)
         if locked.state == OutletState.RETIRED:
             raise InvalidState(f"outlet {outlet.slug} is already retired")
         open_orders = Order.objects.filter(outlet=locked, state__in=OPEN_STATES).count()
