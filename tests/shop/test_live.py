@@ -6,18 +6,20 @@ import json
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection, transaction
 from django.test import Client
+from django.utils import timezone
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from queueing.models import Heartbeat, OrderEvent, Outlet
-from queueing.services import order_claim_next, order_enqueue
+from queueing.services import order_claim_next, order_enqueue, outlet_heartbeat
 from queueing.tickets import Ticket
 from shop.models import Membership
 from tests.processes import Process, manage, process_env, wait_for, web_server
@@ -407,3 +409,69 @@ def test_replay__keeps_the_newest_events_up_to_the_cap_and_says_it_cut(make_outl
         orders[2].token,
     ] and not truncated
     assert replay(after=None, order_id=orders[0].id) == (last, [], False)  # no ?after=: no replay
+
+
+def test_notifier_in_another_process__its_reroute_reaches_both_kitchens_and_the_customer(
+    live, make_outlet
+) -> None:
+    _, base = live
+    north, _ = make_outlet("north")
+    south, _ = make_outlet("south")
+    line = {"item": "margherita", "name": "Margherita", "qty": 1, "note": "", "prep_seconds": 60}
+    for zone in range(100):  # a delivery zone the ring gives to north
+        order = order_enqueue(
+            kind="delivery",
+            zone=f"zone-{zone}",
+            lines=[line],
+            customer={"name": "Bo"},
+            prep_seconds=60,
+            quick=False,
+        )
+        if order.outlet_id == north.pk:
+            break
+    assert order.outlet_id == north.pk
+    boss = manager("boss")
+    with (
+        open_socket(base, "ws/kitchen/north/", user=boss) as north_kitchen,
+        open_socket(base, "ws/kitchen/south/", user=boss) as south_kitchen,
+        open_socket(base, f"ws/orders/{order.token}/") as customer,
+    ):
+        for ws in (north_kitchen, south_kitchen, customer):
+            start(ws)
+        # North fell silent an hour ago; south is alive. One notifier tick, in its own process.
+        Outlet.objects.filter(pk=north.pk).update(
+            last_heartbeat_at=timezone.now() - timedelta(hours=1)
+        )
+        outlet_heartbeat(outlet=south, source="test")
+        result = subprocess.run(
+            manage("notifier", "--once", "--timeout", "60"),
+            env=process_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+        def rerouted(m: dict[str, Any]) -> bool:
+            return (
+                m.get("event", {}).get("type") == "rerouted" and m["event"]["order"] == order.token
+            )
+
+        heard = {}
+        for name, ws in [
+            ("customer", customer),
+            ("south", south_kitchen),
+            ("north", north_kitchen),
+        ]:
+            heard[name] = events_of(recv_until(ws, rerouted))
+            moved = heard[name][-1]
+            assert (moved["outlet"], moved["from_outlet"], moved["state"]) == (
+                "south",
+                "north",
+                "queued",
+            )
+    # North's kitchen also heard its outlet go down (an outlet-level event), before the move.
+    assert [(e["type"], e["state"], e["order"]) for e in heard["north"]] == [
+        ("outlet", "down", None),
+        ("rerouted", "queued", order.token),
+    ]
