@@ -12,16 +12,19 @@ import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
 
 from queueing.models import Order, Outlet
 from queueing.ring import HashRing
-from queueing.services import order_claim_next, outlet_create
+from queueing.services import order_claim_next, outlet_create, outlet_mark_down, outlet_retire
 from shop.models import Membership
 from shop.ordering import order_place, order_request_parse
 from tests.browser.conftest import SKIP_REASON, orm
@@ -147,18 +150,76 @@ def step_now(page: Any) -> Any:
     return page.locator(".step--now .label")
 
 
-def place_directly(*, outlet: str, name: str, items: list[tuple[str, int, str]]) -> Order:
-    """An order placed by another process's path (the API's service), not through this browser."""
+def place_directly(
+    *,
+    outlet: str = "",
+    name: str,
+    items: list[tuple[str, int, str]],
+    zone: str = "",
+    rush: bool = False,
+) -> Order:
+    """An order placed by another process's path (the API's service), not through this browser.
+
+    Takeaway at ``outlet``, or delivery to ``zone`` when one is given.
+    """
+    payload: dict[str, Any] = {
+        "kind": "delivery" if zone else "takeaway",
+        "lines": [{"item": i, "qty": q, "note": n} for i, q, n in items],
+        "customer": {"name": name, "address": "1 Analytical St"},
+        "rush": rush,
+    }
+    payload.update({"zone": zone} if zone else {"outlet": outlet})
     with orm():
-        request = order_request_parse(
-            {
-                "kind": "takeaway",
-                "outlet": outlet,
-                "lines": [{"item": i, "qty": q, "note": n} for i, q, n in items],
-                "customer": {"name": name},
+        return order_place(request=order_request_parse(payload))[0]
+
+
+def boxes_outside(page: Any, container: str, parts: str) -> list[str]:
+    """Parts (a selector) whose box is not wholly inside their container's box, or clipped."""
+    problems: list[str] = page.evaluate(
+        """([container, parts]) => {
+            const problems = [];
+            for (const box of document.querySelectorAll(container)) {
+                const outer = box.getBoundingClientRect();
+                for (const part of box.querySelectorAll(parts)) {
+                    const r = part.getBoundingClientRect();
+                    const inside = r.left >= outer.left - 0.5 && r.right <= outer.right + 0.5
+                        && r.top >= outer.top - 0.5 && r.bottom <= outer.bottom + 0.5;
+                    const whole = part.scrollWidth <= part.clientWidth + 1 || part.clientWidth === 0;
+                    if (!inside || !whole) {
+                        problems.push(`${part.className} "${part.textContent.trim()}" of `
+                            + `${box.dataset.number || box.dataset.outlet || ""}: `
+                            + `${Math.round(r.left)}..${Math.round(r.right)} in `
+                            + `${Math.round(outer.left)}..${Math.round(outer.right)}`);
+                    }
+                }
             }
-        )
-        return order_place(request=request)[0]
+            return problems;
+        }""",
+        [container, parts],
+    )
+    return problems
+
+
+def overlaps(page: Any, container: str, first: str, second: str) -> list[str]:
+    """Containers in which an element of ``first`` overlaps one of ``second``."""
+    found: list[str] = page.evaluate(
+        """([container, first, second]) => {
+            const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+            const found = [];
+            for (const box of document.querySelectorAll(container)) {
+                for (const a of box.querySelectorAll(first)) {
+                    for (const b of box.querySelectorAll(second)) {
+                        if (hit(a.getBoundingClientRect(), b.getBoundingClientRect())) {
+                            found.push(`${a.textContent.trim()} / ${b.textContent.trim()}`);
+                        }
+                    }
+                }
+            }
+            return found;
+        }""",
+        [container, first, second],
+    )
+    return found
 
 
 def test_order__from_the_form_to_the_kitchen_to_done(
@@ -184,6 +245,13 @@ def test_order__from_the_form_to_the_kitchen_to_done(
         expect(step_now(customer)).to_have_text("Received")
         expect(customer.locator("#order-outlet")).to_have_text("Hearth South")
         expect(customer.locator("#order-estimate")).to_be_visible()
+        # Status, outlet and estimate: three equal cards on one row.
+        cards = customer.evaluate(
+            "[...document.querySelectorAll('.facts > div')].map(d => {"
+            " const r = d.getBoundingClientRect(); return {y: r.top, width: r.width}; })"
+        )
+        assert len(cards) == 3 and len({round(c["y"]) for c in cards}) == 1, cards
+        assert max(c["width"] for c in cards) - min(c["width"] for c in cards) < 2, cards
 
         ticket = kitchen.locator(f'.ticket[data-number="{number}"]')
         expect(ticket).to_contain_text("2× Margherita")
@@ -210,7 +278,7 @@ def test_order__from_the_form_to_the_kitchen_to_done(
         kitchen.keyboard.press("b")
         expect(ticket).to_have_count(0)
         expect(customer.locator("#order-state")).to_have_text("Done — enjoy!")
-        expect(customer.locator(".step--done")).to_have_count(5)
+        expect(customer.locator(".step--done")).to_have_count(4)
 
         kitchen.keyboard.press("u")  # recall the last bumped ticket
         expect(ticket).to_have_attribute("data-state", "ready")
@@ -294,7 +362,7 @@ def test_dead_outlet__the_customer_is_told_it_moved_and_the_other_kitchen_shows_
             assert_not_reloaded(kitchen)
             assert_not_reloaded(customer)
 
-            ops = new_page(browser, {"width": 1366, "height": 900})
+            ops = new_page(browser, {"width": 1280, "height": 900})
             sign_in(ops, base, "manager", "/ops/")
             expect(ops.locator("#live-pill")).to_have_text("live")
             expect(ops.locator('tr[data-outlet="north"] .badge')).to_have_text("down")
@@ -346,3 +414,118 @@ def test_web_restart__the_banner_shows_and_clears_and_the_screens_catch_up(
         expect(step_now(customer)).to_have_text("In the kitchen")
         assert_not_reloaded(kitchen)
         assert_not_reloaded(customer)
+
+
+# Kitchen screens seen in the wild: a small laptop, a laptop, a bigger one, a wall TV, a phone.
+KITCHEN_WIDTHS = (1024, 1280, 1366, 1920, 390)
+
+
+def test_kitchen__every_timer_and_rush_badge_shows_whole_at_common_widths(
+    tmp_path: Path, shop: Shop, browser: Any, screenshot: Callable[..., None]
+) -> None:
+    with orm(), connection.cursor() as cursor:  # five-digit numbers, as a busy chain has
+        cursor.execute("SELECT setval(pg_get_serial_sequence('queueing_order', 'id'), 99990)")
+        outlet_mark_down(outlet=shop.north)  # every delivery order goes to south
+    long_note = "well done please, and cut into squares"
+    placed = [
+        place_directly(
+            zone="S2",
+            name="Rush Customer",
+            items=[("quattro-formaggi", 12, long_note)],
+            rush=True,
+        ),
+        place_directly(
+            outlet="south", name="Rush Takeaway", items=[("garlic-bread", 3, "")], rush=True
+        ),
+        place_directly(outlet="south", name="Linus", items=[("marinara", 2, "no basil")]),
+        place_directly(zone="S1", name="Ada", items=[("margherita", 1, "")]),
+    ]
+    with orm():  # the first two have waited over an hour: the widest timer, "65:00"
+        Order.objects.filter(pk__in=[o.pk for o in placed[:2]]).update(
+            created_at=timezone.now() - timedelta(minutes=65)
+        )
+    with web_server(tmp_path, **FAST) as (_, base):
+        kitchen = open_kitchen(browser, base, "south")
+        expect(kitchen.locator(".ticket")).to_have_count(4)
+        expect(kitchen.locator(".ticket-rush")).to_have_count(2)
+        expect(kitchen.locator(".ticket-age").first).to_have_text(re.compile(r"^6\d:\d\d$"))
+        for width in KITCHEN_WIDTHS:
+            kitchen.set_viewport_size({"width": width, "height": 900 if width > 500 else 844})
+            parts = ".ticket-age, .ticket-rush, .ticket-kind, .ticket-num"
+            assert boxes_outside(kitchen, ".ticket", parts) == [], width
+            assert overlaps(kitchen, ".ticket", ".ticket-age", ".ticket-id > *") == [], width
+            if width == 1920:
+                screenshot(kitchen, "kitchen-wide")
+            if width == 1280:
+                screenshot(kitchen, "kitchen-1280")
+        assert_not_reloaded(kitchen)
+
+
+def test_ops__a_rows_actions_share_one_line_and_retired_outlets_stay_folded(
+    tmp_path: Path, shop: Shop, browser: Any
+) -> None:
+    with orm():
+        outlet_create(slug="centre", name="Hearth Centre", weight=2)
+        old, _ = outlet_create(slug="old", name="Hearth Old Town")
+        outlet_mark_down(outlet=old)
+        outlet_retire(outlet=old)
+        outlet_mark_down(outlet=shop.north)  # a down outlet has Retire and Reactivate
+    with web_server(tmp_path, **FAST) as (_, base):
+        ops = new_page(browser, {"width": 1280, "height": 900})
+        sign_in(ops, base, "manager", "/ops/")
+        expect(ops.locator("#live-pill")).to_have_text("live")
+        expect(ops.locator('.health tr[data-outlet="old"]')).to_have_count(0)
+        rows = ops.locator(".health tbody tr")
+        expect(rows).to_have_count(3)
+        # Read in one go: the overview is replaced every few seconds.
+        lines, fits = ops.evaluate(
+            """() => [
+                [...document.querySelectorAll('.health tbody tr')].map(row =>
+                    new Set([...row.querySelectorAll('.actions a')]
+                        .map(a => Math.round(a.getBoundingClientRect().top))).size),
+                (w => w.scrollWidth <= w.clientWidth)(document.querySelector('.table-wrap')),
+            ]"""
+        )
+        assert lines == [1, 1, 1], "lines of action buttons per row"
+        assert fits, "the outlets table is wider than its card"
+
+        retired = ops.locator("#retired-outlets")
+        expect(retired).not_to_have_attribute("open", "")
+        retired.locator("summary").click()
+        expect(retired).to_contain_text("Hearth Old Town")
+        # The overview is fetched again every few seconds; the fold stays open.
+        ops.evaluate("document.querySelector('.ops-snapshot').dataset.old = 'yes'")
+        expect(ops.locator(".ops-snapshot[data-old]")).to_have_count(0)
+        expect(ops.locator("#retired-outlets")).to_have_attribute("open", "")
+
+
+def test_customer__every_form_error_at_once_and_a_cancelled_order_says_what_to_do(
+    tmp_path: Path, shop: Shop, browser: Any, screenshot: Callable[..., None]
+) -> None:
+    with web_server(tmp_path, **FAST) as (_, base):
+        customer = new_page(browser, {"width": 1280, "height": 900})
+        customer.goto(f"{base}/order/")
+        qty_width = customer.locator("td.qty").first.bounding_box()["width"]
+        customer.fill("#id_qty_margherita", "51")
+        customer.check("input[name=kind][value=delivery]")
+        customer.click("button[type=submit]")
+        errors = customer.locator(".field-error")
+        expect(errors).to_have_count(4)  # quantity, zone, name, address: all at once
+        expect(customer.locator(".menu-error")).to_contain_text("Margherita: Enter a number from 0")
+        assert customer.locator("td.qty").first.bounding_box()["width"] == qty_width
+        expect(customer.locator("#id_qty_margherita")).to_be_focused()
+        screenshot(customer, "order-form-errors", full_page=True)
+
+        order_through_form(
+            customer, base, items={"pepperoni": (1, "")}, outlet="north", name="Grace"
+        )
+        expect(step_now(customer)).to_have_text("Received")
+        with orm():
+            outlet_mark_down(outlet=shop.north)  # takeaway orders of a dead outlet are cancelled
+        notice = customer.locator("#order-notice")
+        expect(notice).to_contain_text("Hearth North closed unexpectedly")
+        expect(notice.locator("a")).to_have_attribute("href", "/order/")
+        expect(customer.locator(".stepper")).to_have_count(0)
+        expect(customer.locator("#order-outlet")).to_have_count(0)
+        assert_not_reloaded(customer)
+        screenshot(customer, "order-cancelled")
