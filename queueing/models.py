@@ -24,7 +24,9 @@ class Outlet(models.Model):
     # When an outlet came back after being down (flap guard starts here).
     back_since = models.DateTimeField(null=True, blank=True)
     token_hash = models.CharField(max_length=128, blank=True, editable=False, db_index=True)
-    amber_after = models.PositiveIntegerField(default=300, help_text="Ticket age (s) that turns amber.")
+    amber_after = models.PositiveIntegerField(
+        default=300, help_text="Ticket age (s) that turns amber."
+    )
     red_after = models.PositiveIntegerField(default=600, help_text="Ticket age (s) that turns red.")
     created_at = models.DateTimeField(db_default=Now())
 
@@ -87,8 +89,15 @@ class Order(models.Model):
     state = models.CharField(max_length=10, choices=OrderState.choices, default=OrderState.QUEUED)
     cancel_reason = models.CharField(max_length=200, blank=True)
     # Queue columns: written only by queueing.services.
+    # No index of its own: the partial indexes below lead with outlet, and outlets are
+    # retired, never deleted (every extra index is written at each claim and move).
     outlet = models.ForeignKey(
-        Outlet, on_delete=models.PROTECT, null=True, blank=True, related_name="orders"
+        Outlet,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="orders",
+        db_index=False,
     )
     sort_key = models.DateTimeField()
     fence = models.BigIntegerField(default=0)
@@ -160,16 +169,23 @@ class EventType(models.TextChoices):
 class OrderEvent(models.Model):
     """Append-only; written in the transaction of the change it records."""
 
+    # The foreign keys have no single-column indexes: the (key, id) indexes in Meta
+    # serve every lookup, and each index is written once per event.
     order = models.ForeignKey(
-        Order, on_delete=models.CASCADE, related_name="events", null=True, blank=True
+        Order,
+        on_delete=models.CASCADE,
+        related_name="events",
+        null=True,
+        blank=True,
+        db_index=False,
     )
     type = models.CharField(max_length=20, choices=EventType.choices)
     state = models.CharField(max_length=10, blank=True)
     outlet = models.ForeignKey(
-        Outlet, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Outlet, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
     from_outlet = models.ForeignKey(
-        Outlet, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Outlet, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
     fence = models.BigIntegerField(default=0)
     detail = models.JSONField(default=dict)

@@ -115,12 +115,18 @@ def outlet_names() -> dict[int, str]:
 
 
 def outlet_last_bumped(*, outlet: Outlet) -> Order | None:
-    """The outlet's most recently completed order: the one a recall brings back."""
-    return (
-        Order.objects.filter(outlet=outlet, state=OrderState.COMPLETED)
-        .order_by("-finished_at", "-id")
+    """The order the outlet bumped last, while it is still done: the one a recall brings back."""
+    # Read from the outlet's events (newest first on its index) rather than from the
+    # orders: the outlet's completed orders are most of the table and have no index.
+    event = (
+        OrderEvent.objects.filter(outlet=outlet, type=EventType.COMPLETED)
+        .select_related("order")
+        .order_by("-id")
         .first()
     )
+    if event is None or event.order is None or event.order.state != OrderState.COMPLETED:
+        return None
+    return event.order
 
 
 def outlets_for_user(*, user: Any, manager: bool) -> QuerySet[Outlet]:

@@ -21,7 +21,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from queueing import selectors, sql
-from queueing.models import Order, Outlet
+from queueing.models import Order, OrderEvent, Outlet
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -304,9 +304,9 @@ def test_plan__screens_selectors_use_indexes(big_queue: dict[str, Any]) -> None:
             outlet_id=outlet.pk, state="queued", sort_key__lt=queued.sort_key
         ),
         "ready_estimate_in_progress": Order.objects.filter(outlet_id=outlet.pk, state="preparing"),
-        "last_bumped": Order.objects.filter(outlet=outlet, state="completed").order_by(
-            "-finished_at", "-id"
-        )[:1],
+        "last_bumped": OrderEvent.objects.filter(outlet=outlet, type="completed")
+        .select_related("order")
+        .order_by("-id")[:1],
     }
     failures = {}
     for name, qs in querysets.items():
