@@ -36,7 +36,10 @@ import httpx
 
 log = logging.getLogger("hearth.agent")
 
-IDLE_POLL = 0.2  # seconds between claims when nothing is waiting
+# An idle station asks again after IDLE_POLL_MIN, doubling up to IDLE_POLL_MAX while
+# nothing is waiting: a quiet outlet's stations would otherwise keep the web busy.
+IDLE_POLL_MIN = 0.1
+IDLE_POLL_MAX = 1.0
 BACKOFF_START = 0.1
 BACKOFF_MAX = 2.0
 REQUEST_TIMEOUT = 10.0
@@ -177,6 +180,7 @@ class Agent:
     async def station_loop(self, number: int) -> None:
         name = f"{self.config.outlet}-{number}"
         who = f"{self.config.outlet} station {number}"
+        idle_poll = IDLE_POLL_MIN
         while not self.stop.is_set():
             try:
                 answer = await self.call(
@@ -185,9 +189,11 @@ class Agent:
             except Stopping:
                 return
             if answer.status == 204:
-                if await self._sleep(IDLE_POLL):
+                if await self._sleep(idle_poll * random.uniform(0.8, 1.2)):
                     return
+                idle_poll = min(IDLE_POLL_MAX, idle_poll * 2)
                 continue
+            idle_poll = IDLE_POLL_MIN
             if answer.status != 200:
                 log.error("%s: claim refused: %s", who, answer.data.get("message", answer.status))
                 if answer.status == 403:
