@@ -43,9 +43,7 @@ class Membership(models.Model):
     outlet = models.ForeignKey(Outlet, on_delete=models.CASCADE, related_name="memberships")
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["user", "outlet"], name="membership_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["user", "outlet"], name="membership_unique")]
         permissions = [("manager", "Can open operations and every outlet's kitchen")]
 
     def __str__(self) -> str:

@@ -85,7 +85,10 @@ def order_request_parse(payload: Any) -> OrderRequest:
     if len(raw_lines) > MAX_LINES:
         raise OrderInvalid("lines", f"at most {MAX_LINES} lines per order")
     slugs = [line.get("item") for line in raw_lines if isinstance(line, dict)]
-    menu = {m.slug: m for m in MenuItem.objects.filter(slug__in=[s for s in slugs if isinstance(s, str)])}
+    menu = {
+        m.slug: m
+        for m in MenuItem.objects.filter(slug__in=[s for s in slugs if isinstance(s, str)])
+    }
     lines: list[dict[str, Any]] = []
     for i, line in enumerate(raw_lines):
         where = f"lines[{i}]"
@@ -102,7 +105,13 @@ def order_request_parse(payload: Any) -> OrderRequest:
             raise OrderInvalid(f"{where}.qty", f"must be a whole number from 1 to {MAX_QTY}")
         note = _text(line.get("note"), f"{where}.note", required=False, limit=MAX_NOTE)
         lines.append(
-            {"item": item.slug, "name": item.name, "qty": qty, "note": note, "prep_seconds": item.prep_seconds}
+            {
+                "item": item.slug,
+                "name": item.name,
+                "qty": qty,
+                "note": note,
+                "prep_seconds": item.prep_seconds,
+            }
         )
     raw_customer = payload.get("customer") or {}
     if not isinstance(raw_customer, dict):
@@ -127,17 +136,27 @@ def order_request_parse(payload: Any) -> OrderRequest:
         if outlet is None:
             raise OrderInvalid("outlet", f"unknown outlet {slug!r}")
         if not outlet.takes_new_orders:
-            raise OrderInvalid("outlet", f"outlet {slug} is not taking orders right now", status=422)
+            raise OrderInvalid(
+                "outlet", f"outlet {slug} is not taking orders right now", status=422
+            )
     # Kitchens cook an order's lines side by side; the slowest line sets its time.
     prep_seconds = max(line["prep_seconds"] for line in lines)
     quick = prep_seconds <= settings.HEARTH_QUICK_PREP_SECONDS
     return OrderRequest(
-        kind=kind, lines=lines, customer=customer, zone=zone, outlet=outlet, rush=rush,
-        prep_seconds=prep_seconds, quick=quick,
+        kind=kind,
+        lines=lines,
+        customer=customer,
+        zone=zone,
+        outlet=outlet,
+        rush=rush,
+        prep_seconds=prep_seconds,
+        quick=quick,
     )
 
 
-def order_place(*, request: OrderRequest, idempotency_key: str = "", body: bytes = b"") -> tuple[Order, bool]:
+def order_place(
+    *, request: OrderRequest, idempotency_key: str = "", body: bytes = b""
+) -> tuple[Order, bool]:
     """Queue a checked order; returns (order, created). A repeated Idempotency-Key returns the first order."""
     body_hash = hashlib.sha256(body).hexdigest()
     with transaction.atomic():
@@ -145,9 +164,13 @@ def order_place(*, request: OrderRequest, idempotency_key: str = "", body: bytes
             try:
                 # A concurrent twin blocks here on the unique index until the first commits.
                 with transaction.atomic():
-                    key_row = IdempotentRequest.objects.create(key=idempotency_key, body_hash=body_hash)
+                    key_row = IdempotentRequest.objects.create(
+                        key=idempotency_key, body_hash=body_hash
+                    )
             except IntegrityError:
-                first = IdempotentRequest.objects.select_related("order__outlet").get(key=idempotency_key)
+                first = IdempotentRequest.objects.select_related("order__outlet").get(
+                    key=idempotency_key
+                )
                 if first.body_hash != body_hash:
                     raise IdempotencyConflict() from None
                 assert first.order is not None
@@ -182,7 +205,9 @@ def order_replay(*, idempotency_key: str, body: bytes) -> Order | None:
     return first.order
 
 
-def order_submit(*, payload: Any, idempotency_key: str = "", body: bytes = b"") -> tuple[Order, bool]:
+def order_submit(
+    *, payload: Any, idempotency_key: str = "", body: bytes = b""
+) -> tuple[Order, bool]:
     """Check and queue an order request; a retry with the same key gets the first order back.
 
     The replay is looked up before validating, so a retry still gets its order

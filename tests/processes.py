@@ -23,7 +23,9 @@ def test_database_url() -> str:
     s: dict[str, Any] = connection.settings_dict
     host = s["HOST"] or "localhost"
     if host.startswith("/"):
-        return f"postgresql://{s['USER']}@/{s['NAME']}?host={host}" + (f"&port={s['PORT']}" if s["PORT"] else "")
+        return f"postgresql://{s['USER']}@/{s['NAME']}?host={host}" + (
+            f"&port={s['PORT']}" if s["PORT"] else ""
+        )
     port = f":{s['PORT']}" if s["PORT"] else ""
     password = f":{s['PASSWORD']}" if s["PASSWORD"] else ""
     return f"postgresql://{s['USER']}{password}@{host}{port}/{s['NAME']}"
@@ -106,11 +108,22 @@ def manage(*args: str) -> list[str]:
 
 
 @contextmanager
-def web_server(tmp_path: Path, *, port: int | None = None, **env: str) -> Iterator[tuple[Process, str]]:
+def web_server(
+    tmp_path: Path, *, port: int | None = None, **env: str
+) -> Iterator[tuple[Process, str]]:
     """Daphne serving shop.asgi on a free port; yields (process, base URL)."""
     port = port or free_port()
     proc = Process(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "shop.asgi:application"],
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "shop.asgi:application",
+        ],
         env=process_env(**env),
         log_path=tmp_path / f"web-{port}.log",
     )

@@ -38,7 +38,11 @@ def test_mark_down__two_outlets_at_once__both_go_down_without_deadlock(
         barrier = threading.Barrier(len(victims))
         errors: list[BaseException] = []
 
-        def take_down(outlet: Outlet) -> None:
+        def take_down(
+            outlet: Outlet,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
             try:
                 barrier.wait(5)
                 outlet_mark_down(outlet=outlet, reason="planned outage")

@@ -15,7 +15,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", choices=BENCHES)
-        parser.add_argument("--quick", action="store_true", help="a small run, to check the bench works")
+        parser.add_argument(
+            "--quick", action="store_true", help="a small run, to check the bench works"
+        )
 
     def handle(self, *args: Any, name: str, quick: bool, **options: Any) -> None:
         module = importlib.import_module(f"shop.bench.{name}")
