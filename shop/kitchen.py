@@ -32,6 +32,7 @@ from queueing.services import (
 )
 from queueing.tickets import Ticket
 from shop.access import kitchen_outlet
+from shop.api.common import ORDER_TOKEN
 
 STATE_WORDS = {
     "queued": "waiting",
@@ -93,7 +94,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise Refused(400, "malformed_json", "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise Refused(400, "malformed_json", "The request body must be a JSON object.")
@@ -102,8 +103,8 @@ def _body(request: HttpRequest) -> dict[str, Any]:
 
 def _token(data: dict[str, Any]) -> str:
     token = data.get("token")
-    if not isinstance(token, str) or not 1 <= len(token) <= 40:
-        raise Refused(400, "invalid", "Which ticket? token is missing.")
+    if not isinstance(token, str) or not ORDER_TOKEN.fullmatch(token):
+        raise Refused(400, "invalid", "Which ticket? token is missing or malformed.")
     return token
 
 

@@ -970,3 +970,22 @@ def test_api_docs__code_spans_are_escaped_before_they_become_code(
         "Send <code>&lt;b&gt;x&lt;/b&gt;</code> or &lt;i&gt;y&lt;/i&gt;; "
         "<code>a</code> &amp; <code>b</code>."
     ) in html
+
+
+@pytest.mark.parametrize("action", ["start", "ready", "complete", "recall"])
+@pytest.mark.parametrize("token", ["a\u0000b", "\ud800", "no spaces allowed", "x" * 41])
+def test_kitchen_action__a_malformed_token_is_refused_not_a_500(
+    cook: Client, north: Outlet, action: str, token: str
+) -> None:
+    answer = post_json(cook, f"/kitchen/north/{action}", {"token": token, "fence": 1})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid"
+
+
+def test_kitchen_action__deeply_nested_json_is_refused_not_a_500(
+    cook: Client, north: Outlet
+) -> None:
+    body = "[" * 20_000 + "]" * 20_000  # within the 64 KiB limit
+    answer = cook.post("/kitchen/north/start", body, content_type="application/json")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "malformed_json"
