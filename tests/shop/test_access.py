@@ -20,16 +20,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def north(make_outlet: Callable[..., tuple[Outlet, str]]) -> Outlet:
-    return make_outlet("north", name="Hearth North")[0]
-
-
-@pytest.fixture
-def south(make_outlet: Callable[..., tuple[Outlet, str]]) -> Outlet:
-    return make_outlet("south", name="Hearth South")[0]
-
-
-@pytest.fixture
 def cook_north(north: Outlet) -> User:
     user = User.objects.create_user("cook-north", password="pw-north-1")
     Membership.objects.create(user=user, outlet=north)

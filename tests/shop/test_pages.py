@@ -34,16 +34,6 @@ EVIL = '<script>alert("x")</script>'
 
 
 @pytest.fixture
-def north(make_outlet: Callable[..., tuple[Outlet, str]]) -> Outlet:
-    return make_outlet("north", name="Hearth North")[0]
-
-
-@pytest.fixture
-def south(make_outlet: Callable[..., tuple[Outlet, str]]) -> Outlet:
-    return make_outlet("south", name="Hearth South")[0]
-
-
-@pytest.fixture
 def cook(north: Outlet) -> Client:
     user = User.objects.create_user("cook-north", password="pw-north-1")
     Membership.objects.create(user=user, outlet=north)
