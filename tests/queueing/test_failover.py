@@ -19,7 +19,6 @@ from queueing.notifier import Notifier
 from queueing.services import (
     order_claim_next,
     order_complete,
-    order_enqueue,
     order_mark_ready,
     outlet_drain,
     outlet_heartbeat,
@@ -29,7 +28,7 @@ from queueing.services import (
 from queueing.services.failover import database_now, notifier_tick
 from queueing.services.outlets import outlet_take_down
 from queueing.services.routing import ring_of
-from queueing.tickets import Ticket
+from tests.orders import place
 from tests.processes import wait_for
 
 TIMEOUT = 15.0
@@ -50,20 +49,6 @@ def settings_fast(settings: Any) -> Any:
     settings.HEARTH_MAX_ATTEMPTS = 3
     settings.HEARTH_RING_EPSILON = 0.25
     return settings
-
-
-def place(kind: str = "delivery", *, zone: str = "", outlet: Outlet | None = None) -> Ticket:
-    return order_enqueue(
-        kind=kind,
-        lines=[
-            {"item": "margherita", "name": "Margherita", "qty": 1, "note": "", "prep_seconds": 60}
-        ],
-        customer={"name": "Ada", "address": "1 Loop Lane" if kind == "delivery" else ""},
-        prep_seconds=60,
-        quick=False,
-        zone=zone,
-        outlet=outlet,
-    )
 
 
 def beat(outlets: Iterable[Outlet], at: datetime) -> None:

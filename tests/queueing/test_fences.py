@@ -21,7 +21,6 @@ from queueing.services import (
     lease_renew,
     order_claim_next,
     order_complete,
-    order_enqueue,
     order_mark_ready,
     order_recall,
     orders_complete,
@@ -29,21 +28,9 @@ from queueing.services import (
     outlet_mark_down,
 )
 from queueing.tickets import Ticket
+from tests.orders import place
 
 pytestmark = pytest.mark.django_db
-
-LINES = [{"item": "margherita", "name": "Margherita", "qty": 1, "note": "", "prep_seconds": 60}]
-
-
-def place_delivery(zone: str = "N1") -> Ticket:
-    return order_enqueue(
-        kind="delivery",
-        lines=LINES,
-        customer={"name": "Ada"},
-        prep_seconds=60,
-        quick=False,
-        zone=zone,
-    )
 
 
 def snapshot(order_id: int) -> dict[str, Any]:
@@ -65,7 +52,7 @@ class Zombie:
 @pytest.fixture
 def zombie(make_outlet: Callable[..., tuple[Outlet, str]]) -> Zombie:
     old = make_outlet("camden")[0]
-    stale = place_delivery()
+    stale = place(zone="N1")
     assert stale.outlet_id == old.pk
     (stale,) = order_claim_next(outlet=old, station="camden-1")
     new = make_outlet("hackney")[0]
@@ -156,8 +143,8 @@ def test_renew__moves_the_lease_on_with_the_database_clock(zombie: Zombie) -> No
 def test_orders_complete__one_stale_row_is_reported_and_the_rest_complete(
     zombie: Zombie,
 ) -> None:
-    place_delivery("E1")
-    place_delivery("E2")
+    place(zone="E1")
+    place(zone="E2")
     others = order_claim_next(outlet=zombie.new, station="hackney-2", limit=2)
     assert len(others) == 2
     claims = [(others[0].token, others[0].fence), (zombie.stale.token, zombie.stale.fence)]
@@ -179,7 +166,7 @@ def test_orders_complete__one_stale_row_is_reported_and_the_rest_complete(
 
 
 def test_orders_mark_ready__each_row_checked_against_its_own_fence(zombie: Zombie) -> None:
-    place_delivery("E1")
+    place(zone="E1")
     (other,) = order_claim_next(outlet=zombie.new, station="hackney-2")
     done, refused = orders_mark_ready(
         claims=[(zombie.stale.token, zombie.fresh.fence), (other.token, other.fence - 1)]
@@ -226,7 +213,7 @@ def test_mark_ready__a_queued_order_that_nobody_claimed_is_refused(
     make_outlet: Callable[..., tuple[Outlet, str]],
 ) -> None:
     make_outlet("camden")
-    queued = place_delivery()
+    queued = place(zone="N1")
     with pytest.raises(InvalidState, match=f"cannot mark order {queued.id} ready: it is queued"):
         order_mark_ready(token=queued.token, fence=queued.fence)
     with pytest.raises(InvalidState, match="renew"):
@@ -248,7 +235,7 @@ def test_orders_complete__every_completed_row_has_exactly_one_event(
 ) -> None:
     outlet = make_outlet("camden")[0]
     for zone in ("A", "B", "C", "D"):
-        place_delivery(zone)
+        place(zone=zone)
     tickets = order_claim_next(outlet=outlet, station="s", limit=4)
     # The same claim twice in one batch completes once.
     claims = [(t.token, t.fence) for t in tickets] + [(tickets[0].token, tickets[0].fence)]

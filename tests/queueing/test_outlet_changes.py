@@ -9,10 +9,10 @@ import pytest
 from django.db import connection
 
 from queueing.models import Order, OrderState, Outlet, OutletState
-from queueing.services import order_enqueue, outlet_mark_down
+from queueing.services import outlet_mark_down
+from tests.orders import place
 
 MakeOutlet = Callable[..., tuple[Outlet, str]]
-LINES = [{"item": "margherita", "name": "Margherita", "qty": 1, "note": "", "prep_seconds": 60}]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -26,14 +26,7 @@ def test_mark_down__two_outlets_at_once__both_go_down_without_deadlock(
     for round_ in range(5):
         outlets = [make_outlet(f"r{round_}o{i}")[0] for i in range(4)]
         for n in range(120):
-            order_enqueue(
-                kind="delivery",
-                lines=LINES,
-                customer={},
-                prep_seconds=60,
-                quick=False,
-                zone=f"z{n}",
-            )
+            place(zone=f"z{n}")
         victims = outlets[:2]
         barrier = threading.Barrier(len(victims))
         errors: list[BaseException] = []

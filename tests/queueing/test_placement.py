@@ -16,36 +16,13 @@ from queueing.errors import OutletUnavailable, QueueError
 from queueing.models import EventType, Order, OrderEvent, OrderState, Outlet, OutletState
 from queueing.services import order_enqueue, outlet_drain, outlet_mark_down, outlet_retire
 from queueing.services.routing import active_outlets, ring_of
-from queueing.tickets import Ticket
 from tests import processes
+from tests.orders import LINES, place
 from tests.processes import wait_for
 
-LINES = [{"item": "margherita", "name": "Margherita", "qty": 1, "note": "", "prep_seconds": 60}]
 ZONES = [f"zone-{i}" for i in range(12)]
 
 MakeOutlet = Callable[..., tuple[Outlet, str]]
-
-
-def delivery(zone: str) -> Ticket:
-    return order_enqueue(
-        kind="delivery",
-        lines=LINES,
-        customer={"name": "Ada"},
-        prep_seconds=60,
-        quick=False,
-        zone=zone,
-    )
-
-
-def takeaway(outlet: Outlet | None) -> Ticket:
-    return order_enqueue(
-        kind="takeaway",
-        lines=LINES,
-        customer={"name": "Bo"},
-        prep_seconds=60,
-        quick=False,
-        outlet=outlet,
-    )
 
 
 def first_choice(zone: str) -> str:
@@ -78,7 +55,7 @@ def test_enqueue__a_zone_keeps_going_to_the_same_outlet_while_it_lives(
     placed: dict[str, set[str]] = {zone: set() for zone in ZONES}
     for _ in range(3):
         for zone in ZONES:
-            placed[zone].add(Outlet.objects.get(pk=delivery(zone).outlet_id).slug)
+            placed[zone].add(Outlet.objects.get(pk=place(zone=zone).outlet_id).slug)
     assert all(len(slugs) == 1 for slugs in placed.values()), placed
     home = {zone: slugs.pop() for zone, slugs in placed.items()}
     assert home == {zone: first_choice(zone) for zone in ZONES}
@@ -86,7 +63,7 @@ def test_enqueue__a_zone_keeps_going_to_the_same_outlet_while_it_lives(
 
     outlet_mark_down(outlet=outlets["camden"])
     for zone in ZONES:
-        now_at = Outlet.objects.get(pk=delivery(zone).outlet_id).slug
+        now_at = Outlet.objects.get(pk=place(zone=zone).outlet_id).slug
         if home[zone] == "camden":
             assert now_at != "camden"
         else:
@@ -99,7 +76,7 @@ def test_enqueue__takeaway_goes_to_its_named_outlet_with_one_placed_event(
 ) -> None:
     make_outlet("camden")
     soho = make_outlet("soho")[0]
-    ticket = takeaway(soho)
+    ticket = place("takeaway", outlet=soho)
     assert (ticket.outlet_id, ticket.state, ticket.fence) == (soho.pk, OrderState.QUEUED, 1)
     assert events_of(ticket.id) == [(EventType.PLACED, OrderState.QUEUED, soho.pk, 1)]
     assert ticket.event_id == OrderEvent.objects.get(order_id=ticket.id).id
@@ -120,7 +97,7 @@ def test_enqueue__takeaway_at_an_outlet_not_taking_orders_is_refused(
         outlet_retire(outlet=camden)
     events_before = OrderEvent.objects.count()
     with pytest.raises(OutletUnavailable) as refused:
-        takeaway(None if state == "missing" else camden)
+        place("takeaway", outlet=None if state == "missing" else camden)
     name = "?" if state == "missing" else "camden"
     assert refused.value.message == f"outlet {name} is not taking orders right now"
     assert refused.value.context == {"field": "outlet"}
@@ -137,7 +114,7 @@ def test_enqueue__takeaway_refused_when_the_outlet_went_down_after_it_was_loaded
     outlet_mark_down(outlet=Outlet.objects.get(pk=camden.pk))
     assert camden.state == OutletState.ACTIVE  # the caller's copy is stale
     with pytest.raises(OutletUnavailable):
-        takeaway(camden)
+        place("takeaway", outlet=camden)
     assert not Order.objects.exists()
 
 
@@ -147,7 +124,7 @@ def test_enqueue__delivery_with_no_live_outlet_waits_with_no_outlet(
 ) -> None:
     camden = make_outlet("camden")[0]
     outlet_drain(outlet=camden)
-    ticket = delivery("N1")
+    ticket = place(zone="N1")
     assert ticket.outlet_id is None and ticket.state == OrderState.QUEUED
     assert events_of(ticket.id) == [(EventType.WAITING, OrderState.QUEUED, None, 1)]
     event = OrderEvent.objects.get(order_id=ticket.id)
@@ -191,7 +168,7 @@ def test_enqueue__rolled_back_placement_leaves_no_order_and_no_event(
     camden = make_outlet("camden")[0]
     events_before = OrderEvent.objects.count()
     with pytest.raises(Rollback), transaction.atomic():
-        ticket = delivery("N1") if kind == "delivery" else takeaway(camden)
+        ticket = place(zone="N1") if kind == "delivery" else place("takeaway", outlet=camden)
         # Inside the transaction the order and its one event are there...
         assert events_of(ticket.id) == [(EventType.PLACED, OrderState.QUEUED, camden.pk, 1)]
         raise Rollback
@@ -214,9 +191,9 @@ def test_enqueue__notify_is_sent_on_commit_only(
 ) -> None:
     make_outlet("camden")
     with pytest.raises(Rollback), transaction.atomic():
-        rolled_back = delivery("N1")
+        rolled_back = place(zone="N1")
         raise Rollback
-    committed = delivery("N2")
+    committed = place(zone="N2")
     # NOTIFYs arrive in commit order: had the rolled-back placement sent one, it would
     # come before the committed one. Outlet-level events (the outlet being added) are
     # not what this test is about.
@@ -278,7 +255,7 @@ def test_enqueue__placement_waiting_on_a_take_down_does_not_land_on_the_dead_out
         # outlet_take_down does), has moved the orders it saw, and has not committed yet.
         notifier.execute("SELECT id FROM queueing_outlet WHERE id = %s FOR UPDATE", [camden.pk])
         thread, result = _in_thread(
-            lambda: delivery(zone) if kind == "delivery" else takeaway(camden)
+            lambda: place(zone=zone) if kind == "delivery" else place("takeaway", outlet=camden)
         )
         wait_for(_someone_waits_for_a_lock, timeout=10, message="the placement to wait")
         notifier.execute("UPDATE queueing_outlet SET state = 'down' WHERE id = %s", [camden.pk])
@@ -301,7 +278,7 @@ def test_enqueue__take_down_waiting_on_a_placement_moves_the_new_order(
     camden, soho = make_outlet("camden")[0], make_outlet("soho")[0]
     zone = next(z for z in ZONES if first_choice(z) == "camden")
     with transaction.atomic():
-        placed = delivery(zone)
+        placed = place(zone=zone)
         assert placed.outlet_id == camden.pk
         thread, result = _in_thread(lambda: outlet_mark_down(outlet=camden))
         wait_for(_someone_waits_for_a_lock, timeout=10, message="the take-down to wait")
