@@ -24,3 +24,11 @@ def make_outlet(db: None) -> Callable[..., tuple[Outlet, str]]:
         return outlet_create(slug=slug, name=name or slug.title(), weight=weight)
 
     return make
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the embedded PostgreSQL if this run started it (one already running is left alone)."""
+    from shop import database
+
+    if database.started_here:
+        database.embedded_server_stop()
