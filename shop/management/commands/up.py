@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from shop import database
 
@@ -34,6 +35,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HEARTH_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("HEARTH_PORT", "8000")))
         parser.add_argument(
+            "--web-processes",
+            type=int,
+            default=settings.HEARTH_WEB_PROCESSES,
+            help="web (daphne) processes sharing the port; default: one per core",
+        )
+        parser.add_argument(
             "--no-notifier", action="store_true", help="run web only (a notifier runs elsewhere)"
         )
         parser.add_argument(
@@ -46,10 +53,13 @@ class Command(BaseCommand):
         demo: bool,
         host: str,
         port: int,
+        web_processes: int,
         no_notifier: bool,
         order_interval: float,
         **options: Any,
     ) -> None:
+        if web_processes < 1:
+            raise CommandError("--web-processes must be at least 1")
         call_command("migrate", interactive=False, verbosity=0)
         env = dict(os.environ)
         env["DATABASE_URL"] = database.database_url()
@@ -63,8 +73,14 @@ class Command(BaseCommand):
         server = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-        def start(name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
-            children.append((name, subprocess.Popen(argv, env={**env, **(extra_env or {})})))
+        def start(
+            name: str,
+            argv: list[str],
+            extra_env: dict[str, str] | None = None,
+            pass_fds: tuple[int, ...] = (),
+        ) -> None:
+            child = subprocess.Popen(argv, env={**env, **(extra_env or {})}, pass_fds=pass_fds)
+            children.append((name, child))
 
         stopping = False
 
@@ -79,26 +95,30 @@ class Command(BaseCommand):
         access_log.parent.mkdir(parents=True, exist_ok=True)
         trickle = None
         try:
-            start(
-                "web",
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    host,
-                    "-p",
-                    str(port),
-                    "--ping-interval",
-                    "20",
-                    "--ping-timeout",
-                    "30",
-                    # One line per request would bury the console (agents poll); keep them in a file.
-                    "--access-log",
-                    str(access_log),
-                    "shop.asgi:application",
-                ],
-            )
+            listening = _listening_socket(host, port)
+            for n in range(web_processes):
+                start(
+                    f"web {n + 1}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "daphne",
+                        "--fd",
+                        str(listening.fileno()),
+                        "--ping-interval",
+                        "20",
+                        "--ping-timeout",
+                        "30",
+                        # One line per request would bury the console; keep them in a file.
+                        "--access-log",
+                        str(access_log),
+                        "shop.asgi:application",
+                    ],
+                    pass_fds=(listening.fileno(),),
+                )
+            # The children hold the socket now; up keeps no copy, so the port closes with them.
+            listening.close()
+            self.stdout.write(f"{web_processes} web processes share {host}:{port}")
             if not no_notifier:
                 start("notifier", [sys.executable, MANAGE, "notifier"])
             if demo:
@@ -164,3 +184,17 @@ class Command(BaseCommand):
                 database.embedded_server_stop()
                 self.stdout.write("Stopped the embedded PostgreSQL")
             self.stdout.write("Hearth stopped")
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """One listening TCP socket that every web process accepts on (the kernel spreads connections)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(1024)
+    return sock
