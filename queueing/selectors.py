@@ -208,4 +208,31 @@ def orders_needing_attention(*, limit: int = 50) -> QuerySet[Order]:
 
 
 def notifier_status() -> NotifierStatus | None:
-    return NotifierStatus.objects.filter(pk=1).first()
+    """The notifiers' one status row, with ``tick_age`` (database clock) since the last tick."""
+    return (
+        NotifierStatus.objects.filter(pk=1)
+        .annotate(
+            tick_age=ExpressionWrapper(Now() - F("last_tick_at"), output_field=DurationField())
+        )
+        .first()
+    )
+
+
+def events_counted_since(*, seconds: float) -> dict[str, int]:
+    """How many events of each type were written in the last ``seconds`` (database clock)."""
+    rows = (
+        OrderEvent.objects.filter(at__gte=Now() - timedelta(seconds=seconds))
+        .values_list("type")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return dict(rows)
+
+
+def orders_waiting_count() -> int:
+    """Open orders that no outlet holds (every outlet was down when they had to move)."""
+    return Order.objects.filter(state=OrderState.QUEUED, outlet__isnull=True).count()
+
+
+def orders_needing_attention_count() -> int:
+    return Order.objects.filter(state=OrderState.ATTENTION).count()

@@ -137,6 +137,8 @@ CHANNEL_LAYERS = {
 # The LISTEN connection's reconnect backoff: doubles from MIN up to MAX (seconds).
 HEARTH_LISTENER_RETRY_MIN = env_seconds("HEARTH_LISTENER_RETRY_MIN", 0.1)
 HEARTH_LISTENER_RETRY_MAX = env_seconds("HEARTH_LISTENER_RETRY_MAX", 5)
+# Prometheus reads /metrics with "Authorization: Bearer <this>"; empty turns /metrics off.
+HEARTH_METRICS_TOKEN = os.environ.get("HEARTH_METRICS_TOKEN", "")
 # Web processes `manage.py up` runs on its one port (each with its own LISTEN connection).
 HEARTH_WEB_PROCESSES = int(os.environ.get("HEARTH_WEB_PROCESSES", "0")) or os.cpu_count() or 1
 

@@ -5,7 +5,7 @@ from django.contrib.staticfiles.views import serve as static_serve
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from shop import kitchen, ops, pages
+from shop import kitchen, metrics, ops, pages
 from shop.api import agents, openapi, orders
 
 api = [
@@ -38,6 +38,7 @@ urlpatterns = [
     path("kitchen/<slug:slug>/", pages.kitchen_screen, name="kitchen"),
     path("kitchen/<slug:slug>/tickets/", pages.kitchen_tickets_part, name="kitchen-tickets"),
     path("kitchen/<slug:slug>/", include(kitchen_actions)),
+    path("metrics", metrics.metrics, name="metrics"),
     path("ops/", ops.ops_screen, name="ops"),
     path("ops/overview/", ops.ops_overview_part, name="ops-overview"),
     path("ops/outlets/add/", ops.outlet_add, name="ops-outlet-add"),
