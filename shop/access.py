@@ -4,12 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404
 
 from queueing.models import Outlet
 
 MANAGER_PERMISSION = "shop.manager"
+MANAGERS_GROUP = "Managers"
+# What a manager does in the admin, and no more: outlets, the menu, orders and who works
+# where. Not users' accounts: changing a user could grant superuser, so accounts stay a
+# superuser's job and a manager assigns existing staff to outlets.
+MANAGERS_ADMIN_PERMISSIONS = (
+    "queueing.view_outlet",
+    "queueing.add_outlet",
+    "queueing.change_outlet",
+    "queueing.view_order",
+    "queueing.change_order",
+    "queueing.view_orderevent",
+    "queueing.view_notifierstatus",
+    "shop.view_menuitem",
+    "shop.add_menuitem",
+    "shop.change_menuitem",
+    "shop.delete_menuitem",
+    "shop.view_membership",
+    "shop.add_membership",
+    "shop.change_membership",
+    "shop.delete_membership",
+    "auth.view_user",
+    MANAGER_PERMISSION,
+)
 
 
 def is_manager(user: Any) -> bool:
@@ -33,3 +58,17 @@ def kitchen_outlet(*, user: Any, slug: str) -> Outlet:
     if not can_open_kitchen(user, outlet):
         raise PermissionDenied(f"you do not work at {outlet.name}")
     return outlet
+
+
+def managers_group_ensure() -> Group:
+    """The "Managers" group with exactly the permissions a manager needs (created or corrected)."""
+    group, _ = Group.objects.get_or_create(name=MANAGERS_GROUP)
+    wanted = Q()
+    for name in MANAGERS_ADMIN_PERMISSIONS:
+        app_label, codename = name.split(".")
+        wanted |= Q(content_type__app_label=app_label, codename=codename)
+    permissions = list(Permission.objects.filter(wanted))
+    if len(permissions) != len(MANAGERS_ADMIN_PERMISSIONS):
+        raise LookupError("some manager permissions do not exist: run migrate first")
+    group.permissions.set(permissions)
+    return group

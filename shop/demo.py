@@ -8,13 +8,13 @@ import secrets
 import threading
 
 import httpx
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import transaction
 
 from queueing.models import Outlet, OutletState
 from queueing.services import outlet_create, outlet_rotate_token
-from shop.access import MANAGER_PERMISSION
+from shop.access import managers_group_ensure
 from shop.models import Membership, MenuItem
 
 log = logging.getLogger("hearth.demo")
@@ -41,9 +41,7 @@ def demo_seed() -> tuple[dict[str, str], dict[str, str]]:
                 if outlet.state != OutletState.RETIRED:
                     tokens[slug] = outlet_rotate_token(outlet=outlet)
         manager, _ = User.objects.get_or_create(username="manager", defaults={"is_staff": True})
-        manager.user_permissions.add(
-            Permission.objects.get(codename=MANAGER_PERMISSION.split(".")[1])
-        )
+        manager.groups.add(managers_group_ensure())
         passwords["manager"] = secrets.token_urlsafe(9)
         manager.set_password(passwords["manager"])
         manager.save()
