@@ -79,7 +79,9 @@
     selected = list[index].getAttribute("data-token");
     list.forEach(function (el, i) {
       el.classList.toggle("is-selected", i === index);
-      el.setAttribute("aria-selected", i === index ? "true" : "false");
+      // aria-current, not aria-selected: a list item is no option of a listbox.
+      if (i === index) el.setAttribute("aria-current", "true");
+      else el.removeAttribute("aria-current");
     });
   }
 
