@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-BENCHES = ("queue", "failover", "sockets")
+BENCHES = ("queue", "failover", "sockets", "outlets")
 
 
 class Command(BaseCommand):
