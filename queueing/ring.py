@@ -89,6 +89,35 @@ class HashRing:
             previous = position
         return {slug: arc / _RING_SIZE for slug, arc in arcs.items()}
 
+    def heirs(self) -> dict[str, dict[str, float]]:
+        """For each outlet, the key-space fraction each other outlet would gain if it left.
+
+        Without an outlet, each of its arcs belongs to the next vnode of another outlet
+        (the others' positions do not move), so one pass finds every outlet's heirs
+        instead of one ring built per outlet.
+        """
+        gains: dict[str, dict[str, float]] = {slug: {} for slug in self._nodes}
+        count = len(self._owners)
+        if len(self._nodes) < 2:
+            return gains
+        # next_other[i]: the owner of the first vnode after i owned by another outlet.
+        next_other: list[str] = [""] * count
+        for k in range(2 * count - 2, -1, -1):  # twice round, so the wrap is seen
+            i, after = k % count, (k + 1) % count
+            next_other[i] = (
+                self._owners[after] if self._owners[after] != self._owners[i] else next_other[after]
+            )
+        previous = self._positions[-1] - _RING_SIZE
+        for i, (position, slug) in enumerate(zip(self._positions, self._owners, strict=True)):
+            heir = gains[slug]
+            heir[next_other[i]] = heir.get(next_other[i], 0.0) + (position - previous) / _RING_SIZE
+            previous = position
+        return gains
+
+    def heir(self, key: str, *, leaving: str) -> str | None:
+        """Where ``key`` would go if outlet ``leaving`` left the ring; None if no other is on it."""
+        return next((slug for slug in self.walk(key) if slug != leaving), None)
+
     def cap(self, node: str, total: int, *, epsilon: float) -> int:
         """Return how many of total orders node may hold: ceil((1 + epsilon) * its share), >= 1."""
         if total < 0 or epsilon < 0:

@@ -84,38 +84,39 @@ def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
     """The ring of active outlets, and for each live outlet where its orders would go if it died.
 
     Consistent hashing moves only the dead outlet's keys, so what each survivor
-    gains is the difference of its share with and without it. Bounded loads may
-    spill an order further along the ring when its heir is full.
+    gains is read off the one ring of active outlets (``HashRing.heirs``), never a
+    ring rebuilt per outlet. Bounded loads may spill an order further along the
+    ring when its heir is full.
     """
     active = [o for o in outlets if o.state == OutletState.ACTIVE]
     live = [o for o in outlets if o.state in (OutletState.ACTIVE, OutletState.DRAINING)]
-    shares = ring_of(active).shares() if active else {}
+    ring = ring_of(active) if active else None
+    shares = ring.shares() if ring else {}
+    gains_by_outlet = ring.heirs() if ring else {}
     zones_by_outlet: dict[int, list[tuple[str, int]]] = {}
     for outlet_id, zone, count in open_delivery_zones():
         zones_by_outlet.setdefault(outlet_id, []).append((zone, count))
     rows = []
     for outlet in live:
-        survivors = [o for o in active if o.pk != outlet.pk]
-        own = shares.get(outlet.slug, 0.0)
-        heirs: list[tuple[str, int]] = []
+        gains = gains_by_outlet.get(outlet.slug, {})
+        heirs_by_gain = sorted((s for s, g in gains.items() if g > 1e-9), key=lambda s: -gains[s])
+        percents = whole_percents([gains[s] for s in heirs_by_gain])
         zones: list[tuple[str, int, str]] = []
-        if survivors:
-            ring = ring_of(survivors)
-            after = ring.shares()
-            gains = {s: after[s] - shares.get(s, 0.0) for s in after}
-            heirs_by_gain = sorted(
-                (s for s, g in gains.items() if g > 1e-9), key=lambda s: -gains[s]
+        for zone, count in zones_by_outlet.get(outlet.pk, []):
+            heir = ring.heir(zone, leaving=outlet.slug) if ring and zone else None
+            if not zone and ring and len(ring.nodes) > (outlet.slug in ring.nodes):
+                where = "(each its own way)"  # keyed by its token: each may go elsewhere
+            else:
+                where = heir or "nowhere: it would wait"
+            zones.append((zone, count, where))
+        rows.append(
+            RingRow(
+                outlet=outlet,
+                share=shares.get(outlet.slug, 0.0),
+                heirs=list(zip(heirs_by_gain, percents, strict=True)),
+                zones=zones,
             )
-            percents = whole_percents([gains[s] for s in heirs_by_gain])
-            heirs = list(zip(heirs_by_gain, percents, strict=True))
-            for zone, count in zones_by_outlet.get(outlet.pk, []):
-                # An order without a zone is keyed by its token: each may go elsewhere.
-                zones.append((zone, count, ring.owner(zone) if zone else "(each its own way)"))
-        else:
-            zones = [
-                (z, n, "nowhere: it would wait") for z, n in zones_by_outlet.get(outlet.pk, [])
-            ]
-        rows.append(RingRow(outlet=outlet, share=own, heirs=heirs, zones=zones))
+        )
     for row, percent in zip(rows, whole_percents([r.share for r in rows]), strict=True):
         row.percent = percent
     return rows

@@ -6,9 +6,16 @@ from collections.abc import Callable
 
 import pytest
 from django.core.management import call_command
+from hypothesis import settings as hypothesis_settings
 
 from queueing.models import Outlet
 from queueing.services import outlet_create
+
+# No per-example deadline: on a busy machine (CI, other work on the same cores) an
+# example's wall time says nothing about the code, and a test that fails on a busy
+# machine is a defect of the test.
+hypothesis_settings.register_profile("hearth", deadline=None)
+hypothesis_settings.load_profile("hearth")
 
 
 @pytest.fixture

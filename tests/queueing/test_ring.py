@@ -282,3 +282,33 @@ def test_ring__rejects_weight_that_is_not_positive_and_finite(weight: float) -> 
 def test_ring__rejects_vnodes_per_unit_below_one() -> None:
     with pytest.raises(ValueError, match="vnodes_per_unit"):
         HashRing({"soho": 1}, vnodes_per_unit=0)
+
+
+@given(weights=outlets(), vnodes_per_unit=st.integers(1, 64))
+def test_ring__heirs_are_the_shares_gained_on_the_ring_without_that_outlet(
+    weights: dict[str, float], vnodes_per_unit: int
+) -> None:
+    ring = HashRing(weights, vnodes_per_unit=vnodes_per_unit)
+    before = ring.shares()
+    heirs = ring.heirs()
+    assert set(heirs) == set(weights)
+    for gone in weights:
+        rest = {slug: w for slug, w in weights.items() if slug != gone}
+        after = HashRing(rest, vnodes_per_unit=vnodes_per_unit).shares() if rest else {}
+        gained = {slug: after[slug] - before[slug] for slug in after if after[slug] > before[slug]}
+        assert heirs[gone].keys() == {s for s, g in gained.items() if g > 1e-12}
+        for slug, gain in heirs[gone].items():
+            assert math.isclose(gain, gained[slug], rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(sum(heirs[gone].values()), before[gone] if rest else 0, abs_tol=1e-9)
+
+
+@given(weights=outlets(min_size=2), keys=st.lists(ZONES, max_size=100), data=st.data())
+def test_ring__heir_of_a_key_is_its_owner_on_the_ring_without_that_outlet(
+    weights: dict[str, float], keys: list[str], data: st.DataObject
+) -> None:
+    gone = data.draw(st.sampled_from(sorted(weights)))
+    ring = HashRing(weights)
+    without = HashRing({slug: w for slug, w in weights.items() if slug != gone})
+    for key in keys:
+        assert ring.heir(key, leaving=gone) == without.owner(key)
+    assert HashRing({gone: 1}).heir("any", leaving=gone) is None
