@@ -129,6 +129,11 @@ def outlet_last_bumped(*, outlet: Outlet) -> Order | None:
     return event.order
 
 
+def outlets_taking_orders() -> QuerySet[Outlet]:
+    """Outlets a customer can order from now, by name."""
+    return Outlet.objects.filter(state=OutletState.ACTIVE).order_by("name")
+
+
 def outlets_for_user(*, user: Any, manager: bool) -> QuerySet[Outlet]:
     """The kitchens a user may open: every outlet that is not retired for a manager, else theirs."""
     outlets = Outlet.objects.exclude(state=OutletState.RETIRED)

@@ -200,12 +200,27 @@ ORDER_BY_TOKEN = f"""
     WHERE o.token = ANY(%(tokens)s::text[])
 """
 
-# Open orders per active outlet: the loads the bounded-load ring balances.
-OUTLET_LOADS = """
-    SELECT outlet_id, count(*) AS open
+# The active outlets' version: changes whenever one joins, leaves or changes weight. A
+# placement reads this one row and reloads the outlets only when it changed.
+ACTIVE_OUTLETS_VERSION = """
+    SELECT md5(string_agg(id || ':' || slug || ':' || weight, ',' ORDER BY id)) AS version
+    FROM queueing_outlet
+    WHERE state = 'active'
+"""
+
+# One outlet's open orders: the load a placement's ring walk checks against its cap.
+OUTLET_LOAD = """
+    SELECT count(*) AS open
     FROM queueing_order
-    WHERE state IN ('queued', 'preparing', 'ready') AND outlet_id = ANY(%(outlet_ids)s::bigint[])
-    GROUP BY outlet_id
+    WHERE state IN ('queued', 'preparing', 'ready') AND outlet_id = %(outlet_id)s
+"""
+
+# The active outlets' open orders together: the total the bounded-load caps share out.
+OPEN_ORDERS_TOTAL = """
+    SELECT count(*) AS open
+    FROM queueing_order
+    WHERE state IN ('queued', 'preparing', 'ready')
+      AND outlet_id IN (SELECT id FROM queueing_outlet WHERE state = 'active')
 """
 
 # Lock the open orders that must move (of the given outlets, or given ids),

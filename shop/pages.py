@@ -36,8 +36,9 @@ from queueing.selectors import (
     outlet_names,
     outlet_queue,
     outlets_for_user,
+    outlets_taking_orders,
 )
-from queueing.services.routing import OUTLET_UNAVAILABLE, active_outlets
+from queueing.services.routing import OUTLET_UNAVAILABLE
 from shop.access import is_manager, kitchen_outlet
 from shop.forms import OrderForm
 from shop.models import MenuItem
@@ -110,7 +111,7 @@ def _order_form(data: Any = None) -> OrderForm:
     return OrderForm(
         data,
         menu=MenuItem.objects.filter(available=True).order_by("name"),
-        outlets=active_outlets(),
+        outlets=outlets_taking_orders(),
         zones=known_delivery_zones(),
     )
 

@@ -13,7 +13,7 @@ from queueing import sql
 from queueing.db import fetch_all, fetch_one
 from queueing.errors import OutletUnavailable, QueueError
 from queueing.models import OrderKind, Outlet
-from queueing.services.routing import Router
+from queueing.services.routing import RingMember, Router
 from queueing.tickets import Ticket
 
 
@@ -72,12 +72,12 @@ def order_enqueue(
     return Ticket.from_row(rows[0])
 
 
-def _outlet_hold(outlet: Outlet) -> bool:
+def _outlet_hold(outlet: RingMember) -> bool:
     """Hold the outlet until the caller's transaction ends, if it still takes orders."""
     return fetch_one(sql.OUTLET_HOLD_ACTIVE, {"outlet_id": outlet.pk}) is not None
 
 
-def _outlet_for(*, kind: str, zone: str, outlet: Outlet | None) -> Outlet | None:
+def _outlet_for(*, kind: str, zone: str, outlet: Outlet | None) -> RingMember | None:
     """The outlet that takes the order, held for the caller's transaction; None: none is live.
 
     An outlet can go down between reading the live outlets and holding one; the

@@ -10,17 +10,17 @@ new keys (invariant 3).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
 from psycopg.types.json import Jsonb
 
 from queueing import sql
-from queueing.db import fetch_all
+from queueing.db import fetch_all, fetch_one
 from queueing.models import Outlet, OutletState
 from queueing.ring import HashRing
 from queueing.tickets import Ticket
@@ -33,53 +33,106 @@ def _ring(weights: tuple[tuple[str, int], ...]) -> HashRing:
     return HashRing(dict(weights))
 
 
-def active_outlets() -> list[Outlet]:
-    """Outlets taking new orders, by id."""
-    return list(Outlet.objects.filter(state=OutletState.ACTIVE).order_by("id"))
+class RingMember(Protocol):
+    """What routing reads of an outlet: an Outlet, or its Seat."""
+
+    @property
+    def pk(self) -> int: ...
+    @property
+    def slug(self) -> str: ...
+    @property
+    def weight(self) -> int: ...
 
 
-def ring_of(outlets: Sequence[Outlet]) -> HashRing:
+@dataclass(frozen=True)
+class Seat:
+    """An active outlet's place on the ring."""
+
+    pk: int
+    slug: str
+    weight: int
+
+
+# (version of the active outlets, their seats, their ring): re-read when the version changes.
+_seats: tuple[str, list[Seat], HashRing | None] = ("", [], None)
+
+
+def active_outlets() -> list[Seat]:
+    """Outlets taking new orders, by id.
+
+    A placement asks for them every time; at a thousand outlets, loading them all is
+    what a placement would cost, so each process keeps them and asks the database
+    only for their version (one row) until it changes.
+    """
+    global _seats
+    row = fetch_one(sql.ACTIVE_OUTLETS_VERSION, {})
+    version = str(row["version"]) if row and row["version"] else "none"
+    if _seats[0] != version:
+        members = (
+            Outlet.objects.filter(state=OutletState.ACTIVE)
+            .order_by("id")
+            .values_list("id", "slug", "weight")
+        )
+        seats = [Seat(pk, slug, weight) for pk, slug, weight in members]
+        _seats = (version, seats, _ring(_weights(seats)) if seats else None)
+    return _seats[1]
+
+
+def _weights(outlets: Sequence[RingMember]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((o.slug, max(int(o.weight), 1)) for o in outlets))
+
+
+def ring_of(outlets: Sequence[RingMember]) -> HashRing:
     """The ring of these outlets (cached by slug and weight)."""
-    return _ring(tuple(sorted((o.slug, max(int(o.weight), 1)) for o in outlets)))
+    if outlets is _seats[1] and _seats[2] is not None:
+        return _seats[2]  # the active outlets' ring, built when they last changed
+    return _ring(_weights(outlets))
 
 
-def outlet_loads(outlets: Sequence[Outlet]) -> dict[str, int]:
-    """Open orders per outlet slug."""
-    by_id = {o.pk: o.slug for o in outlets}
-    rows = fetch_all(sql.OUTLET_LOADS, {"outlet_ids": list(by_id)})
-    loads = {slug: 0 for slug in by_id.values()}
-    for row in rows:
-        loads[by_id[row["outlet_id"]]] = int(row["open"])
-    return loads
+def outlet_load(outlet: RingMember) -> int:
+    """Open orders held by one outlet."""
+    row = fetch_one(sql.OUTLET_LOAD, {"outlet_id": outlet.pk})
+    return int(row["open"]) if row else 0
+
+
+def open_orders_total() -> int:
+    """Open orders held by active outlets, all together."""
+    row = fetch_one(sql.OPEN_ORDERS_TOTAL, {})
+    return int(row["open"]) if row else 0
 
 
 @dataclass
 class Router:
-    """Assigns a batch of orders over one snapshot of the live outlets and their loads."""
+    """Assigns a batch of orders over one snapshot of the live outlets and their loads.
 
-    outlets: list[Outlet]
+    A placement visits one or two outlets of a thousand, so an outlet's cap and its
+    load are worked out when the walk reaches it (``load_of`` fetches a load the
+    snapshot lacks), never for every outlet up front.
+    """
+
+    outlets: Sequence[RingMember]
     epsilon: float
     bounded: bool = True
     loads: dict[str, int] = field(default_factory=dict)
     total: int = 0
+    load_of: Callable[[RingMember], int] | None = None
 
     def __post_init__(self) -> None:
         self._ring = ring_of(self.outlets) if self.outlets else None
         self._by_slug = {o.slug: o for o in self.outlets}
-        self._caps: dict[str, int] | None = None
+        self._caps: dict[str, int] = {}
 
     @classmethod
     def for_live_outlets(
         cls, *, incoming: int, epsilon: float | None = None, bounded: bool = True
     ) -> Router:
         outlets = active_outlets()
-        loads = outlet_loads(outlets) if outlets else {}
         return cls(
             outlets=outlets,
             epsilon=settings.HEARTH_RING_EPSILON if epsilon is None else epsilon,
             bounded=bounded,
-            loads=loads,
-            total=sum(loads.values()) + incoming,
+            total=(open_orders_total() if outlets else 0) + incoming,
+            load_of=outlet_load,
         )
 
     @classmethod
@@ -101,32 +154,38 @@ class Router:
             total=incoming,
         )
 
-    def choose(self, key: str, *, exclude: Collection[str] = ()) -> Outlet | None:
+    def _cap(self, slug: str) -> int:
+        cap = self._caps.get(slug)
+        if cap is None:
+            assert self._ring is not None
+            cap = self._ring.cap(slug, max(self.total, 1), epsilon=self.epsilon)
+            self._caps[slug] = cap
+        return cap
+
+    def _load(self, slug: str) -> int:
+        if slug not in self.loads:
+            self.loads[slug] = self.load_of(self._by_slug[slug]) if self.load_of else 0
+        return self.loads[slug]
+
+    def choose(self, key: str, *, exclude: Collection[str] = ()) -> RingMember | None:
         """The outlet for ``key``; None when no outlet other than ``exclude`` is live."""
         ring = self._ring
         if ring is None or all(slug in exclude for slug in self._by_slug):
             return None
         slug: str | None = None
         if self.bounded:
-            # ring.assign's walk, with each outlet's cap (exact arithmetic, constant for
-            # the batch) computed once per Router rather than once per order.
-            if self._caps is None:
-                total = max(self.total, 1)
-                self._caps = {s: ring.cap(s, total, epsilon=self.epsilon) for s in self._by_slug}
+            # ring.assign's walk, each outlet's cap computed once per Router (exact
+            # arithmetic, constant for the batch) and only for outlets the walk reaches.
             for candidate in ring.walk(key):
-                if (
-                    candidate not in exclude
-                    and self.loads.get(candidate, 0) < self._caps[candidate]
-                ):
+                if candidate not in exclude and self._load(candidate) < self._cap(candidate):
                     slug = candidate
-                    self.loads[slug] = self.loads.get(slug, 0) + 1
                     break
             # With the order's own outlet excluded the rest may all be full (the caps add
             # up to the total only over every outlet): overfilling one a little beats
             # leaving the order with no outlet.
         if slug is None:
             slug = next(s for s in ring.walk(key) if s not in exclude)
-            self.loads[slug] = self.loads.get(slug, 0) + 1
+        self.loads[slug] = self._load(slug) + 1
         return self._by_slug[slug]
 
 

@@ -222,7 +222,9 @@ def test_plan__claim_next_reads_the_outlets_queue_index(
 
 
 def test_plan__outlet_loads_read_the_open_orders_index(big_queue: dict[str, Any]) -> None:
-    nodes = explain(sql.OUTLET_LOADS, {"outlet_ids": big_queue["outlet_ids"]})
+    nodes = explain(sql.OPEN_ORDERS_TOTAL, {})
+    assert_indexed(nodes, uses="order_open_by_outlet")
+    nodes = explain(sql.OUTLET_LOAD, {"outlet_id": big_queue["outlet"].pk})
     assert_indexed(nodes, uses="order_open_by_outlet")
 
 
