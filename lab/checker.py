@@ -77,7 +77,9 @@ def report(verdict: dict[str, list[str]], *, limit: int = 8) -> str:
     lines = []
     for name, problems in verdict.items():
         mark = "ok  " if not problems else "FAIL"
-        lines.append(f"{mark} {name}: {INVARIANTS[name]}" + (f" ({len(problems)})" if problems else ""))
+        lines.append(
+            f"{mark} {name}: {INVARIANTS[name]}" + (f" ({len(problems)})" if problems else "")
+        )
         for problem in problems[:limit]:
             lines.append(f"       - {problem}")
         if len(problems) > limit:
@@ -185,7 +187,9 @@ def _fenced(
     timeline: dict[str, list[dict[str, Any]]],
 ) -> None:
     """Each acknowledged write names an event of its kind under the fence it was sent with."""
-    writes = [("completed", line["order"], line["fence"], "agent") for line in history.get("made", [])]
+    writes = [
+        ("completed", line["order"], line["fence"], "agent") for line in history.get("made", [])
+    ]
     for record in history.get("cook", []):
         if record.get("action") in ("ready", "complete") and record.get("status") == 200:
             kind = "ready" if record["action"] == "ready" else "completed"

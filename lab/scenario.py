@@ -50,7 +50,7 @@ AGENTS = {"o1": 2, "o2": 1, "o3": 2}  # outlet -> stations
 COOK_OUTLET = "k1"  # its only station is the cook at the kitchen screen
 COOK_USER, WATCH_USER, PASSWORD = "chaos-cook", "chaos-watcher", "chaos-password-1"
 ITEMS = ["cola", "water", "tiramisu", "cola", "garlic-bread", "margherita", "pepperoni"]
-RATE = 6.0  # orders a second
+RATE = 4.0  # orders a second: the cook, one station, must keep up with its share
 
 SETUP = """
 import json
@@ -109,7 +109,9 @@ def schedule(seed: int, seconds: float, *, restart_pg: bool = False) -> list[Fau
             fault = Fault(t, "kill", target, rng.uniform(0.3, 6.0))
         elif roll < 0.45:
             # Some pauses outlast the heartbeat timeout; a paused leader is the frozen leader.
-            fault = Fault(t, "pause", target, rng.choice([rng.uniform(0.3, 2.0), rng.uniform(3, 9)]))
+            fault = Fault(
+                t, "pause", target, rng.choice([rng.uniform(0.3, 2.0), rng.uniform(3, 9)])
+            )
         elif roll < 0.6:
             fault = Fault(t, "partition", target, rng.uniform(0.5, 6.0))
         elif roll < 0.72:
@@ -143,7 +145,9 @@ class Result:
         return not checker.failed(self.verdict)
 
     def text(self) -> str:
-        settled = f"settled in {self.settled:.1f}s" if self.settled is not None else "DID NOT SETTLE"
+        settled = (
+            f"settled in {self.settled:.1f}s" if self.settled is not None else "DID NOT SETTLE"
+        )
         return (
             f"chaos seed {self.seed}: {len(self.faults)} faults, {settled}\n"
             f"{checker.summary(self.history)}\n{checker.report(self.verdict)}\n"
@@ -185,7 +189,9 @@ class Customers(threading.Thread):
             try:
                 answer = clients[i % len(clients)].post("/api/orders", json=body)
             except httpx.HTTPError as exc:
-                self.record.append({"at": sent, "i": i, "status": None, "error": type(exc).__name__})
+                self.record.append(
+                    {"at": sent, "i": i, "status": None, "error": type(exc).__name__}
+                )
             else:
                 token = None
                 if answer.status_code == 202:
@@ -202,7 +208,15 @@ class Customers(threading.Thread):
 class Run:
     """The processes, proxies and screens of one chaos run."""
 
-    def __init__(self, *, seed: int, server_url: str, log_dir: Path, say: Callable[[str], None]):
+    def __init__(
+        self,
+        *,
+        seed: int,
+        server_url: str,
+        log_dir: Path,
+        say: Callable[[str], None],
+        database: str = "",
+    ):
         self.seed = seed
         self.log_dir = log_dir
         self.say = say
@@ -212,7 +226,7 @@ class Run:
             raise RuntimeError("chaos needs PostgreSQL over TCP (a proxy sits in between)")
         self.pg = (host, int(params.get("port") or 5432))
         base = params.get("dbname") or "hearth"
-        self.database = f"{base}_chaos_{seed}"
+        self.database = database or f"{base}_chaos_{seed}"
         self.params = {k: v for k, v in params.items() if k not in ("host", "port", "dbname")}
         self.admin_url = make_conninfo(server_url, dbname="postgres")
         self.url = make_conninfo(server_url, dbname=self.database)
@@ -321,7 +335,9 @@ class Run:
             return {r["slug"] for r in rows} >= set(slugs)
 
         try:
-            wait_for(all_beating, timeout=60, interval=0.5, message="every outlet's first heartbeat")
+            wait_for(
+                all_beating, timeout=60, interval=0.5, message="every outlet's first heartbeat"
+            )
         except TimeoutError:
             self.say("note: not every outlet heartbeated before the load (see the logs)")
         wait_for(
@@ -466,7 +482,8 @@ class Run:
     def close(self) -> None:
         for screen in self.screens:
             screen.close()
-        for proc in self.procs.values():
+        # Clients first, servers last: nothing logs a failure that is only the shutdown.
+        for proc in sorted(self.procs.values(), key=lambda p: p.name.startswith("web")):
             proc.stop()
         for proxy in self.proxies.values():
             proxy.close()
@@ -481,13 +498,16 @@ def run_chaos(
     settle: float = 60.0,
     keep: bool = False,
     say: Callable[[str], None] = print,
+    database: str = "",
 ) -> Result:
     """Run the scenario of ``seed`` for ``seconds`` of faults; return the verdict and history."""
     restart_pg = os.environ.get(RESTART_PG_ENV) == "1"
     faults = schedule(seed, seconds, restart_pg=restart_pg)
     log_dir.mkdir(parents=True, exist_ok=True)
+    for old in (*log_dir.glob("*.log"), *log_dir.glob("*.jsonl"), log_dir / "history.json"):
+        old.unlink(missing_ok=True)  # a reused --logs directory: this run's history only
     (log_dir / "schedule.txt").write_text("\n".join(f.text() for f in faults) + "\n")
-    run = Run(seed=seed, server_url=server_url, log_dir=log_dir, say=say)
+    run = Run(seed=seed, server_url=server_url, log_dir=log_dir, say=say, database=database)
     say(f"chaos seed {seed}: database {run.database}, {len(faults)} faults over {seconds:.0f}s, "
         f"logs in {log_dir}")  # fmt: skip
     run.create_database()

@@ -22,6 +22,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--seed", type=int, default=1, help="the fault schedule's seed")
         parser.add_argument("--minutes", type=float, default=1.0, help="minutes of faults")
+        parser.add_argument(
+            "--seconds", type=float, default=None, help="seconds of faults (instead of --minutes)"
+        )
         parser.add_argument("--settle", type=float, default=60.0, help="seconds to converge")
         parser.add_argument("--keep", action="store_true", help="keep the run's database")
         parser.add_argument("--logs", type=Path, default=None, help="where logs go (a temp dir)")
@@ -30,7 +33,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        seconds = options["minutes"] * 60
+        seconds = options["seconds"] or options["minutes"] * 60
         if options["schedule"]:
             for fault in schedule(options["seed"], seconds):
                 self.stdout.write(fault.text())
@@ -49,5 +52,5 @@ class Command(BaseCommand):
         if not result.ok:
             raise CommandError(
                 f"invariants failed; reproduce with: python manage.py chaos --seed "
-                f"{options['seed']} --minutes {options['minutes']:g}"
+                f"{options['seed']} --seconds {seconds:g}"
             )
