@@ -2,9 +2,9 @@
 
 Each seed runs lab.scenario on a database of its own (``<test db>_nemesis_<seed>``,
 dropped afterwards): two web processes, two notifiers, three agents and a cook on
-a kitchen screen, all behind fault-injecting proxies, about 40 s of faults, then a
+a kitchen screen, all behind fault-injecting proxies, about 30 s of faults, then a
 settle and the checker (docs/chaos.md). A failing seed prints its reproduction:
-``python manage.py chaos --seed N --seconds 40``.
+``python manage.py chaos --seed N --seconds 30``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tests.processes import test_database_url
 pytestmark = pytest.mark.slow
 
 SEEDS = [1, 2, 3]
-SECONDS = 40.0
+SECONDS = 30.0
 SETTLE = 45.0
 
 

@@ -233,3 +233,11 @@ def test_schedule__same_seed_same_faults__a_failing_seed_reproduces(seed: int) -
         assert fault.at >= ends.get(fault.target, 0.0)
         ends[fault.target] = fault.at + fault.seconds
         assert fault.at + fault.seconds <= 58
+
+
+def test_schedule__with_postgres_restarts__the_same_faults_plus_the_restart() -> None:
+    for seed in range(1, 30):
+        plain = [f.text() for f in schedule(seed, 120)]
+        with_restart = [f.text() for f in schedule(seed, 120, restart_pg=True)]
+        assert [f for f in with_restart if "pg_restart" not in f] == plain
+        assert sum("pg_restart" in f for f in with_restart) <= 1
