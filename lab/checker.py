@@ -32,6 +32,7 @@ INVARIANTS = {
     "event_log": "each order's events are allowed transitions and replay to its row",
     "screens": "every open screen ends equal to the table",
     "held_claim": "a ticket stays with a cook whose screen stayed connected and unfaulted",
+    "takeover": "a standby notifier takes over from a frozen or stalled leader in time",
 }
 
 # event type -> (states the order may be in before it, the state it leaves the order in)
@@ -65,6 +66,7 @@ def check(history: dict[str, Any]) -> dict[str, list[str]]:
     _fenced(found, history, timeline)
     _screens(found, history, orders)
     _held(found, history)
+    _takeover(found, history)
     return found
 
 
@@ -250,6 +252,39 @@ def _held(found: dict[str, list[str]], history: dict[str, Any]) -> None:
             found["held_claim"].append(
                 f"order {token}: taken from the cook after {held:.1f}s with the screen "
                 f"connected throughout ({record.get('error')})"
+            )
+
+
+def _takeover(found: dict[str, list[str]], history: dict[str, Any]) -> None:
+    """A leader frozen (SIGSTOP) or stalled long enough must lose the lead to the standby."""
+    within = float(history.get("takeover_within", 5.0))
+    samples = history.get("leaders", [])
+    faults = history.get("faults", [])
+    for fault in faults:
+        target = fault["target"]
+        if not target.startswith("notifier-") or fault["kind"] not in ("pause", "stall"):
+            continue
+        if fault["until"] - fault["at"] < within + 1:
+            continue
+        before = [x for x in samples if x["at"] <= fault["at"] and x.get("leader") is not None]
+        if not before or before[-1]["leader"] != target:
+            continue  # it was not leading
+        # The standby must itself be able to act: not faulted in that window.
+        if any(
+            other["target"].startswith("notifier-")
+            and other["target"] != target
+            and other["kind"] in ("kill", "pause", "stall", "partition")
+            and other["at"] <= fault["at"] + within
+            and other["until"] >= fault["at"]
+            for other in faults
+        ):
+            continue
+        window = [x for x in samples if fault["at"] < x["at"] <= fault["at"] + within]
+        if not any(x.get("leader") not in (None, "", target) for x in window):
+            leaders = sorted({str(x.get("leader")) for x in window})
+            found["takeover"].append(
+                f"{target} was {fault['kind']}d for {fault['until'] - fault['at']:.1f}s while "
+                f"leading; {within:g}s later the leader was still {leaders}"
             )
 
 

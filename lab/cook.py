@@ -95,7 +95,7 @@ class Cook:
                 time.sleep(0.3)
                 continue
             # Mostly quick; sometimes longer than a lease, as a real pizza is.
-            seconds = self.random.uniform(0.1, 0.6)
+            seconds = self.random.uniform(0.05, 0.3)
             if self.random.random() < self.args.long_share:
                 seconds = self.random.uniform(self.args.long, self.args.long * 1.5)
             self.write(action="cook", token=ticket["token"], fence=ticket["fence"], seconds=seconds)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--heartbeat", type=float, default=0.5)
     parser.add_argument("--long", type=float, default=8.0, help="a long pizza's seconds")
-    parser.add_argument("--long-share", type=float, default=0.06)
+    parser.add_argument("--long-share", type=float, default=0.04)
     return Cook(parser.parse_args(argv)).run()
 
 

@@ -241,3 +241,24 @@ def test_schedule__with_postgres_restarts__the_same_faults_plus_the_restart() ->
         with_restart = [f.text() for f in schedule(seed, 120, restart_pg=True)]
         assert [f for f in with_restart if "pg_restart" not in f] == plain
         assert sum("pg_restart" in f for f in with_restart) <= 1
+
+
+def frozen_leader(h: dict, *, leaders: list[str], other_fault: bool = False) -> None:
+    h["faults"].append({"at": 100.0, "until": 108.0, "kind": "pause", "target": "notifier-a"})
+    if other_fault:
+        h["faults"].append({"at": 99.0, "until": 104.0, "kind": "kill", "target": "notifier-b"})
+    h["leaders"] = [{"at": 99.0 + i * 0.5, "leader": name} for i, name in enumerate(leaders)]
+    h["takeover_within"] = 5.0
+
+
+def test_checker__a_frozen_leader_keeps_the_lead__takeover() -> None:
+    assert broken(lambda h: frozen_leader(h, leaders=["notifier-a"] * 20)) == ["takeover"]
+
+
+def test_checker__the_standby_takes_over_in_time__allowed() -> None:
+    taken = ["notifier-a"] * 6 + ["notifier-b"] * 14
+    assert broken(lambda h: frozen_leader(h, leaders=taken)) == []
+    # Not assessed when the standby was down too, or when the frozen one was not leading.
+    stuck = ["notifier-a"] * 20
+    assert broken(lambda h: frozen_leader(h, leaders=stuck, other_fault=True)) == []
+    assert broken(lambda h: frozen_leader(h, leaders=["notifier-b"] * 20)) == []
