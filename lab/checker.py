@@ -256,13 +256,17 @@ def _held(found: dict[str, list[str]], history: dict[str, Any]) -> None:
 
 
 def _takeover(found: dict[str, list[str]], history: dict[str, Any]) -> None:
-    """A leader frozen (SIGSTOP) or stalled long enough must lose the lead to the standby."""
+    """A leader frozen (SIGSTOP), stalled or cut off long enough must lose the lead to the standby."""
     within = float(history.get("takeover_within", 5.0))
     samples = history.get("leaders", [])
     faults = history.get("faults", [])
     for fault in faults:
         target = fault["target"]
-        if not target.startswith("notifier-") or fault["kind"] not in ("pause", "stall"):
+        if not target.startswith("notifier-") or fault["kind"] not in (
+            "pause",
+            "stall",
+            "partition",
+        ):
             continue
         if fault["until"] - fault["at"] < within + 1:
             continue
@@ -283,7 +287,7 @@ def _takeover(found: dict[str, list[str]], history: dict[str, Any]) -> None:
         if not any(x.get("leader") not in (None, "", target) for x in window):
             leaders = sorted({str(x.get("leader")) for x in window})
             found["takeover"].append(
-                f"{target} was {fault['kind']}d for {fault['until'] - fault['at']:.1f}s while "
+                f"{target} had a {fault['kind']} for {fault['until'] - fault['at']:.1f}s while "
                 f"leading; {within:g}s later the leader was still {leaders}"
             )
 
