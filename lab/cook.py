@@ -30,6 +30,7 @@ class Cook:
         self.tab = f"c{args.seed % 1000}"
         self.fd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.running = True
+        self.bumped: set[tuple[str, int]] = set()
 
     def write(self, **record: Any) -> None:
         record = {"at": time.time(), "pid": os.getpid(), **record}
@@ -65,6 +66,16 @@ class Cook:
         )
         return data if answer.status_code == 200 else {}
 
+    def ready_tickets(self) -> list[tuple[str, int]]:
+        """Tickets the screen shows as ready at this outlet, oldest event first."""
+        with self.screen.lock:
+            shown = sorted(self.screen.orders.items(), key=lambda item: item[1][0])
+        return [
+            (t, f)
+            for t, (_, state, outlet, f) in shown
+            if state == "ready" and outlet == self.args.outlet
+        ]
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
         while self.running:
@@ -89,6 +100,14 @@ class Cook:
             if not self.screen.live:
                 time.sleep(0.1)  # a cook works with a screen that shows the queue
                 continue
+            # A ticket on the pass (ready) is handed over first, as a cook bumps what the screen
+            # shows as ready: after a restart, the screen shows what the last one left there.
+            waiting = [t for t in self.ready_tickets() if t not in self.bumped]
+            if waiting:
+                token, fence = waiting[0]
+                self.bumped.add((token, fence))  # once: a refusal means it is no longer ours
+                self.act(client, "complete", {"token": token, "fence": fence})
+                continue
             data = self.act(client, "next", {})
             ticket = data.get("ticket")
             if not ticket:
@@ -102,6 +121,7 @@ class Cook:
             time.sleep(seconds)
             body = {"token": ticket["token"], "fence": ticket["fence"]}
             if self.act(client, "ready", body):
+                self.bumped.add((ticket["token"], ticket["fence"]))
                 self.act(client, "complete", body)
         self.screen.close()
         return 0

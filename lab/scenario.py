@@ -11,6 +11,7 @@ settle, records the history and returns the checker's verdict.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -28,7 +29,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from lab import checker
-from lab.processes import Process, free_port, manage, port_open, wait_for
+from lab.processes import PROJECT_DIR, Process, free_port, manage, port_open, wait_for
 from lab.proxy import Proxy
 from lab.screens import Screen, login
 
@@ -55,6 +56,11 @@ COOK_USER, WATCH_USER, PASSWORD = "chaos-cook", "chaos-watcher", "chaos-password
 ITEMS = ["cola", "water", "tiramisu", "cola", "garlic-bread", "margherita", "pepperoni"]
 RATE = 4.0  # orders a second: the cook, one station, must keep up with its share
 
+MIGRATE = """
+from django.core.management import call_command
+call_command("migrate", interactive=False, verbosity=0)
+call_command("loaddata", "sample_menu", verbosity=0)
+"""
 SETUP = """
 import json
 from django.contrib.auth import get_user_model
@@ -254,10 +260,9 @@ class Run:
     def create_database(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.database}"')
+            template = self.template(conn)
+            conn.execute(f'CREATE DATABASE "{self.database}" TEMPLATE "{template}"')
         env = self.env(self.url)
-        for args in (("migrate", "--noinput", "-v", "0"), ("loaddata", "sample_menu", "-v", "0")):
-            _run(manage(*args), env)
         slugs = [*AGENTS, COOK_OUTLET]
         code = SETUP % {
             "slugs": slugs, "cook": COOK_USER, "watcher": WATCH_USER,
@@ -266,6 +271,23 @@ class Run:
         out = _run(manage("shell", "-c", code), env)
         line = next(x for x in out.splitlines() if x.startswith("TOKENS "))
         self.tokens = json.loads(line.removeprefix("TOKENS "))
+
+    def template(self, conn: psycopg.Connection[Any]) -> str:
+        """A migrated database with the menu, made once per set of migrations and fixtures."""
+        digest = hashlib.sha1()
+        for path in sorted(PROJECT_DIR.glob("*/migrations/*.py")) + sorted(
+            PROJECT_DIR.glob("*/fixtures/*.json")
+        ):
+            digest.update(path.name.encode() + path.read_bytes())
+        name = f"{self.database.rsplit('_', 1)[0]}_template_{digest.hexdigest()[:10]}"
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            return name
+        building = f"{name}_building"
+        conn.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{building}"')
+        _run(manage("shell", "-c", MIGRATE), self.env(make_conninfo(self.url, dbname=building)))
+        conn.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+        return name
 
     def drop_database(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -315,8 +337,6 @@ class Run:
             self.proxies[f"front-{name[-1]}"] = Proxy(f"front-{name[-1]}", ("127.0.0.1", port))
         for name in ("notifier-a", "notifier-b"):
             self.add(name, lambda _, n=name: manage("notifier", "--name", n))
-        for port in self.web_ports.values():
-            wait_for(lambda p=port: port_open(p), timeout=60, message=f"web on port {port}")
         for i, (slug, stations) in enumerate(AGENTS.items()):
             self.add(
                 f"agent-{slug}",
@@ -333,7 +353,9 @@ class Run:
             "--log", str(self.cook_log), "--seed", str(self.seed), "--heartbeat", str(INTERVAL),
             "--long", str(LEASE * 1.2),
         ]  # fmt: skip
-        self.add("cook", cook, web="web-a")
+        self.add("cook", cook, web="web-a")  # agents and the cook retry until the web is up
+        for port in self.web_ports.values():
+            wait_for(lambda p=port: port_open(p), timeout=60, message=f"web on port {port}")
         slugs = [*AGENTS, COOK_OUTLET]
 
         def all_beating() -> bool:
@@ -513,8 +535,14 @@ class Run:
         for screen in self.screens:
             screen.close()
         # Clients first, servers last: nothing logs a failure that is only the shutdown.
-        for proc in sorted(self.procs.values(), key=lambda p: p.name.startswith("web")):
-            proc.stop()
+        clients = [p for p in self.procs.values() if not p.name.startswith("web")]
+        servers = [p for p in self.procs.values() if p.name.startswith("web")]
+        for group in (clients, servers):
+            stopping = [threading.Thread(target=p.stop) for p in group]
+            for thread in stopping:
+                thread.start()
+            for thread in stopping:
+                thread.join(20)
         for proxy in self.proxies.values():
             proxy.close()
 
@@ -537,15 +565,22 @@ def run_chaos(
     for old in (*log_dir.glob("*.log"), *log_dir.glob("*.jsonl"), log_dir / "history.json"):
         old.unlink(missing_ok=True)  # a reused --logs directory: this run's history only
     (log_dir / "schedule.txt").write_text("\n".join(f.text() for f in faults) + "\n")
-    run = Run(seed=seed, server_url=server_url, log_dir=log_dir, say=say, database=database)
+    began = time.monotonic()
+
+    def say_when(text: str) -> None:
+        say(f"[{time.monotonic() - began:5.1f}s] {text}")
+
+    run = Run(seed=seed, server_url=server_url, log_dir=log_dir, say=say_when, database=database)
     say(f"chaos seed {seed}: database {run.database}, {len(faults)} faults over {seconds:.0f}s, "
         f"logs in {log_dir}")  # fmt: skip
     run.create_database()
+    say_when("database ready")
     settled: float | None = None
     try:
         run.start()
         run.open_screens()
         threading.Thread(target=run.sample_leaders, daemon=True, name="leaders").start()
+        say_when("processes up and screens open; the load and the faults start")
         customers = Customers(
             [run.web("web-a"), run.web("web-b")], [*AGENTS, COOK_OUTLET], seed, run.answers
         )
@@ -563,23 +598,24 @@ def run_chaos(
         customers.stop.set()
         customers.join(15)
         run.heal()
-        say(f"  healed at t+{time.monotonic() - started:.1f}s; {len(run.answers)} orders placed")
+        say_when(f"healed at t+{time.monotonic() - started:.1f}s; {len(run.answers)} orders placed")
         healed = time.monotonic()
         try:
             wait_for(lambda: run.open_orders() == 0, timeout=settle, interval=0.5,
                      message="every accepted order to finish")  # fmt: skip
             settled = time.monotonic() - healed
         except TimeoutError:
-            say(f"  {run.open_orders()} accepted orders still open after {settle:.0f}s")
+            say_when(f"{run.open_orders()} accepted orders still open after {settle:.0f}s")
         try:
             wait_for(run.screens_converged, timeout=15, interval=0.5, message="the screens")
         except TimeoutError:
-            say("  the screens did not converge within 15s")
+            say_when("the screens did not converge within 15s")
         history = run.record()
     finally:
         run.close()
         if not keep:
             run.drop_database()
+        say_when("processes stopped")
     (log_dir / "history.json").write_text(json.dumps(history, default=str))
     verdict = checker.check(history)
     return Result(seed, run.database, log_dir, verdict, history, settled, faults)

@@ -15,20 +15,20 @@ import pytest
 
 from lab import checker
 from lab.scenario import run_chaos
-from tests.processes import test_database_url
+from tests.processes import test_database_url as tests_database_url
 
 pytestmark = pytest.mark.slow
 
 SEEDS = [1, 2, 3]
 SECONDS = 30.0
-SETTLE = 45.0
+SETTLE = 40.0
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_nemesis__seeded_faults_over_real_processes__every_invariant_holds(
     seed: int, tmp_path: Path
 ) -> None:
-    url = test_database_url()
+    url = tests_database_url()
     base = url.rsplit("/", 1)[1].split("?")[0]
     result = run_chaos(
         seed=seed,
