@@ -31,12 +31,16 @@ class Cook:
         self.fd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.running = True
         self.bumped: set[tuple[str, int]] = set()
+        self.answered = False
 
     def write(self, **record: Any) -> None:
         record = {"at": time.time(), "pid": os.getpid(), **record}
         os.write(self.fd, (json.dumps(record) + "\n").encode())
 
     def act(self, client: httpx.Client, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a screen action; its answer's JSON on a 200, {} otherwise; ``self.answered`` says
+        whether any answer came (a cook presses again when the screen showed nothing)."""
+        self.answered = False
         body = {**body, "tab": self.tab}
         sent = time.time()
         try:
@@ -49,6 +53,7 @@ class Cook:
             self.write(action=action, sent=sent, token=body.get("token"), fence=body.get("fence"),
                        status=None, error=type(exc).__name__, epoch=self.screen.epoch)  # fmt: skip
             return {}
+        self.answered = True
         try:
             data = answer.json()
         except ValueError:
@@ -105,8 +110,11 @@ class Cook:
             waiting = [t for t in self.ready_tickets() if t not in self.bumped]
             if waiting:
                 token, fence = waiting[0]
-                self.bumped.add((token, fence))  # once: a refusal means it is no longer ours
                 self.act(client, "complete", {"token": token, "fence": fence})
+                if self.answered:
+                    self.bumped.add((token, fence))  # once: a refusal means it is not ours
+                else:
+                    time.sleep(0.3)
                 continue
             data = self.act(client, "next", {})
             ticket = data.get("ticket")
@@ -121,8 +129,9 @@ class Cook:
             time.sleep(seconds)
             body = {"token": ticket["token"], "fence": ticket["fence"]}
             if self.act(client, "ready", body):
-                self.bumped.add((ticket["token"], ticket["fence"]))
                 self.act(client, "complete", body)
+                if self.answered:
+                    self.bumped.add((ticket["token"], ticket["fence"]))
         self.screen.close()
         return 0
 
