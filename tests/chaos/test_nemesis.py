@@ -2,9 +2,9 @@
 
 Each seed runs lab.scenario on a database of its own (``<test db>_nemesis_<seed>``,
 dropped afterwards): two web processes, two notifiers, three agents and a cook on
-a kitchen screen, all behind fault-injecting proxies, about 30 s of faults, then a
+a kitchen screen, all behind fault-injecting proxies, about 25 s of faults, then a
 settle and the checker (docs/chaos.md). A failing seed prints its reproduction:
-``python manage.py chaos --seed N --seconds 30``.
+``python manage.py chaos --seed N --seconds 25``.
 """
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ import pytest
 
 from lab import checker
 from lab.scenario import run_chaos
-from tests.processes import test_database_url as tests_database_url
+from tests.processes import test_database_url as database_url_of_tests
 
 pytestmark = pytest.mark.slow
 
 SEEDS = [1, 2, 3]
-SECONDS = 30.0
-SETTLE = 40.0
+SECONDS = 25.0
+SETTLE = 35.0
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_nemesis__seeded_faults_over_real_processes__every_invariant_holds(
     seed: int, tmp_path: Path
 ) -> None:
-    url = tests_database_url()
+    url = database_url_of_tests()
     base = url.rsplit("/", 1)[1].split("?")[0]
     result = run_chaos(
         seed=seed,
