@@ -65,7 +65,7 @@ def check(history: dict[str, Any]) -> dict[str, list[str]]:
     _made_once(found, history, timeline)
     _fenced(found, history, timeline)
     _screens(found, history, orders)
-    _held(found, history)
+    _held(found, history, timeline)
     _takeover(found, history)
     return found
 
@@ -233,8 +233,16 @@ def _screens(found: dict[str, list[str]], history: dict[str, Any], orders: dict[
                 )
 
 
-def _held(found: dict[str, list[str]], history: dict[str, Any]) -> None:
-    """A ticket taken from a cook whose screen stayed open, with no fault near the cook."""
+def _held(
+    found: dict[str, list[str]],
+    history: dict[str, Any],
+    timeline: dict[str, list[dict[str, Any]]],
+) -> None:
+    """A ticket taken from a cook whose screen stayed open, with no fault near the cook.
+
+    A ticket that moved because its outlet was declared down is not counted here
+    (``live_moved`` judges that): this is about a claim taken from its living holder.
+    """
     depends = set(history.get("cook_depends", []))
     windows = [f for f in history.get("faults", []) if f["target"] in depends]
     started: dict[str, dict[str, Any]] = {}
@@ -248,10 +256,17 @@ def _held(found: dict[str, list[str]], history: dict[str, Any]) -> None:
                 continue  # the socket dropped while it cooked: the screen was gone a while
             if any(f["at"] <= record["at"] and f["until"] >= start["at"] for f in windows):
                 continue  # a fault near the cook: the ticket may move without any defect
+            taken = next(
+                (e for e in timeline.get(token, []) if e["fence"] > (start.get("fence") or 0)),
+                None,
+            )
+            if taken is not None and taken["type"] == "rerouted":
+                continue
             held = record["at"] - start["at"]
+            how = f"{taken['type']} (event {taken['id']})" if taken else record.get("error")
             found["held_claim"].append(
                 f"order {token}: taken from the cook after {held:.1f}s with the screen "
-                f"connected throughout ({record.get('error')})"
+                f"connected throughout: {how}"
             )
 
 

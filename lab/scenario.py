@@ -338,8 +338,9 @@ class Run:
             daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
             self.add(name, lambda _, d=daphne: [*d, "shop.asgi:application"])
             self.proxies[f"front-{name[-1]}"] = Proxy(f"front-{name[-1]}", ("127.0.0.1", port))
-        for name in ("notifier-a", "notifier-b"):
-            self.add(name, lambda _, n=name: manage("notifier", "--name", n))
+        # notifier-a first, and alone until it leads: a seed's "pause notifier-a" then freezes
+        # the leader (unless an earlier fault moved the lead), the same way on every run.
+        self.add("notifier-a", lambda _: manage("notifier", "--name", "notifier-a"))
         for i, (slug, stations) in enumerate(AGENTS.items()):
             self.add(
                 f"agent-{slug}",
@@ -375,10 +376,21 @@ class Run:
         except TimeoutError:
             self.say("note: not every outlet heartbeated before the load (see the logs)")
         wait_for(
-            lambda: self.query("SELECT leader FROM queueing_notifierstatus WHERE leader <> ''"),
+            lambda: self.query(
+                "SELECT leader FROM queueing_notifierstatus WHERE leader = 'notifier-a'"
+            ),
             timeout=60,
-            message="a notifier to lead",
+            message="notifier-a to lead",
         )
+        self.add("notifier-b", lambda _: manage("notifier", "--name", "notifier-b"))
+        try:
+            wait_for(
+                lambda: "notifier-b started" in self.procs["notifier-b"].tail(50),
+                timeout=30,
+                message="notifier-b to start",
+            )
+        except TimeoutError:
+            self.say("note: notifier-b logged no start within 30s (see its log)")
 
     def open_screens(self) -> None:
         watcher = login(self.front("front-b"), WATCH_USER, PASSWORD)

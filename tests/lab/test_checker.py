@@ -220,6 +220,25 @@ def test_checker__ticket_taken_after_the_screen_dropped_or_a_fault__allowed() ->
     assert broken(lambda h: cook_lost_ticket(h, fault="cook")) == []
 
 
+def test_checker__ticket_moved_because_the_outlet_went_down__not_a_held_claim() -> None:
+    def down(h: dict) -> None:
+        cook_lost_ticket(h)
+        h["events"] += [
+            {**event(20, "placed", "queued", "k", 1), "order": "tok-k"},
+            {**event(21, "claimed", "preparing", "k", 2), "order": "tok-k"},
+            outlet_event(22, "k", "down"),
+            {**event(23, "rerouted", "queued", "b", 3, from_outlet="k"), "order": "tok-k"},
+            {**event(24, "claimed", "preparing", "b", 4), "order": "tok-k"},
+            {**event(25, "ready", "ready", "b", 4), "order": "tok-k"},
+            {**event(26, "completed", "completed", "b", 4), "order": "tok-k"},
+        ]
+        h["orders"].append({"token": "tok-k", "number": 2, "kind": "delivery",
+                            "state": "completed", "outlet": "b", "fence": 4})  # fmt: skip
+        h["screens"][0]["orders"]["tok-k"] = ["completed", "b", 4]
+
+    assert broken(down) == []
+
+
 @pytest.mark.parametrize("seed", [1, 7, 42])
 def test_schedule__same_seed_same_faults__a_failing_seed_reproduces(seed: int) -> None:
     first, again = schedule(seed, 60), schedule(seed, 60)
