@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "channels",
     "queueing",
     "shop",
+    "lab",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,1 @@
+"""The lab: fault injection over real processes (chaos) and, later, the benchmarks."""
