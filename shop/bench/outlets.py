@@ -7,7 +7,8 @@ For each N it measures, in this process:
 - the operations screen's overview (the part its page polls): wall time of one
   render through Django's test client, as a manager;
 - a delivery placement (``order_enqueue``, which consults the ring and the
-  outlets' loads): CPU time of this process per placement, and wall time;
+  outlets' loads): CPU time of this process per placement, and wall time; and
+  the routing alone (choosing the outlet, ``Router.for_live_outlets().choose``);
 - one notifier tick with nobody silent: CPU and wall time.
 
 Targets at 1,000 outlets: the overview under 200 ms, a placement under 1 ms of
@@ -31,6 +32,7 @@ from django.test import Client
 from queueing.models import Outlet
 from queueing.services import order_enqueue
 from queueing.services.failover import notifier_tick
+from queueing.services.routing import Router
 from shop.bench.queue import _django_database
 from shop.bench.queue_peers import Server
 from shop.bench.report import write_section
@@ -50,6 +52,7 @@ class Size:
     overview_ms: float | None
     place_cpu_ms: float
     place_wall_ms: float
+    route_cpu_ms: float
     tick_cpu_ms: float
     tick_wall_ms: float
 
@@ -95,6 +98,10 @@ def measure(outlets: int, *, render: bool, client: Client) -> Size:
         assert answer.status_code == 200, f"ops overview answered {answer.status_code}"
         overview = min(_timed(lambda: client.get("/ops/overview/"))[1] for _ in range(3))
     places = [_timed(lambda n=n: _place(n)) for n in range(PLACEMENTS)]
+    routes = [
+        _timed(lambda n=n: Router.for_live_outlets(incoming=1).choose(f"Z{n}"))
+        for n in range(PLACEMENTS)
+    ]
     with connection.cursor() as cursor:
         cursor.execute("UPDATE queueing_outlet SET last_heartbeat_at = now()")
     ticks = [_timed(lambda: notifier_tick(may_declare_down=True)) for _ in range(5)]
@@ -103,6 +110,7 @@ def measure(outlets: int, *, render: bool, client: Client) -> Size:
         overview_ms=overview,
         place_cpu_ms=statistics.median(c for c, _ in places),
         place_wall_ms=statistics.median(w for _, w in places),
+        route_cpu_ms=statistics.median(c for c, _ in routes),
         tick_cpu_ms=statistics.median(c for c, _ in ticks),
         tick_wall_ms=statistics.median(w for _, w in ticks),
     )
@@ -110,13 +118,15 @@ def measure(outlets: int, *, render: bool, client: Client) -> Size:
 
 def table(sizes: list[Size]) -> str:
     rows = [
-        "| outlets | ops overview render | placement CPU (median) | placement wall | tick CPU | tick wall |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| outlets | ops overview render | placement CPU (median) | of which routing | placement wall "
+        "| tick CPU | tick wall |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in sizes:
         render = f"{s.overview_ms:,.0f} ms" if s.overview_ms is not None else "not measured"
         rows.append(
-            f"| {s.outlets:,} | {render} | {s.place_cpu_ms:.2f} ms | {s.place_wall_ms:.2f} ms "
+            f"| {s.outlets:,} | {render} | {s.place_cpu_ms:.2f} ms | {s.route_cpu_ms:.2f} ms "
+            f"| {s.place_wall_ms:.2f} ms "
             f"| {s.tick_cpu_ms:.1f} ms | {s.tick_wall_ms:.1f} ms |"
         )
     return "\n".join(rows)
