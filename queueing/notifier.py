@@ -17,7 +17,8 @@ leader's last renewal (docs/architecture.md).
 
 The detector never trusts its own blindness. After it starts, takes over, comes
 back from a database outage, or finds that more than a timeout passed between
-two of its ticks (it was paused: SIGSTOP, a stalled VM), it declares nobody down
+two of its ticks (it was paused: SIGSTOP, a stalled VM), or sees its
+mass-silence alert clear (outlets wake one by one), it declares nobody down
 and reaps no lease until a full timeout has passed on the database clock, so
 outlets whose heartbeats could not land, or were not looked at, get a fair
 chance first (Cassandra's rule for a paused failure detector).
@@ -215,6 +216,10 @@ class Notifier:
                 ", ".join(report.held),
             )
         self._last_held = report.held
+        if report.alert_cleared:
+            # Outlets wake from a mass silence one by one, and their stations renew their
+            # leases only once awake: give them the grace a paused detector gives everyone.
+            self._grace("the mass-silence alert clearing")
         if not execute(sql.LEADER_TICKED, {"now": now, "term": self.term}):
             raise LostLeadership(self.term)
         return report

@@ -56,6 +56,8 @@ class TickReport:
     stranded: int = 0
     back: list[str] = field(default_factory=list)
     alert: str = ""
+    # The mass-silence alert ended at this tick: the caller waits a full timeout before acting.
+    alert_cleared: bool = False
 
 
 def database_now() -> datetime:
@@ -87,7 +89,7 @@ def notifier_tick(
     )
     _stranded_orders_move(report=report, term=term)
     _returning_outlets_activate(now=now, timeout=timeout, report=report, term=term)
-    if may_declare_down:
+    if may_declare_down and not report.alert_cleared:
         _expired_leases_move(now=now, held_outlet_ids=held_ids, report=report, term=term)
     _waiting_orders_assign(report=report, term=term)
     with transaction.atomic():
@@ -102,7 +104,7 @@ def _silent_outlets_down(
     """Declare silent outlets down; returns the ids of silent outlets held back instead."""
     silent = fetch_all(sql.OUTLETS_SILENT, {"now": now, "timeout": timeout})
     if not silent:
-        _alert_set("", now=now, term=term)
+        report.alert_cleared = _alert_set("", now=now, term=term)
         return set()
     slugs = [r["slug"] for r in silent]
     if not may_declare_down:
@@ -123,7 +125,13 @@ def _silent_outlets_down(
         if _alert_set(report.alert, now=now, term=term):
             log.warning("ALERT %s", report.alert)
         return {r["id"] for r in silent}
-    _alert_set("", now=now, term=term)
+    if _alert_set("", now=now, term=term):
+        # The mass silence is ending, and outlets are heard from again one by one: those
+        # not heard from yet are part of the same outage, not a minority that died. Hold
+        # them (and every lease) now; the notifier then waits a full timeout (its grace).
+        report.alert_cleared = True
+        report.held = slugs
+        return {r["id"] for r in silent}
     for row in silent:
         result = outlet_take_down(
             outlet_id=row["id"],

@@ -518,6 +518,38 @@ def test_notifier__a_gap_between_ticks_longer_than_the_timeout_restarts_the_grac
         notifier.release()
 
 
+def test_notifier__outlets_waking_one_by_one_from_a_mass_silence_are_not_declared_down(
+    make_outlet: MakeOutlet, settings_fast: Any, t0: datetime
+) -> None:
+    outlets = [make_outlet(f"o{i}")[0] for i in range(5)]
+    beat(outlets, t0)
+    place("takeaway", outlet=outlets[2])
+    claim = order_claim_next(outlet=outlets[2], station="o2-1", lease=LEASE)[0]
+    notifier = Notifier(name="n", timeout=TIMEOUT)
+    try:
+        assert notifier._lead()
+        notifier._grace_from = after(t0, -TIMEOUT)  # past its start-up grace
+        for seconds in (20, 30):
+            beat(outlets[:2], after(t0, seconds))
+            assert "3 of 5 outlets fell silent" in notifier._tick(after(t0, seconds)).alert
+        # They wake one by one: o2 is heard from first (its claim's lease ran out while
+        # it was silent), o3 and o4 not yet; the silent ones are now a minority.
+        beat(outlets[:3], after(t0, 40))
+        report = notifier._tick(after(t0, 40))
+        assert report.alert == "" and report.alert_cleared
+        assert report.down == [] and sorted(report.held) == ["o3", "o4"]
+        assert report.expired == 0
+        assert Order.objects.get(pk=claim.id).fence == claim.fence
+        # A full timeout's grace: o3 wakes meanwhile; o4 never does.
+        for seconds in (44, 52):
+            beat(outlets[:4], after(t0, seconds))
+            assert notifier._tick(after(t0, seconds)).down == [], seconds
+        beat(outlets[:4], after(t0, 59.5))
+        assert notifier._tick(after(t0, 59.5)).down == ["o4"]
+    finally:
+        notifier.release()
+
+
 def test_tick__expired_lease_at_the_only_live_outlet_goes_back_to_its_queue(
     make_outlet: MakeOutlet, settings_fast: Any, t0: datetime
 ) -> None:
