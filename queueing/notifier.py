@@ -149,6 +149,25 @@ class Notifier:
             leads_now,
         )
 
+    def _fence_failed(self, term: int) -> None:
+        """A fenced write of our tick matched nothing: the lease lapsed, or another took it."""
+        try:
+            current = fetch_one(sql.LEADER_CURRENT, {})
+        except DatabaseError:
+            current = None
+        if current is not None and current["term"] == term:
+            # Nobody took it: the tick outlasted the lease (a slow or starved machine).
+            # No other term can have written, so renewing it next tick is safe.
+            log.warning(
+                "notifier %s: the lease of term %d lapsed during its tick (longer than the "
+                "%gs lease); the rest of the tick was not written; it renews the lease now",
+                self.name,
+                term,
+                self.lease,
+            )
+            return
+        self._lost(term, "a fenced write of its tick matched nothing")
+
     def release(self) -> None:
         """Give the lease up, so a standby takes over at its next tick."""
         term, self.term, self.leading = self.term, None, False
@@ -241,7 +260,7 @@ class Notifier:
             try:
                 self._step()
             except LostLeadership as exc:
-                self._lost(exc.term, "a fenced write of its tick matched nothing")
+                self._fence_failed(exc.term)
             except CONNECTION_ERRORS as exc:
                 failures += 1
                 if failures == 1:

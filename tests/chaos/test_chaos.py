@@ -5,7 +5,7 @@ its own outlets, starts their agents, places a few hundred mixed orders over
 HTTP, injects its fault, waits until every accepted order has finished, and
 proves the four invariants over the database (tests/chaos/invariants.py).
 Timings are short (heartbeat 0.5 s, timeout 3 s, tick 0.25 s, lease 6 s, the
-notifier's leader lease 1.5 s, idle-in-transaction timeout 3 s) and every process
+notifier's leader lease 3 s, idle-in-transaction timeout 3 s) and every process
 gets them through the environment.
 """
 
@@ -39,7 +39,7 @@ TIMEOUT = 3.0
 TICK = 0.25
 INTERVAL = 0.5
 LEASE = 6.0  # longer than the timeout: a silent outlet is noticed before its leases run out
-LEADER_LEASE = 1.5  # six ticks
+LEADER_LEASE = 3.0  # twelve ticks: a starved leader's slow tick keeps it
 IDLE_IN_TRANSACTION = 3.0
 TIMINGS = {
     "HEARTH_HEARTBEAT_INTERVAL": str(INTERVAL),
@@ -179,7 +179,10 @@ class Load(threading.Thread):
                 self.placed += 1
 
     def wait_placed(self, n: int) -> None:
-        wait_for(lambda: self.placed >= n or not self.is_alive(), timeout=60, message=f"{n} orders")
+        # A web process starved on a loaded machine answers slowly: wait, don't fail.
+        wait_for(
+            lambda: self.placed >= n or not self.is_alive(), timeout=180, message=f"{n} orders"
+        )
 
 
 @dataclass

@@ -111,6 +111,24 @@ def test_lease__one_leads_a_standby_takes_over_only_when_it_lapses_and_the_term_
     first.release()
 
 
+def test_lease__a_tick_that_outlasts_the_lease_writes_nothing_more_then_keeps_its_term(
+    make_outlet: MakeOutlet,
+) -> None:
+    dead, live = silent_outlet(make_outlet)
+    notifier = Notifier(name="slow", lease=30, timeout=TIMEOUT)
+    now = notifier._lead()
+    assert now is not None and notifier.term is not None
+    term = notifier.term
+    lapse_lease()  # the tick was starved past its lease; nobody took it meanwhile
+    with pytest.raises(LostLeadership):
+        notifier._tick(now)
+    assert Outlet.objects.get(pk=dead.pk).state == OutletState.ACTIVE
+    notifier._fence_failed(term)
+    assert notifier.term == term  # no other term can have written: it renews, no takeover
+    assert notifier._lead() is not None and notifier.term == term
+    notifier.release()
+
+
 def test_lease__a_deleted_status_row_never_hands_out_a_term_twice() -> None:
     first = Notifier(name="first", lease=30)
     assert first._lead() is not None
