@@ -53,7 +53,7 @@ TIMINGS = {
 }
 PACE = "0.002"  # a margherita (420 s) cooks in 0.84 s
 STATIONS = "2"
-FINISH_WITHIN = 90.0
+FINISH_WITHIN = 180.0  # seconds; a quiet machine needs a fraction of it
 # What customers order: mostly quick things, so a few hundred orders cook in seconds.
 ITEMS = ["cola", "water", "tiramisu", "cola", "garlic-bread", "margherita", "pepperoni"]
 
@@ -260,7 +260,7 @@ class Run:
 
     def wait_loads(self) -> None:
         for load in self.loads:
-            load.join(120)
+            load.join(300)  # a web process starved on a loaded machine answers slowly
             assert not load.is_alive(), "the load did not finish"
 
     def wait_finished(self, *, within: float = FINISH_WITHIN) -> None:
