@@ -223,7 +223,15 @@ class OrderEventAdmin(admin.ModelAdmin):
 
 @admin.register(NotifierStatus)
 class NotifierStatusAdmin(admin.ModelAdmin):
-    list_display = ("leader", "leader_since", "last_tick_at", "alert", "alert_since")
+    list_display = (
+        "leader",
+        "term",
+        "leader_since",
+        "lease_expires_at",
+        "last_tick_at",
+        "alert",
+        "alert_since",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -2,7 +2,9 @@
 
 A statement that writes events returns each event's JSON in an
 ``event_payload`` column; ``fetch_all`` takes it out of the rows and hands it to
-``events_announce``, the one place that NOTIFYs, after the commit.
+``events_announce``, the one place that NOTIFYs, after the commit. A statement
+that PostgreSQL cancels for one of the connection timeouts (``shop.database``) is
+logged here, naming the timeout, before the error goes on to the caller.
 """
 
 from __future__ import annotations
@@ -10,19 +12,64 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from queueing import sql
 
 log = logging.getLogger("hearth.events")
+timeouts_log = logging.getLogger("hearth.database")
 
 PAYLOAD_COLUMN = "event_payload"
+
+
+# What each timeout's error looks like: (SQLSTATE, words of its message, setting).
+_TIMEOUTS = (
+    ("55P03", "lock timeout", "lock_timeout"),
+    ("57014", "statement timeout", "statement_timeout"),
+    ("25P03", "idle-in-transaction timeout", "idle_in_transaction_session_timeout"),
+)
+
+
+def timeout_fired(exc: BaseException) -> str | None:
+    """The PostgreSQL timeout setting that ended this statement or session, if one did."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        sqlstate = getattr(seen, "sqlstate", None)
+        for code, words, setting in _TIMEOUTS:
+            # 57014 is also a cancel asked for by hand: only its message tells them apart.
+            if words in str(seen) or (sqlstate == code and code != "57014"):
+                return setting
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def timeout_logged(exc: BaseException, *, where: str) -> str | None:
+    """Log a clear line when a PostgreSQL timeout ended this; returns the setting's name."""
+    setting = timeout_fired(exc)
+    if setting is not None:
+        timeouts_log.warning(
+            "%s: PostgreSQL's %s fired (%s); the transaction was rolled back and its locks "
+            "released",
+            where,
+            setting,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        )
+    return setting
+
+
+def _statement_name(statement: str) -> str:
+    words = " ".join(statement.split())
+    return words[:60] + ("..." if len(words) > 60 else "")
 
 
 def fetch_all(statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Run one statement and return its rows as dicts; event payloads are announced on commit."""
     with connection.cursor() as cursor:
-        cursor.execute(statement, params)
+        try:
+            cursor.execute(statement, params)
+        except DatabaseError as exc:
+            timeout_logged(exc, where=f"statement {_statement_name(statement)!r}")
+            raise
         if cursor.description is None:
             return []
         names = [col.name for col in cursor.description]
@@ -56,5 +103,9 @@ def fetch_one(statement: str, params: dict[str, Any]) -> dict[str, Any] | None:
 def execute(statement: str, params: dict[str, Any]) -> int:
     """Run one statement and return the number of rows it touched."""
     with connection.cursor() as cursor:
-        cursor.execute(statement, params)
+        try:
+            cursor.execute(statement, params)
+        except DatabaseError as exc:
+            timeout_logged(exc, where=f"statement {_statement_name(statement)!r}")
+            raise
         return cursor.rowcount

@@ -207,11 +207,16 @@ class OrderEvent(models.Model):
 
 
 class NotifierStatus(models.Model):
-    """One row: who leads the notifiers, when it last ticked, and any alert it raised."""
+    """One row: who leads the notifiers (its term and lease), its last tick, and any alert."""
 
     leader = models.CharField(max_length=100, blank=True)
     leader_since = models.DateTimeField(null=True, blank=True)
     last_tick_at = models.DateTimeField(null=True, blank=True)
+    # The leader's term: grows at every takeover (from a sequence, so it keeps growing even
+    # if the row is deleted); every write of a tick is fenced by it (queueing.sql.LEADER_FENCE).
+    term = models.BigIntegerField(default=0)
+    # Database clock; the leader renews it every tick. Past it, any notifier may take over.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     alert = models.CharField(max_length=300, blank=True)
     alert_since = models.DateTimeField(null=True, blank=True)
 

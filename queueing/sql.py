@@ -321,9 +321,68 @@ HEARTBEATS_PRUNE = """
     DELETE FROM queueing_heartbeat WHERE at < %(now)s - make_interval(secs => %(keep)s)
 """
 
-# The notifier's leadership: a session-level advisory lock on its own connection.
-LEADER_TRY = "SELECT pg_try_advisory_lock(%(key)s)"
-LEADER_RELEASE = "SELECT pg_advisory_unlock(%(key)s)"
+# --- The notifier's leadership: a lease with a term, in the one NotifierStatus row ------
+
+# Take the lease when it is free or lapsed (creating the row if it is missing); the term
+# grows. Its row lock conflicts with LEADER_FENCE's FOR SHARE, so a takeover waits until
+# the old leader's fenced transaction in flight has committed (or was killed by a timeout).
+LEADER_TAKE = """
+    WITH taken AS (
+        UPDATE queueing_notifierstatus s
+        SET term = nextval('queueing_notifier_term'), leader = %(leader)s, leader_since = now(),
+            last_tick_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+        WHERE s.id = 1 AND (s.lease_expires_at IS NULL OR s.lease_expires_at < now())
+        RETURNING s.term
+    ), created AS (
+        INSERT INTO queueing_notifierstatus
+            (id, leader, leader_since, last_tick_at, alert, term, lease_expires_at)
+        SELECT 1, %(leader)s, now(), now(), '', nextval('queueing_notifier_term'),
+               now() + make_interval(secs => %(lease)s)
+        WHERE NOT EXISTS (SELECT 1 FROM queueing_notifierstatus WHERE id = 1)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING term
+    )
+    SELECT term, now() AS now FROM taken
+    UNION ALL
+    SELECT term, now() AS now FROM created
+"""
+
+# Renew the lease, only under our own term (a lapsed lease nobody took is still ours:
+# no one else can have written, since every other writer would have a newer term).
+LEADER_RENEW = """
+    UPDATE queueing_notifierstatus
+    SET lease_expires_at = now() + make_interval(secs => %(lease)s), leader = %(leader)s
+    WHERE id = 1 AND term = %(term)s
+    RETURNING term, now() AS now
+"""
+
+# Who holds the lease now (for the log line of a notifier that lost it).
+LEADER_CURRENT = """
+    SELECT leader, term, lease_expires_at > now() AS valid
+    FROM queueing_notifierstatus WHERE id = 1
+"""
+
+# Give the lease up on a clean stop, so a standby takes over at its next tick.
+LEADER_RELEASE = """
+    UPDATE queueing_notifierstatus SET lease_expires_at = NULL
+    WHERE id = 1 AND term = %(term)s
+"""
+
+# The fence of every transaction a tick writes in, run first: matches nothing unless
+# this term still holds a live lease. FOR SHARE keeps the lease from being taken
+# (LEADER_TAKE waits) until this transaction ends, so no write of an old term can land
+# after a newer term began.
+LEADER_FENCE = """
+    SELECT term FROM queueing_notifierstatus
+    WHERE id = 1 AND term = %(term)s AND lease_expires_at > now()
+    FOR SHARE
+"""
+
+# The leader's last tick, for the operations view; fenced by its own WHERE.
+LEADER_TICKED = """
+    UPDATE queueing_notifierstatus SET last_tick_at = %(now)s
+    WHERE id = 1 AND term = %(term)s AND lease_expires_at > now()
+"""
 
 # Outlets that fell silent: active or draining, last heartbeat older than the timeout.
 OUTLETS_SILENT = """
@@ -362,7 +421,7 @@ OUTLET_EVENT = """
 DATABASE_NOW = "SELECT now()"
 
 # Outlet state changes run one at a time (see services.outlets._outlet_locked);
-# the key is "hearth outlets" as two int4 halves, apart from the notifier's leader key.
+# the key is "hearth outlets" as two int4 halves.
 OUTLET_CHANGES_SERIALISE = "SELECT pg_advisory_xact_lock(1751478888, 1869900660)"
 
 # Announce committed events (run by queueing.db after commit), in the order given.

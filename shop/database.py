@@ -77,12 +77,29 @@ def embedded_server_stop() -> None:
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=EMBEDDED_DATA_DIR, user=server.system_user)
 
 
-def django_database(url: str) -> dict[str, Any]:
-    """Django's DATABASES entry for a conninfo URL."""
+def session_timeouts(*, lock: float, statement: float, idle_in_transaction: float) -> str:
+    """libpq ``options`` that set the session's timeouts (seconds; 0 turns one off)."""
+    return " ".join(
+        f"-c {name}={round(seconds * 1000)}"
+        for name, seconds in (
+            ("lock_timeout", lock),
+            ("statement_timeout", statement),
+            ("idle_in_transaction_session_timeout", idle_in_transaction),
+        )
+    )
+
+
+def django_database(url: str, *, timeouts: str = "") -> dict[str, Any]:
+    """Django's DATABASES entry for a conninfo URL, with ``timeouts`` (session_timeouts) set.
+
+    Options already in the URL come after the timeouts, so a URL's own ``-c`` wins.
+    """
     params = conninfo_to_dict(url)
     options = {
         k: v for k, v in params.items() if k not in {"host", "port", "user", "password", "dbname"}
     }
+    if timeouts:
+        options["options"] = f"{timeouts} {options.get('options', '')}".strip()
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": params.get("dbname") or DATABASE_NAME,

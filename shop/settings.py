@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from shop.database import database_url, django_database
+from shop.database import database_url, django_database, session_timeouts
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -114,11 +114,30 @@ TEMPLATES = [
     },
 ]
 
+# Every connection's timeouts (seconds; 0 turns one off), so a process frozen or cut off
+# inside a transaction cannot hold others up for longer than these: PostgreSQL cancels a
+# statement that waits for a lock past the first or runs past the second, and ends a
+# session left idle inside a transaction past the third, releasing its locks.
+HEARTH_DB_LOCK_TIMEOUT = env_seconds("HEARTH_DB_LOCK_TIMEOUT", 5)
+HEARTH_DB_STATEMENT_TIMEOUT = env_seconds("HEARTH_DB_STATEMENT_TIMEOUT", 30)
+HEARTH_DB_IDLE_IN_TRANSACTION_TIMEOUT = env_seconds("HEARTH_DB_IDLE_IN_TRANSACTION_TIMEOUT", 10)
+# `manage.py migrate` lifts the statement timeout to this (0: none): an index build runs long.
+HEARTH_DB_MIGRATE_STATEMENT_TIMEOUT = env_seconds("HEARTH_DB_MIGRATE_STATEMENT_TIMEOUT", 0)
+
 if env_bool("HEARTH_NO_DATABASE", False):
     # An HTTP-only process (the outlet agent): never start the embedded server for it.
     DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "unused"}}
 else:
-    DATABASES = {"default": django_database(database_url())}
+    DATABASES = {
+        "default": django_database(
+            database_url(),
+            timeouts=session_timeouts(
+                lock=HEARTH_DB_LOCK_TIMEOUT,
+                statement=HEARTH_DB_STATEMENT_TIMEOUT,
+                idle_in_transaction=HEARTH_DB_IDLE_IN_TRANSACTION_TIMEOUT,
+            ),
+        )
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One process fans events out to its own sockets (queueing.listener feeds it
@@ -184,6 +203,9 @@ LOGGING = {
 HEARTH_HEARTBEAT_INTERVAL = env_seconds("HEARTH_HEARTBEAT_INTERVAL", 5)
 HEARTH_HEARTBEAT_TIMEOUT = env_seconds("HEARTH_HEARTBEAT_TIMEOUT", 15)
 HEARTH_NOTIFIER_TICK = env_seconds("HEARTH_NOTIFIER_TICK", 1)
+# The leading notifier's lease, renewed every tick: a standby takes over once it lapses
+# (a leader killed, frozen or cut off). Several ticks long, so a slow tick keeps it.
+HEARTH_LEADER_LEASE = env_seconds("HEARTH_LEADER_LEASE", 5)
 HEARTH_LEASE_SECONDS = env_seconds("HEARTH_LEASE_SECONDS", 120)
 # A returning outlet must keep heartbeating this long before it takes orders again.
 HEARTH_FLAP_GUARD = env_seconds("HEARTH_FLAP_GUARD", 2)

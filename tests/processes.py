@@ -60,7 +60,7 @@ def wait_for(condition: Any, *, timeout: float, interval: float = 0.05, message:
         time.sleep(interval)
 
 
-def wait_for_port(port: int, *, timeout: float = 20.0) -> None:
+def wait_for_port(port: int, *, timeout: float = 60.0) -> None:
     def is_open() -> bool:
         with socket.socket() as sock:
             return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -4,9 +4,9 @@ Time is the database clock (or the ``now`` a test passes in), never the
 notifier's own, so a notifier on a machine with a skewed clock cannot declare a
 live outlet dead. Each outlet is taken down in its own short transaction that
 re-checks its silence under the outlet's row lock, so a heartbeat that lands
-while the tick runs wins. Every step re-checks its rows under their locks, so a
-tick that overlaps another (a leader that lost its lock mid-tick) changes
-nothing twice.
+while the tick runs wins. Every transaction of a tick starts with the leader's
+term fence (``queueing.services.leadership``), so a leader that lost its lease
+mid-tick (frozen, then woken after a takeover) changes nothing.
 
 Two safety rules keep a fault of the detector from looking like a mass outage:
 the caller says whether it may act on silence yet (grace after start, takeover
@@ -32,6 +32,7 @@ from psycopg.types.json import Jsonb
 from queueing import sql
 from queueing.db import fetch_all, fetch_one
 from queueing.models import NotifierStatus, Outlet, OutletState
+from queueing.services.leadership import leader_fence
 from queueing.services.outlets import outlet_event, outlet_take_down
 from queueing.services.routing import moves_described, orders_move
 
@@ -55,6 +56,8 @@ class TickReport:
     stranded: int = 0
     back: list[str] = field(default_factory=list)
     alert: str = ""
+    # The mass-silence alert ended at this tick: the caller waits a full timeout before acting.
+    alert_cleared: bool = False
 
 
 def database_now() -> datetime:
@@ -69,34 +72,39 @@ def notifier_tick(
     now: datetime | None = None,
     may_declare_down: bool = True,
     timeout: float | None = None,
+    term: int | None = None,
 ) -> TickReport:
-    """Run one tick of the failure detector and the lease reaper. Caller leads (holds the advisory lock).
+    """Run one tick of the failure detector and the lease reaper under the leader's ``term``.
 
     With ``may_declare_down`` False (the notifier's grace period) nobody is declared
     down and no lease is reaped; returning outlets and waiting orders still go ahead.
+    Every transaction is fenced by ``term`` (None: unfenced, for tests that drive the
+    tick by hand); LostLeadership stops the tick at the first one that finds it stale.
     """
     now = now or database_now()
     timeout = settings.HEARTH_HEARTBEAT_TIMEOUT if timeout is None else timeout
     report = TickReport(now=now)
     held_ids = _silent_outlets_down(
-        now=now, timeout=timeout, may_declare_down=may_declare_down, report=report
+        now=now, timeout=timeout, may_declare_down=may_declare_down, report=report, term=term
     )
-    _stranded_orders_move(report=report)
-    _returning_outlets_activate(now=now, timeout=timeout, report=report)
-    if may_declare_down:
-        _expired_leases_move(now=now, held_outlet_ids=held_ids, report=report)
-    _waiting_orders_assign(report=report)
-    fetch_all(sql.HEARTBEATS_PRUNE, {"now": now, "keep": max(600.0, timeout * 4)})
+    _stranded_orders_move(report=report, term=term)
+    _returning_outlets_activate(now=now, timeout=timeout, report=report, term=term)
+    if may_declare_down and not report.alert_cleared:
+        _expired_leases_move(now=now, held_outlet_ids=held_ids, report=report, term=term)
+    _waiting_orders_assign(report=report, term=term)
+    with transaction.atomic():
+        leader_fence(term=term)
+        fetch_all(sql.HEARTBEATS_PRUNE, {"now": now, "keep": max(600.0, timeout * 4)})
     return report
 
 
 def _silent_outlets_down(
-    *, now: datetime, timeout: float, may_declare_down: bool, report: TickReport
+    *, now: datetime, timeout: float, may_declare_down: bool, report: TickReport, term: int | None
 ) -> set[int]:
     """Declare silent outlets down; returns the ids of silent outlets held back instead."""
     silent = fetch_all(sql.OUTLETS_SILENT, {"now": now, "timeout": timeout})
     if not silent:
-        _alert_set("", now=now)
+        report.alert_cleared = _alert_set("", now=now, term=term)
         return set()
     slugs = [r["slug"] for r in silent]
     if not may_declare_down:
@@ -114,16 +122,23 @@ def _silent_outlets_down(
             f"({', '.join(r['slug'] for r in quiet)}); "
             "nobody was declared down: check the network, or mark outlets down by hand"
         )
-        if _alert_set(report.alert, now=now):
+        if _alert_set(report.alert, now=now, term=term):
             log.warning("ALERT %s", report.alert)
         return {r["id"] for r in silent}
-    _alert_set("", now=now)
+    if _alert_set("", now=now, term=term):
+        # The mass silence is ending, and outlets are heard from again one by one: those
+        # not heard from yet are part of the same outage, not a minority that died. Hold
+        # them (and every lease) now; the notifier then waits a full timeout (its grace).
+        report.alert_cleared = True
+        report.held = slugs
+        return {r["id"] for r in silent}
     for row in silent:
         result = outlet_take_down(
             outlet_id=row["id"],
             reason=f"no heartbeat for {timeout:g}s",
             silent_before=now,
             timeout=timeout,
+            term=term,
         )
         if result is None:  # it heartbeated (or a manager acted) while we looked
             continue
@@ -136,7 +151,7 @@ def _silent_outlets_down(
     return set()
 
 
-def _stranded_orders_move(*, report: TickReport) -> None:
+def _stranded_orders_move(*, report: TickReport, term: int | None) -> None:
     """Move open orders that reached an outlet after it went down.
 
     Placing an order reads the outlet's state without locking it, so an order (or a
@@ -151,6 +166,7 @@ def _stranded_orders_move(*, report: TickReport) -> None:
     if not gone:
         return
     with transaction.atomic():
+        leader_fence(term=term)
         rows = fetch_all(sql.ORDERS_TO_MOVE, {"outlet_ids": gone, "order_ids": []})
         if not rows:
             return
@@ -166,8 +182,11 @@ def _stranded_orders_move(*, report: TickReport) -> None:
     )
 
 
-def _expired_leases_move(*, now: datetime, held_outlet_ids: set[int], report: TickReport) -> None:
+def _expired_leases_move(
+    *, now: datetime, held_outlet_ids: set[int], report: TickReport, term: int | None
+) -> None:
     with transaction.atomic():
+        leader_fence(term=term)
         rows = fetch_all(
             sql.LEASES_EXPIRED,
             {"now": now, "limit": BATCH, "held_outlet_ids": sorted(held_outlet_ids)},
@@ -206,10 +225,11 @@ def _expired_leases_move(*, now: datetime, held_outlet_ids: set[int], report: Ti
     )
 
 
-def _waiting_orders_assign(*, report: TickReport) -> None:
+def _waiting_orders_assign(*, report: TickReport, term: int | None) -> None:
     if not Outlet.objects.filter(state=OutletState.ACTIVE).exists():
         return
     with transaction.atomic():
+        leader_fence(term=term)
         rows = fetch_all(sql.ORDERS_WAITING, {"limit": BATCH})
         if not rows:
             return
@@ -221,8 +241,11 @@ def _waiting_orders_assign(*, report: TickReport) -> None:
         log.info("%d waiting orders assigned (%s)", len(moved), moves_described(moved))
 
 
-def _returning_outlets_activate(*, now: datetime, timeout: float, report: TickReport) -> None:
+def _returning_outlets_activate(
+    *, now: datetime, timeout: float, report: TickReport, term: int | None
+) -> None:
     with transaction.atomic():
+        leader_fence(term=term)
         rows = fetch_all(
             sql.OUTLETS_BACK, {"now": now, "guard": settings.HEARTH_FLAP_GUARD, "timeout": timeout}
         )
@@ -237,12 +260,14 @@ def _returning_outlets_activate(*, now: datetime, timeout: float, report: TickRe
             )
 
 
-def _alert_set(alert: str, *, now: datetime) -> bool:
+def _alert_set(alert: str, *, now: datetime, term: int | None) -> bool:
     """Store the notifier's alert for the operations view; True when it changed."""
-    status, _ = NotifierStatus.objects.get_or_create(pk=1)
-    if status.alert == alert:
-        return False
-    NotifierStatus.objects.filter(pk=1).update(alert=alert, alert_since=now if alert else None)
+    with transaction.atomic():
+        leader_fence(term=term)
+        status, _ = NotifierStatus.objects.get_or_create(pk=1)
+        if status.alert == alert:
+            return False
+        NotifierStatus.objects.filter(pk=1).update(alert=alert, alert_since=now if alert else None)
     if not alert:
         log.info("alert cleared: %s", status.alert)
     return True

@@ -17,6 +17,7 @@ from queueing import sql
 from queueing.db import fetch_all, fetch_one
 from queueing.errors import InvalidState, NotFound, OutletNotEmpty
 from queueing.models import OPEN_STATES, Order, Outlet, OutletState
+from queueing.services.leadership import leader_fence
 from queueing.services.routing import moves_described, orders_move, outlets_reroute
 from queueing.tickets import Ticket
 
@@ -171,14 +172,21 @@ def outlet_mark_down(
 
 
 def outlet_take_down(
-    *, outlet_id: int, reason: str, silent_before: datetime, timeout: float
+    *,
+    outlet_id: int,
+    reason: str,
+    silent_before: datetime,
+    timeout: float,
+    term: int | None = None,
 ) -> tuple[list[Ticket], list[Ticket]] | None:
     """The notifier's path: take a silent outlet down, re-checking its silence under the row lock.
 
-    Returns None when it heartbeated (or changed state) after the caller looked.
+    Returns None when it heartbeated (or changed state) after the caller looked; raises
+    LostLeadership when ``term`` (the leading notifier's) no longer holds the lease.
     """
     cutoff = silent_before - timedelta(seconds=timeout)
     with transaction.atomic():
+        leader_fence(term=term)
         locked = _outlet_locked(outlet_id)
         if locked.state not in (OutletState.ACTIVE, OutletState.DRAINING):
             return None

@@ -4,8 +4,9 @@ The web server and the two notifiers are shared by the module; each test makes
 its own outlets, starts their agents, places a few hundred mixed orders over
 HTTP, injects its fault, waits until every accepted order has finished, and
 proves the four invariants over the database (tests/chaos/invariants.py).
-Timings are short (heartbeat 0.5 s, timeout 3 s, tick 0.25 s, lease 6 s) and
-every process gets them through the environment.
+Timings are short (heartbeat 0.5 s, timeout 3 s, tick 0.25 s, lease 6 s, the
+notifier's leader lease 3 s, idle-in-transaction timeout 3 s) and every process
+gets them through the environment.
 """
 
 from __future__ import annotations
@@ -38,17 +39,21 @@ TIMEOUT = 3.0
 TICK = 0.25
 INTERVAL = 0.5
 LEASE = 6.0  # longer than the timeout: a silent outlet is noticed before its leases run out
+LEADER_LEASE = 3.0  # twelve ticks: a starved leader's slow tick keeps it
+IDLE_IN_TRANSACTION = 3.0
 TIMINGS = {
     "HEARTH_HEARTBEAT_INTERVAL": str(INTERVAL),
     "HEARTH_HEARTBEAT_TIMEOUT": str(TIMEOUT),
     "HEARTH_NOTIFIER_TICK": str(TICK),
     "HEARTH_LEASE_SECONDS": str(LEASE),
+    "HEARTH_LEADER_LEASE": str(LEADER_LEASE),
+    "HEARTH_DB_IDLE_IN_TRANSACTION_TIMEOUT": str(IDLE_IN_TRANSACTION),
     "HEARTH_FLAP_GUARD": "1",
     "HEARTH_LOG_LEVEL": "INFO",
 }
 PACE = "0.002"  # a margherita (420 s) cooks in 0.84 s
 STATIONS = "2"
-FINISH_WITHIN = 90.0
+FINISH_WITHIN = 180.0  # seconds; a quiet machine needs a fraction of it
 # What customers order: mostly quick things, so a few hundred orders cook in seconds.
 ITEMS = ["cola", "water", "tiramisu", "cola", "garlic-bread", "margherita", "pepperoni"]
 
@@ -98,7 +103,7 @@ class Notifiers:
     def leader(self) -> tuple[str, Process]:
         name = wait_for(
             lambda: db_retry(lambda: NotifierStatus.objects.filter(pk=1).first()),
-            timeout=20,
+            timeout=60,  # a notifier process starting on a loaded machine
             message="a notifier to lead",
         ).leader
         return name, self.procs[name]
@@ -174,7 +179,10 @@ class Load(threading.Thread):
                 self.placed += 1
 
     def wait_placed(self, n: int) -> None:
-        wait_for(lambda: self.placed >= n or not self.is_alive(), timeout=60, message=f"{n} orders")
+        # A web process starved on a loaded machine answers slowly: wait, don't fail.
+        wait_for(
+            lambda: self.placed >= n or not self.is_alive(), timeout=180, message=f"{n} orders"
+        )
 
 
 @dataclass
@@ -215,7 +223,9 @@ class Run:
                 == count
             )
 
-        wait_for(agents_beating, timeout=30, interval=0.3, message="every agent's first heartbeat")
+        # Starting a Python process takes 20 s and more on a loaded two-core machine (load
+        # average 12 measured beside two CPU burners): wait for it, the outlets stay alive.
+        wait_for(agents_beating, timeout=120, interval=0.3, message="every agent's first heartbeat")
         return slugs
 
     def start_agent(self, slug: str) -> Process:
@@ -250,7 +260,7 @@ class Run:
 
     def wait_loads(self) -> None:
         for load in self.loads:
-            load.join(120)
+            load.join(300)  # a web process starved on a loaded machine answers slowly
             assert not load.is_alive(), "the load did not finish"
 
     def wait_finished(self, *, within: float = FINISH_WITHIN) -> None:
@@ -284,8 +294,25 @@ class Run:
         self.agents[slug].signal(signal.SIGKILL)
         self.killed.add(slug)
 
+    def made_logged(self) -> bool:
+        """Every order completed at a live agent's outlet has its line in the made-log."""
+        made = {r["number"] for r in read_made_logs([self.made_log])}
+        completed = (
+            Order.objects.filter(token__in=self.accepted, state="completed")
+            .exclude(outlet__slug__in=self.killed)
+            .values_list("id", flat=True)
+        )
+        return set(completed) <= made
+
     def check(self, label: str) -> Any:
         close_old_connections()
+        # An agent writes its line once the server answered its completion: a starved
+        # agent writes it after the order shows completed. Wait for it (the checker
+        # still reports an order that never gets one).
+        try:
+            wait_for(self.made_logged, timeout=30, interval=0.2, message="the made-logs")
+        except AssertionError:
+            pass
         try:
             return check_invariants(
                 accepted=self.accepted,
@@ -346,6 +373,24 @@ def wait_state(slug: str, state: str, *, within: float) -> float:
 # Detection: the timeout, up to a tick, the grace of a notifier that took over, and slack
 # for a two-core machine shared with other test runs.
 DETECT_WITHIN = TIMEOUT * 2 + TICK + 6
+# A takeover (docs/architecture.md): the leader's lease runs out, or, when it froze inside
+# a fenced transaction, PostgreSQL ends that after the idle timeout; then within a tick.
+# Plus slack for a busy two-core machine.
+TAKEOVER_WITHIN = max(LEADER_LEASE, IDLE_IN_TRANSACTION + TICK) + TICK + 3
+# What a notifier logs when it writes: a woken ex-leader must log none of these.
+WRITE_LINES = (
+    " down (",
+    "lease expired on",
+    " is back ",
+    "waiting orders assigned",
+    "reached outlets after they went down",
+    "ALERT",
+    "alert cleared",
+)
+
+
+def notifier_status() -> NotifierStatus | None:
+    return db_retry(lambda: NotifierStatus.objects.filter(pk=1).first())
 
 
 # --- the scenarios -----------------------------------------------------------------
@@ -441,18 +486,73 @@ def test_chaos__leading_notifier_killed__standby_takes_over(run: Run) -> None:
     killed = time.monotonic()
     wait_for(
         lambda: db_retry(lambda: NotifierStatus.objects.get(pk=1).leader) not in (None, old_name),
-        timeout=2 * TICK + 5,
+        timeout=TAKEOVER_WITHIN + 5,
         interval=0.02,
         message="the standby to take over",
     )
     took = time.monotonic() - killed
-    print(f"standby took over {took:.2f}s after the leader was killed (tick {TICK}s)")
-    assert took <= 2 * TICK + 2.5  # two ticks, plus slack for a busy two-core machine
+    print(
+        f"standby took over {took:.2f}s after the leader was killed "
+        f"(lease {LEADER_LEASE}s, tick {TICK}s)"
+    )
+    assert took <= TAKEOVER_WITHIN
     # The new leader acts: an agent killed now is declared down by it.
     run.kill(slugs[2])
     wait_state(slugs[2], OutletState.DOWN, within=DETECT_WITHIN)
     run.wait_finished()
     run.check("leader killed")
+
+
+def test_chaos__leading_notifier_frozen__standby_takes_over_and_the_woken_one_writes_nothing(
+    run: Run,
+) -> None:
+    slugs = run.start(3)
+    load = run.load(150, rate=25)
+    load.wait_placed(40)
+    old_name, old = run.shared.notifiers.leader()
+    before = wait_for(notifier_status, timeout=10, message="the leader's status")
+    old_term = before.term
+    old.signal(signal.SIGSTOP)  # it keeps its session: only its lease can end its leadership
+    frozen = time.monotonic()
+    victim = slugs[2]
+    run.kill(victim)
+
+    def new_term() -> NotifierStatus | None:
+        status = notifier_status()
+        return status if status and status.term > old_term and status.leader != old_name else None
+
+    taken = wait_for(
+        new_term, timeout=TAKEOVER_WITHIN + 5, interval=0.02, message="the standby to take over"
+    )
+    took = time.monotonic() - frozen
+    print(
+        f"standby took over (term {old_term} -> {taken.term}) {took:.2f}s after the leader froze "
+        f"(lease {LEADER_LEASE}s, idle-in-transaction timeout {IDLE_IN_TRANSACTION}s, tick {TICK}s)"
+    )
+    assert took <= TAKEOVER_WITHIN
+    wait_state(victim, OutletState.DOWN, within=DETECT_WITHIN)
+    print(f"{victim} declared down {time.monotonic() - frozen:.2f}s after the leader froze")
+
+    at_wake = last_event_id()
+    log_before_wake = len(old.output())
+    old.signal(signal.SIGCONT)
+    wait_for(
+        lambda: f"lost leadership (term {old_term})" in old.output()[log_before_wake:],
+        timeout=20,
+        message="the woken ex-leader to notice it lost its term",
+    )
+    run.wait_finished()
+    run.check("leader frozen")
+    woke = old.output()[log_before_wake:]
+    print(f"--- the woken ex-leader's log ---\n{woke.strip()}")
+    assert not [line for line in woke.splitlines() if any(w in line for w in WRITE_LINES)]
+    # One take-down of the victim, by the new leader; no outlet event since the wake-up
+    # but the new leader's (the victim is the only outlet that changed at all).
+    assert OrderEvent.objects.filter(order=None, outlet__slug=victim, state="down").count() == 1
+    assert not OrderEvent.objects.filter(id__gt=at_wake, order=None).exists()
+    status = NotifierStatus.objects.get(pk=1)
+    assert status.term >= taken.term and status.leader != old_name
+    assert {outlet_state(s) for s in slugs[:2]} == {OutletState.ACTIVE}
 
 
 def test_chaos__two_of_five_outlets_down_at_once(run: Run) -> None:
@@ -533,30 +633,36 @@ def test_chaos__last_active_outlet_marked_down__orders_wait_then_move(run: Run) 
     run.check("last outlet marked down")
 
 
-def test_chaos__notifier_paused_longer_than_the_timeout__no_live_outlet_declared_down(
+def test_chaos__notifiers_paused_longer_than_the_timeout__no_live_outlet_declared_down(
     run: Run,
 ) -> None:
     slugs = run.start(3)
     load = run.load(150, rate=25)
     load.wait_placed(40)
-    name, leader = run.shared.notifiers.leader()
+    run.shared.notifiers.leader()
     before = last_event_id()
-    leader.signal(signal.SIGSTOP)
-    time.sleep(TIMEOUT * 2)
-    leader.signal(signal.SIGCONT)
+    notifiers = list(run.shared.notifiers.procs.values())
+    logged = [len(n.output()) for n in notifiers]
+    for notifier in notifiers:  # both: no standby ticks meanwhile (one paused VM, say)
+        notifier.signal(signal.SIGSTOP)
+    time.sleep(TIMEOUT * 2)  # the pause itself is the fault being injected
     paused_tick = NotifierStatus.objects.get(pk=1).last_tick_at
+    for notifier in notifiers:
+        notifier.signal(signal.SIGCONT)
     wait_for(
         lambda: NotifierStatus.objects.get(pk=1).last_tick_at > paused_tick,
         timeout=10,
-        message="the notifier to tick again",
+        message="a notifier to tick again",
     )
+    # Whoever leads now (the old leader renewing its lapsed lease, or the other taking
+    # over) first waits a full timeout: nobody's heartbeats were looked at meanwhile.
+    after_wake = "".join(n.output()[at:] for n, at in zip(notifiers, logged, strict=True))
+    assert "was paused" in after_wake or "grace after" in after_wake, after_wake
     time.sleep(TIMEOUT + 1)  # past its grace: it would have acted by now
-    assert NotifierStatus.objects.get(pk=1).leader == name, "the paused leader kept its lock"
     assert {outlet_state(s) for s in slugs} == {OutletState.ACTIVE}
     assert not OrderEvent.objects.filter(id__gt=before, order=None, state="down").exists()
-    assert "was paused" in leader.output()
     run.wait_finished()
-    run.check("notifier paused")
+    run.check("notifiers paused")
 
 
 # --- last, and only when asked: it restarts the PostgreSQL everyone shares ------------------

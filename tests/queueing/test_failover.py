@@ -29,7 +29,6 @@ from queueing.services.failover import database_now, notifier_tick
 from queueing.services.outlets import outlet_take_down
 from queueing.services.routing import ring_of
 from tests.orders import place
-from tests.processes import wait_for
 
 TIMEOUT = 15.0
 LEASE = 30.0
@@ -466,20 +465,20 @@ def test_tick__orders_that_reach_an_outlet_after_it_went_down_are_swept_up(
 # --- the notifier loop's own rules, with the clock passed to its tick ---------------
 
 
-def test_notifier__one_leads_and_a_standby_takes_over_when_the_leader_goes(
+def test_notifier__one_leads_and_a_standby_takes_over_when_the_lease_lapses(
     settings_fast: Any, t0: datetime
 ) -> None:
     first, second = Notifier(name="first"), Notifier(name="second")
     try:
         assert first.run_once() is not None
-        assert second.run_once() is None  # the lock is held
+        assert second.run_once() is None  # the lease is first's
         assert NotifierStatus.objects.get(pk=1).leader == "first"
-        assert first._conn is not None
-        first._conn.close()  # the leader dies: its session, and so its lock, end
-        # The server releases the lock as the backend exits, a moment later; a standby
-        # tries again every tick.
-        wait_for(lambda: second.run_once(), timeout=10, interval=0.05, message="takeover")
-        assert NotifierStatus.objects.get(pk=1).leader == "second"
+        # The leader stops renewing (killed, frozen, cut off) and its lease runs out.
+        NotifierStatus.objects.filter(pk=1).update(lease_expires_at=after(t0, -1))
+        assert second.run_once() is not None
+        status = NotifierStatus.objects.get(pk=1)
+        assert status.leader == "second" and status.term == second.term
+        assert first.run_once() is None and not first.leading  # woken: it stands by
     finally:
         first.release()
         second.release()
@@ -515,6 +514,38 @@ def test_notifier__a_gap_between_ticks_longer_than_the_timeout_restarts_the_grac
         assert report.down == [] and report.held == ["north"]
         beat(survivors, after(t0, 51))
         assert notifier._tick(after(t0, 51)).down == ["north"]
+    finally:
+        notifier.release()
+
+
+def test_notifier__outlets_waking_one_by_one_from_a_mass_silence_are_not_declared_down(
+    make_outlet: MakeOutlet, settings_fast: Any, t0: datetime
+) -> None:
+    outlets = [make_outlet(f"o{i}")[0] for i in range(5)]
+    beat(outlets, t0)
+    place("takeaway", outlet=outlets[2])
+    claim = order_claim_next(outlet=outlets[2], station="o2-1", lease=LEASE)[0]
+    notifier = Notifier(name="n", timeout=TIMEOUT)
+    try:
+        assert notifier._lead()
+        notifier._grace_from = after(t0, -TIMEOUT)  # past its start-up grace
+        for seconds in (20, 30):
+            beat(outlets[:2], after(t0, seconds))
+            assert "3 of 5 outlets fell silent" in notifier._tick(after(t0, seconds)).alert
+        # They wake one by one: o2 is heard from first (its claim's lease ran out while
+        # it was silent), o3 and o4 not yet; the silent ones are now a minority.
+        beat(outlets[:3], after(t0, 40))
+        report = notifier._tick(after(t0, 40))
+        assert report.alert == "" and report.alert_cleared
+        assert report.down == [] and sorted(report.held) == ["o3", "o4"]
+        assert report.expired == 0
+        assert Order.objects.get(pk=claim.id).fence == claim.fence
+        # A full timeout's grace: o3 wakes meanwhile; o4 never does.
+        for seconds in (44, 52):
+            beat(outlets[:4], after(t0, seconds))
+            assert notifier._tick(after(t0, seconds)).down == [], seconds
+        beat(outlets[:4], after(t0, 59.5))
+        assert notifier._tick(after(t0, 59.5)).down == ["o4"]
     finally:
         notifier.release()
 

@@ -25,7 +25,7 @@ def seconds(raw: str) -> float:
 class Command(BaseCommand):
     help = (
         "Declare silent outlets down and move their orders, reassign expired claims, "
-        "let returning outlets back in. Run any number; one leads (PostgreSQL advisory lock)."
+        "let returning outlets back in. Run any number; one leads (a lease with a term in PostgreSQL)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
