@@ -7,7 +7,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('queueing', '0003_drop_redundant_indexes'),
+        ('queueing', '0004_lead_notifier_lease'),
     ]
 
     operations = [
