@@ -235,11 +235,23 @@
     return null;
   }
 
+  // Each one stays until tapped (or a minute has passed): two at once must not hide each other.
+  var notes = document.getElementById("taken-notes");
   function onEvent(event) {
     var message = takenMessage(event);
     if (!message) return;
     mine.delete(event.order);
-    say(message, false, 20000);
+    var note = document.createElement("li");
+    note.className = "taken-note";
+    note.textContent = message;
+    note.title = "Tap to dismiss";
+    note.addEventListener("click", function () {
+      note.remove();
+    });
+    notes.appendChild(note);
+    setTimeout(function () {
+      note.remove();
+    }, 60000);
   }
 
   function act(action, body) {
