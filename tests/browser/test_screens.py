@@ -543,7 +543,7 @@ def test_kitchen__a_ticket_taken_from_the_screen_says_where_it_went_and_why(
     with web_server(tmp_path, **FAST) as (_, base):
         kitchen = open_kitchen(browser, base, "north")
         station = kitchen.locator("#station-name").inner_text()
-        mine = place_directly(outlet="north", name="Grace", items=[("calzone", 1, "")])
+        mine = place_directly(outlet="north", name="Grace", items=[("pepperoni", 1, "")])
         moving = place_directly(zone=north_zone(), name="Ada", items=[("margherita", 1, "")])
         for order in (mine, moving):
             ticket = kitchen.locator(f'.ticket[data-number="{order.pk}"]')
