@@ -126,11 +126,11 @@ class Order(models.Model):
                 name="order_open_by_outlet",
                 condition=Q(state__in=["queued", "preparing", "ready"]),
             ),
-            # Lease expiry scan.
+            # Lease expiry scan (ready orders have a holder's lease too).
             models.Index(
                 fields=["lease_expires_at"],
                 name="order_lease_expiry",
-                condition=Q(state="preparing"),
+                condition=Q(state__in=["preparing", "ready"]),
             ),
             # Orders waiting for any outlet, and orders needing attention.
             models.Index(
@@ -162,6 +162,7 @@ class EventType(models.TextChoices):
     REROUTED = "rerouted", "rerouted"
     CANCELLED = "cancelled", "cancelled"
     LEASE_EXPIRED = "lease_expired", "lease expired"
+    RELEASED = "released", "handed back"
     ATTENTION = "attention", "needs attention"
     WAITING = "waiting", "no outlet available"
     OUTLET = "outlet", "outlet changed"

@@ -98,24 +98,98 @@ OUTLET_HOLD_ACTIVE = """
     FOR KEY SHARE
 """
 
-# Claim up to %(limit)s orders of an outlet, highest priority first. SKIP LOCKED
-# lets every station take a different row without waiting; the fence grows, so
-# every earlier holder's writes are refused from now on.
+# Claim up to %(limit)s orders of an outlet, ready ones without a holder first (made
+# already: the station hands them over, it does not cook them again), then the
+# queued ones by priority. SKIP LOCKED lets every station take a different row
+# without waiting; the fence grows, so every earlier holder's writes are refused
+# from now on. A down (or retired) outlet claims nothing: its stranded orders are
+# the notifier's to move. The queued scan takes only the rows the ready one left.
 CLAIM_NEXT = with_events(f"""
-    WITH next AS MATERIALIZED (
+    WITH live AS (
+        SELECT id FROM queueing_outlet
+        WHERE id = %(outlet_id)s AND state IN ('active', 'draining')
+    ), unheld AS MATERIALIZED (
         SELECT id FROM queueing_order
-        WHERE outlet_id = %(outlet_id)s AND state = 'queued'
+        WHERE outlet_id = (SELECT id FROM live) AND state = 'ready' AND claimed_by = ''
         ORDER BY sort_key, id
         LIMIT %(limit)s
         FOR NO KEY UPDATE SKIP LOCKED
+    ), queued AS MATERIALIZED (
+        SELECT id FROM queueing_order
+        WHERE outlet_id = (SELECT id FROM live) AND state = 'queued'
+        ORDER BY sort_key, id
+        LIMIT greatest(%(limit)s - (SELECT count(*) FROM unheld), 0)
+        FOR NO KEY UPDATE SKIP LOCKED
+    ), next AS (
+        SELECT id FROM unheld UNION ALL SELECT id FROM queued
     )
     UPDATE queueing_order o
-    SET state = 'preparing', fence = o.fence + 1, claimed_by = %(station)s,
+    SET state = CASE WHEN o.state = 'ready' THEN 'ready' ELSE 'preparing' END,
+        fence = o.fence + 1, claimed_by = %(station)s,
         claimed_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
     FROM next
     WHERE o.id = next.id
     {_RETURNING}, NULL::bigint AS from_outlet_id,
-        jsonb_build_object('station', %(station)s::text) AS event_detail
+        jsonb_build_object('station', %(station)s::text, 'handover', o.state = 'ready')
+        AS event_detail
+""")
+
+# What a station already holds at its outlet (being made, or ready to hand over), oldest
+# claim first, its lease renewed: a station whose claim answer was lost gets the same
+# claims again (same fence) instead of waiting a lease for them. No event: nothing changed.
+STATION_HELD = f"""
+    UPDATE queueing_order o
+    SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+    FROM (
+        SELECT id FROM queueing_order
+        WHERE outlet_id = %(outlet_id)s AND claimed_by = %(station)s
+          AND state IN ('preparing', 'ready')
+        ORDER BY claimed_at, id
+        LIMIT %(limit)s
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) held
+    WHERE o.id = held.id
+    {_RETURNING}
+"""
+
+# A station that is still there (a kitchen screen's socket is open) keeps every claim it
+# holds at its outlet, however long the cooking takes; no event.
+STATION_RENEW = """
+    UPDATE queueing_order
+    SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE outlet_id = %(outlet_id)s AND claimed_by = %(station)s
+      AND state IN ('preparing', 'ready')
+"""
+
+# A holder that restarted hands back at once what its stations held at the outlet:
+# orders being made go back to the outlet's queue, ready ones stay at the pass with no
+# holder (the next claim hands them over). The fence grows, so the old claims are dead.
+STATIONS_RELEASE = with_events(f"""
+    WITH target AS MATERIALIZED (
+        SELECT id, claimed_by FROM queueing_order
+        WHERE outlet_id = %(outlet_id)s AND claimed_by = ANY(%(stations)s::text[])
+          AND state IN ('preparing', 'ready')
+        ORDER BY id
+        FOR NO KEY UPDATE
+    )
+    UPDATE queueing_order o
+    SET state = CASE WHEN o.state = 'ready' THEN 'ready' ELSE 'queued' END,
+        fence = o.fence + 1, claimed_by = '', lease_expires_at = NULL,
+        claimed_at = CASE WHEN o.state = 'ready' THEN o.claimed_at END
+    FROM target WHERE o.id = target.id
+    {_RETURNING}, NULL::bigint AS from_outlet_id,
+        jsonb_build_object('reason', %(reason)s::text, 'station', target.claimed_by)
+        AS event_detail
+""")
+
+# A ready order whose holder's lease ran out at a live outlet: it stays at the pass
+# with no holder, the fence grows (the old holder can no longer complete it) and the
+# outlet's next claim hands it over.
+READY_RELEASE = with_events(f"""
+    UPDATE queueing_order o
+    SET fence = o.fence + 1, claimed_by = '', lease_expires_at = NULL
+    WHERE o.id = ANY(%(ids)s::bigint[]) AND o.state = 'ready'
+    {_RETURNING}, NULL::bigint AS from_outlet_id, %(detail)s::jsonb AS event_detail
 """)
 
 # Lock one named ticket without waiting: a cook tapped it, and if another
@@ -127,18 +201,24 @@ TICKET_LOCK = f"""
     FOR NO KEY UPDATE OF o NOWAIT
 """
 
-# Claim the ticket locked by TICKET_LOCK (caller checked it is queued here).
+# Claim the ticket locked by TICKET_LOCK (caller checked it is queued here), unless
+# its outlet is down: a down outlet's orders are the notifier's to move.
 CLAIM_TICKET = with_events(f"""
     UPDATE queueing_order o
     SET state = 'preparing', fence = o.fence + 1, claimed_by = %(station)s,
         claimed_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
     WHERE o.id = %(order_id)s AND o.state = 'queued'
+      AND EXISTS (
+          SELECT 1 FROM queueing_outlet t
+          WHERE t.id = o.outlet_id AND t.state IN ('active', 'draining')
+      )
     {_RETURNING}, NULL::bigint AS from_outlet_id,
         jsonb_build_object('station', %(station)s::text) AS event_detail
 """)
 
 # Acknowledge claims: each row is checked against its own fence; rows whose
-# fence is stale (or state wrong) are simply not returned. The outlet check is
+# fence is stale (or state wrong) are simply not returned. A ready order keeps
+# its holder and a fresh lease: someone must still hand it over. The outlet check is
 # written so it cannot be an index condition: the rows must come from the token
 # index, not from a walk through all of a busy outlet's open orders (which the
 # planner picks for a table it has not ANALYZEd yet).
@@ -153,7 +233,8 @@ MARK_READY = with_events(f"""
         FOR NO KEY UPDATE OF o
     )
     UPDATE queueing_order o
-    SET state = 'ready', ready_at = now(), lease_expires_at = NULL
+    SET state = 'ready', ready_at = now(),
+        lease_expires_at = now() + make_interval(secs => %(lease)s)
     FROM target WHERE o.id = target.id
     {_RETURNING}, NULL::bigint AS from_outlet_id, '{{}}'::jsonb AS event_detail
 """)
@@ -175,20 +256,23 @@ ORDER_COMPLETE = with_events(f"""
     {_RETURNING}, NULL::bigint AS from_outlet_id, '{{}}'::jsonb AS event_detail
 """)
 
-# Bring a bumped (completed) ticket back to the pass as ready; same fence.
+# Bring a bumped (completed) ticket back to the pass as ready; same fence, and a
+# fresh lease for its holder (ready always has a holder or a lease that moves it on).
 ORDER_RECALL = with_events(f"""
     UPDATE queueing_order o
-    SET state = 'ready', finished_at = NULL
+    SET state = 'ready', finished_at = NULL,
+        lease_expires_at = now() + make_interval(secs => %(lease)s)
     WHERE o.token = %(token)s AND o.fence = %(fence)s AND o.state = 'completed'
       AND (%(outlet_id)s::bigint IS NULL OR o.outlet_id = %(outlet_id)s::bigint)
     {_RETURNING}, NULL::bigint AS from_outlet_id, '{{}}'::jsonb AS event_detail
 """)
 
-# Extend a claim's lease; no event (the lease is bookkeeping, not a change a screen shows).
+# Extend a claim's lease (being made, or ready to hand over); no event (the lease is
+# bookkeeping, not a change a screen shows).
 LEASE_RENEW = """
     UPDATE queueing_order
     SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-    WHERE token = %(token)s AND fence = %(fence)s AND state = 'preparing'
+    WHERE token = %(token)s AND fence = %(fence)s AND state IN ('preparing', 'ready')
       AND (%(outlet_id)s::bigint IS NULL OR outlet_id = %(outlet_id)s::bigint)
     RETURNING lease_expires_at
 """
@@ -223,12 +307,13 @@ OPEN_ORDERS_TOTAL = """
       AND outlet_id IN (SELECT id FROM queueing_outlet WHERE state = 'active')
 """
 
-# Lock the open orders that must move (of the given outlets, or given ids),
-# in id order. Ready orders are made already: they stay where they are.
+# Lock the open orders that must move (of the given outlets, or given ids), in id
+# order. Ready ones too: a pizza in a dark shop reaches no customer, so a delivery
+# is made again by a survivor and a takeaway is cancelled with the reason.
 ORDERS_TO_MOVE = """
     SELECT id, token, kind, zone, outlet_id, state, attempts
     FROM queueing_order
-    WHERE state IN ('queued', 'preparing')
+    WHERE state IN ('queued', 'preparing', 'ready')
       AND (outlet_id = ANY(%(outlet_ids)s::bigint[]) OR id = ANY(%(order_ids)s::bigint[]))
     ORDER BY id
     FOR NO KEY UPDATE
@@ -239,7 +324,8 @@ ORDERS_TO_MOVE = """
 ORDERS_MOVE = with_events(f"""
     UPDATE queueing_order o
     SET outlet_id = m.outlet_id, state = 'queued', fence = o.fence + 1, claimed_by = '',
-        lease_expires_at = NULL, claimed_at = NULL, attempts = o.attempts + m.attempt
+        lease_expires_at = NULL, claimed_at = NULL, ready_at = NULL,
+        attempts = o.attempts + m.attempt
     FROM unnest(%(ids)s::bigint[], %(outlet_ids)s::bigint[], %(attempt)s::int[])
          AS m(id, outlet_id, attempt),
          queueing_order before
@@ -269,10 +355,11 @@ ORDERS_ATTENTION = with_events(f"""
 # Claims whose lease ran out (database clock, or the tick's clock in tests), except at
 # outlets the notifier holds back (silent during its grace or a mass-silence alert:
 # their stations could not renew for the same reason they could not heartbeat).
+# Ready orders too: they lose their holder and wait at the pass (READY_RELEASE).
 LEASES_EXPIRED = """
     SELECT id, token, kind, zone, outlet_id, state, attempts
     FROM queueing_order
-    WHERE state = 'preparing' AND lease_expires_at < %(now)s
+    WHERE state IN ('preparing', 'ready') AND lease_expires_at < %(now)s
       AND NOT (outlet_id = ANY(%(held_outlet_ids)s::bigint[]))
     ORDER BY id
     LIMIT %(limit)s

@@ -16,6 +16,12 @@ SIGTERM or SIGINT stops the stations from starting anything new; an order being
 cooked is abandoned (its lease runs out and the notifier moves it), an
 acknowledgement already on the wire gets a moment to finish, and the agent
 exits 0 within a second or two.
+
+On start the agent releases its stations' names (``stations/release``): whatever
+they held before a restart is handed back at once (being made: queued again;
+ready: waiting for the next claim) instead of waiting for its lease. A claim that
+comes back ``ready`` is made already (a station went away before handing it over):
+the station completes it without cooking it again.
 """
 
 from __future__ import annotations
@@ -177,6 +183,31 @@ class Agent:
 
     # --- a station -------------------------------------------------------------
 
+    def station_names(self) -> list[str]:
+        return [f"{self.config.outlet}-{n}" for n in range(1, self.config.stations + 1)]
+
+    async def stations_release(self) -> None:
+        """Hand back what these stations held before a restart, so nobody waits a lease for it."""
+        who = f"{self.config.outlet} start"
+        answer = await self.call(
+            f"/api/outlets/{self.config.outlet}/stations/release",
+            {"stations": self.station_names()},
+            who=who,
+        )
+        if answer.status == 403:
+            raise AgentRefused(str(answer.data.get("message")))
+        if answer.status != 200:
+            log.error("%s: release refused: %s", who, answer.data.get("message", answer.status))
+            return
+        released = answer.data.get("released", [])
+        if released:
+            log.info(
+                "%s: handed back %d orders its stations held before (%s)",
+                who,
+                len(released),
+                ", ".join(f"order {r['number']} {r['state']}" for r in released[:10]),
+            )
+
     async def station_loop(self, number: int) -> None:
         name = f"{self.config.outlet}-{number}"
         who = f"{self.config.outlet} station {number}"
@@ -210,6 +241,10 @@ class Agent:
         """Cook one claimed order and acknowledge it; drop it when its fence is lost."""
         order = claim["order"]
         token, number, fence = order["token"], order["number"], claim["fence"]
+        if claim.get("state") == "ready":
+            log.info("%s: order %s is made already (fence %s): handing it over", who, number, fence)
+            await self.hand_over(token=token, number=number, fence=fence, who=who)
+            return
         seconds = cook_seconds(claim, self.config.pace)
         log.info("%s: claimed order %s (fence %s), cooking %.1fs", who, number, fence, seconds)
         renew_every = max(float(claim.get("lease_seconds") or 120) / 3, 0.05)
@@ -235,6 +270,10 @@ class Agent:
             self._lost(who, number, answer)
             return
         log.info("%s: order %s ready", who, number)
+        await self.hand_over(token=token, number=number, fence=fence, who=who)
+
+    async def hand_over(self, *, token: str, number: int, fence: int, who: str) -> None:
+        """Complete a ready order (its lease was renewed when it was marked ready)."""
         answer = await self.call(
             f"/api/orders/{token}/complete", {"fence": fence}, who=who, stoppable=False
         )
@@ -297,6 +336,15 @@ class Agent:
             self.config.pace,
             self.config.server,
         )
+        try:
+            await self.stations_release()
+        except Stopping:
+            await self.client.aclose()
+            return 0
+        except AgentRefused as exc:
+            log.error("outlet %s: the server refuses this agent: %s", self.config.outlet, exc)
+            await self.client.aclose()
+            return 1
         tasks = [asyncio.create_task(self.heartbeat_loop(), name="heartbeat")]
         tasks += [
             asyncio.create_task(self.station_loop(n), name=f"station-{n}")

@@ -31,8 +31,9 @@ from queueing.listener import (
     order_group,
 )
 from queueing.models import Order, Outlet
-from queueing.services import outlet_heartbeat
+from queueing.services import outlet_heartbeat, station_claims_renew
 from shop.access import can_open_kitchen, is_manager
+from shop.kitchen import TAB, station_of
 
 log = logging.getLogger("hearth.live")
 
@@ -81,11 +82,14 @@ def event_id_of(value: Any, name: str) -> int:
     return value
 
 
+def query_param(scope: dict[str, Any], name: str) -> list[str] | None:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return parse_qs(query, keep_blank_values=True).get(name)
+
+
 def after_param(scope: dict[str, Any]) -> int | None:
     """The ``?after=<event id>`` of the socket URL; None when absent."""
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(
-        "after"
-    )
+    values = query_param(scope, "after")
     if not values:
         return None
     raw = values[-1].strip()
@@ -266,6 +270,12 @@ class KitchenConsumer(LiveConsumer):
             return CLOSE_NOT_FOUND
         self.source = f"screen:{user.get_username()}"
         self.group = kitchen_group(slug)
+        # The screen's station (``?tab=``): its claims live while this socket does. Always
+        # the signed-in user's own station; no tab (an older screen), no station.
+        tabs = query_param(self.scope, "tab")
+        if tabs and not TAB.fullmatch(tabs[-1]):
+            return CLOSE_BAD_REQUEST
+        self.station = station_of(user.get_username(), tabs[-1]) if tabs else ""
         return None
 
     def authorize(self) -> int | None:
@@ -281,6 +291,11 @@ class KitchenConsumer(LiveConsumer):
         return {"outlet_id": self.outlet.pk}
 
     async def receive_message(self, kind: str, content: dict[str, Any]) -> None:
+        if kind in ("heartbeat", "ping") and self.station:
+            # The screen is still there: so are the claims of its station.
+            await database_sync_to_async(station_claims_renew)(
+                outlet=self.outlet, station=self.station
+            )
         if kind != "heartbeat":
             await super().receive_message(kind, content)
             return

@@ -115,12 +115,19 @@ def _fence(data: dict[str, Any]) -> int:
     return fence
 
 
+TAB = re.compile(r"[A-Za-z0-9]{1,8}")
+
+
+def station_of(username: str, tab: object) -> str:
+    """A screen's station: always its signed-in user's name, with the tab id when it is a valid one."""
+    tab = tab if isinstance(tab, str) and TAB.fullmatch(tab) else ""
+    user = username[:50]
+    return f"{user}·{tab}" if tab else user
+
+
 def station_name(request: HttpRequest, data: dict[str, Any]) -> str:
     """Who is cooking, as other stations see it: the user's name and the screen's tab id."""
-    tab = data.get("tab")
-    tab = tab if isinstance(tab, str) and re.fullmatch(r"[A-Za-z0-9]{1,8}", tab) else ""
-    user = request.user.get_username()[:50]
-    return f"{user}·{tab}" if tab else user
+    return station_of(request.user.get_username(), data.get("tab"))
 
 
 def _sentence(message: str) -> str:
@@ -186,6 +193,8 @@ def start_next(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> Js
     tickets = order_claim_next(outlet=outlet, station=station_name(request, data))
     if not tickets:
         return JsonResponse({"ok": True, "message": "Nothing is waiting.", "ticket": None})
+    if tickets[0].state == "ready":  # made already; its station went away before handing it over
+        return _answer(tickets[0], f"Order {tickets[0].id} is made already: hand it over.")
     return _answer(tickets[0], f"Order {tickets[0].id} started.")
 
 

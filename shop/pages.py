@@ -206,6 +206,7 @@ TIMELINE_WORDS = {
     EventType.REROUTED: "Moved",
     EventType.CANCELLED: "Cancelled",
     EventType.LEASE_EXPIRED: "Restarted",
+    EventType.RELEASED: "Restarted",
     EventType.ATTENTION: "Set aside for a manager",
 }
 
@@ -214,6 +215,12 @@ def _timeline(events: list[OrderEvent]) -> list[tuple[OrderEvent, str]]:
     """The order's events in the customer's words."""
     lines = []
     for event in events:
+        if event.state == "ready" and event.type in (
+            EventType.CLAIMED,
+            EventType.LEASE_EXPIRED,
+            EventType.RELEASED,
+        ):
+            continue  # who hands a made order over is the kitchen's business
         words = TIMELINE_WORDS.get(event.type, event.get_type_display())  # type: ignore[call-overload]
         if event.type == EventType.REROUTED:
             words = f"Moved to {event.outlet.name}" if event.outlet else "Waiting for a kitchen"

@@ -17,6 +17,11 @@ api = [
     path("outlets/<slug:slug>/heartbeat", agents.heartbeat, name="api-outlet-heartbeat"),
     path("outlets/<slug:slug>/claim", agents.claim, name="api-outlet-claim"),
     path("outlets/<slug:slug>/complete", agents.complete_batch, name="api-outlet-complete"),
+    path(
+        "outlets/<slug:slug>/stations/release",
+        agents.release,
+        name="api-outlet-stations-release",
+    ),
     path("openapi.json", openapi.openapi_json, name="api-openapi"),
     path("docs/", openapi.docs, name="api-docs"),
 ]

@@ -9,6 +9,8 @@ from queueing.services.claims import (
     order_recall,
     orders_complete,
     orders_mark_ready,
+    station_claims_renew,
+    stations_release,
 )
 from queueing.services.orders import order_enqueue
 from queueing.services.outlets import (
@@ -41,4 +43,6 @@ __all__ = [
     "outlet_retire",
     "outlet_rotate_token",
     "outlets_reroute",
+    "station_claims_renew",
+    "stations_release",
 ]

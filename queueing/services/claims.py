@@ -6,6 +6,11 @@ holds and matches the row only when that fence is still the order's fence. When
 the notifier moves an order (its outlet died, or the lease ran out) it bumps the
 fence too, so a station that wakes up later can change nothing: its writes match
 no row and are refused as stale. Nothing needs a lock held across the cooking.
+
+A claim lives as long as its holder: the holder renews its lease (an agent per
+claim, a kitchen screen for its whole station while its socket is open), a ready
+order keeps its holder's lease until it is handed over, and a holder that restarts
+hands back at once what its stations held.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from django.db import OperationalError, transaction
 from psycopg.errors import LockNotAvailable
 
 from queueing import sql
-from queueing.db import fetch_all, fetch_one
+from queueing.db import execute, fetch_all, fetch_one
 from queueing.errors import (
     Forbidden,
     InvalidState,
@@ -38,20 +43,59 @@ def _lease_seconds(lease: float | None) -> float:
 
 
 def order_claim_next(
-    *, outlet: Outlet, station: str, limit: int = 1, lease: float | None = None
+    *,
+    outlet: Outlet,
+    station: str,
+    limit: int = 1,
+    lease: float | None = None,
+    resend_held: bool = False,
 ) -> list[Ticket]:
-    """Claim up to ``limit`` queued orders of the outlet, best first; [] when none is waiting."""
+    """Claim up to ``limit`` orders of the outlet, ready ones without a holder first; [] when none.
+
+    A ticket that comes back ``ready`` is made already: the station hands it over.
+    With ``resend_held`` (an agent's station, which works one batch at a time), what
+    the station already holds comes first with its own fence, so a claim whose answer
+    was lost is answered again on the retry instead of waiting a lease.
+    """
     if limit < 1:
         # LIMIT 0 would claim nothing and say "queue empty"; a negative one is a SQL error.
         raise QueueError(f"limit must be at least 1, got {limit}", field="limit")
+    params = {
+        "outlet_id": outlet.pk,
+        "station": station,
+        "limit": limit,
+        "lease": _lease_seconds(lease),
+        "event_type": "claimed",
+    }
+    held: list[Ticket] = []
+    if resend_held:
+        held = [Ticket.from_row(r) for r in fetch_all(sql.STATION_HELD, params)]
+        if len(held) >= limit:
+            return held
+    rows = fetch_all(sql.CLAIM_NEXT, {**params, "limit": limit - len(held)})
+    return held + [Ticket.from_row(r) for r in rows]
+
+
+def station_claims_renew(*, outlet: Outlet, station: str, lease: float | None = None) -> int:
+    """Renew every claim the station holds at the outlet (its screen is still there); how many."""
+    return execute(
+        sql.STATION_RENEW,
+        {"outlet_id": outlet.pk, "station": station, "lease": _lease_seconds(lease)},
+    )
+
+
+def stations_release(*, outlet: Outlet, stations: Sequence[str], reason: str) -> list[Ticket]:
+    """Hand back at once what these stations held: being made goes back to the queue, ready stays.
+
+    Ready orders stay at the pass without a holder; the outlet's next claim hands them over.
+    """
     rows = fetch_all(
-        sql.CLAIM_NEXT,
+        sql.STATIONS_RELEASE,
         {
             "outlet_id": outlet.pk,
-            "station": station,
-            "limit": limit,
-            "lease": _lease_seconds(lease),
-            "event_type": "claimed",
+            "stations": list(stations),
+            "reason": reason,
+            "event_type": "released",
         },
     )
     return [Ticket.from_row(r) for r in rows]
@@ -88,6 +132,10 @@ def order_claim_ticket(
                 "event_type": "claimed",
             },
         )
+        if not rows:
+            raise InvalidState(
+                f"outlet {outlet.slug} is not taking orders: order {row['id']} cannot be started"
+            )
     return Ticket.from_row(rows[0])
 
 
@@ -154,6 +202,7 @@ def _fenced_write(
             "fences": fences,
             "event_type": event_type,
             "outlet_id": outlet.pk if outlet else None,
+            "lease": _lease_seconds(None),
         },
     )
     done = [Ticket.from_row(r) for r in rows]
@@ -203,6 +252,7 @@ def order_recall(*, token: str, fence: int, outlet: Outlet | None = None) -> Tic
             "fence": fence,
             "event_type": "recalled",
             "outlet_id": outlet.pk if outlet else None,
+            "lease": _lease_seconds(None),
         },
     )
     if rows:

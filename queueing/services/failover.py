@@ -51,6 +51,7 @@ class TickReport:
     rerouted: Counter[str] = field(default_factory=Counter)
     cancelled: int = 0
     expired: int = 0
+    released: int = 0
     attention: int = 0
     assigned: int = 0
     stranded: int = 0
@@ -193,6 +194,20 @@ def _expired_leases_move(
         )
         if not rows:
             return
+        # A ready order is made: it loses its holder and waits at its outlet's pass
+        # for the next claim to hand it over (a dead outlet's ready orders are moved
+        # by its take-down, not here).
+        ready = [r["id"] for r in rows if r["state"] == "ready"]
+        if ready:
+            fetch_all(
+                sql.READY_RELEASE,
+                {
+                    "ids": ready,
+                    "event_type": "lease_expired",
+                    "detail": Jsonb({"reason": "lease expired", "waiting": "handover"}),
+                },
+            )
+        rows = [r for r in rows if r["state"] != "ready"]
         limit = settings.HEARTH_MAX_ATTEMPTS
         give_up = [r["id"] for r in rows if r["attempts"] + 1 >= limit]
         retry = [r for r in rows if r["attempts"] + 1 < limit]
@@ -213,15 +228,18 @@ def _expired_leases_move(
             outlet_lost=False,
             event_type="lease_expired",
         )
-    report.expired = len(rows)
+    report.expired = len(rows) + len(ready)
     report.attention = len(give_up)
+    report.released = len(ready)
     log.info(
-        "lease expired on %d orders (%s): %d moved on (%s), %d set aside as needing attention",
-        len(rows),
+        "lease expired on %d orders (%s): %d moved on (%s), %d set aside as needing attention, "
+        "%d ready ones wait at their pass for a station to hand them over",
+        len(rows) + len(ready),
         ", ".join(f"order {r['id']}" for r in rows[:10]) + (", ..." if len(rows) > 10 else ""),
         len(moved),
         moves_described(moved),
         len(give_up),
+        len(ready),
     )
 
 

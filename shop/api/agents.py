@@ -1,4 +1,4 @@
-"""The outlet agents' side of the API: heartbeat, claim, ready, complete, renew (Bearer token)."""
+"""The outlet agents' side of the API: heartbeat, claim, ready, complete, renew, release (Bearer token)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from queueing.services import (
     order_mark_ready,
     orders_complete,
     outlet_heartbeat,
+    stations_release,
 )
 from queueing.tickets import Ticket
 from shop.api.common import (
@@ -29,11 +30,14 @@ from shop.api.common import (
 
 MAX_CLAIM_BATCH = 50
 MAX_COMPLETE_BATCH = 200
+MAX_STATIONS = 50
 
 
 def claim_answer(ticket: Ticket) -> dict[str, Any]:
     return {
         "fence": ticket.fence,
+        # "ready": made already (its holder went away); hand it over, do not cook it again.
+        "state": ticket.state,
         "lease_expires_at": ticket.lease_expires_at.isoformat()
         if ticket.lease_expires_at
         else None,
@@ -111,12 +115,37 @@ def claim(request: HttpRequest, slug: str) -> HttpResponse:
             f"limit must be a whole number from 1 to {MAX_CLAIM_BATCH}",
             field="limit",
         )
-    tickets = order_claim_next(outlet=outlet, station=_station(data, outlet.slug), limit=limit or 1)
+    # An agent's station works one claim (or batch) at a time, so what it already holds is
+    # an answer it never got: it is sent again (same fence) before anything new.
+    tickets = order_claim_next(
+        outlet=outlet, station=_station(data, outlet.slug), limit=limit or 1, resend_held=True
+    )
     if not tickets:
         return HttpResponse(status=204)
     if limit is None:
         return JsonResponse(claim_answer(tickets[0]))
     return JsonResponse({"claims": [claim_answer(t) for t in tickets]})
+
+
+@api_view("POST")
+def release(request: HttpRequest, slug: str) -> JsonResponse:
+    outlet = agent_outlet(request, slug)
+    stations = json_body(request).get("stations")
+    if (
+        not isinstance(stations, list)
+        or not 1 <= len(stations) <= MAX_STATIONS
+        or not all(isinstance(s, str) and 1 <= len(s.strip()) <= 60 for s in stations)
+    ):
+        raise ApiError(
+            400,
+            "invalid",
+            f"stations must be a list of 1 to {MAX_STATIONS} station names (1 to 60 characters)",
+            field="stations",
+        )
+    released = stations_release(
+        outlet=outlet, stations=[s.strip() for s in stations], reason="its station restarted"
+    )
+    return JsonResponse({"released": [acknowledged(t) for t in released]})
 
 
 @api_view("POST")

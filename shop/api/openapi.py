@@ -260,6 +260,24 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "ReleaseRequest": {
+        "type": "object",
+        "required": ["stations"],
+        "properties": {
+            "stations": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 50,
+                "items": {"type": "string", "minLength": 1, "maxLength": 60},
+                "description": "The names this agent's stations claim with.",
+            },
+        },
+    },
+    "Released": {
+        "type": "object",
+        "required": ["released"],
+        "properties": {"released": {"type": "array", "items": ref("Acknowledged")}},
+    },
     "ClaimedLine": {
         "type": "object",
         "required": ["item", "qty"],
@@ -277,10 +295,22 @@ SCHEMAS: dict[str, Any] = {
         "required": ["fence", "order"],
         "properties": {
             "fence": {"type": "integer"},
+            "state": {
+                "type": "string",
+                "enum": ["preparing", "ready"],
+                "description": (
+                    "`preparing`: cook it, then mark it ready. `ready`: it is made already (its "
+                    "station went away before handing it over): hand it over and complete it, "
+                    "do not cook it again."
+                ),
+            },
             "lease_expires_at": {"type": ["string", "null"], "format": "date-time"},
             "lease_seconds": {
                 "type": "number",
-                "description": "Renew (or finish) well before this many seconds pass.",
+                "description": (
+                    "Renew (or finish) well before this many seconds pass; a ready order's lease "
+                    "too, until it is completed."
+                ),
             },
             "order": {
                 "type": "object",
@@ -500,7 +530,12 @@ PATHS: dict[str, Any] = {
             "summary": "Claim the outlet's next order",
             "description": (
                 "The best queued order, with the fence to send with every write on it; with "
-                "`limit`, up to that many in one answer."
+                "`limit`, up to that many in one answer. What this station already holds and "
+                "has not completed comes first, with the same fence: a claim whose answer was "
+                "lost is answered again on the retry (a station works one claim or batch at a "
+                "time, and one agent runs an outlet's stations). Then ready orders that lost "
+                "their station (`state: ready`: hand them over), then queued ones. A down "
+                "outlet claims nothing."
             ),
             "parameters": [SLUG_PARAM],
             "security": AGENT_SECURITY,
@@ -511,6 +546,32 @@ PATHS: dict[str, Any] = {
                     "content": json_content({"oneOf": [ref("Claim"), ref("ClaimBatch")]}),
                 },
                 "204": {"description": "Nothing is waiting; ask again shortly."},
+                **_agent_errors(order=False),
+            },
+        }
+    },
+    "/api/outlets/{slug}/stations/release": {
+        "post": {
+            "operationId": "stationsRelease",
+            "tags": ["outlet agents"],
+            "summary": "Hand back what these stations held (an agent starting)",
+            "description": (
+                "An agent that starts sends the names of the stations it runs: whatever they "
+                "held from before the restart is handed back at once instead of waiting for its "
+                "lease. Orders being made go back to the outlet's queue, ready ones stay at the "
+                "pass for the next claim to hand over; the fence grows, so the old claims are "
+                "refused from now on."
+            ),
+            "parameters": [SLUG_PARAM],
+            "security": AGENT_SECURITY,
+            "requestBody": body(
+                ref("ReleaseRequest"), example={"stations": ["north-1", "north-2"]}
+            ),
+            "responses": {
+                "200": {
+                    "description": "What was handed back (possibly nothing).",
+                    "content": json_content(ref("Released")),
+                },
                 **_agent_errors(order=False),
             },
         }

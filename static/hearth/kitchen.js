@@ -13,7 +13,9 @@
     sessionStorage.setItem("hearth-tab", tab);
   }
   var username = root.getAttribute("data-username");
-  document.getElementById("station-name").textContent = username + "·" + tab;
+  var station = username + "·" + tab;
+  var slug = root.getAttribute("data-slug");
+  document.getElementById("station-name").textContent = station;
 
   var banner = document.getElementById("conn-banner");
   var bannerTitle = banner.querySelector(".kbanner-title");
@@ -26,6 +28,8 @@
   var selected = null; // token of the selected ticket
   var selectedIndex = 0;
   var known = null; // tokens seen so far; null until the first part is shown
+  var shown = new Set(); // tokens on the screen now
+  var mine = new Set(); // tokens this station holds (being made, or ready to hand over)
   var part;
 
   // --- Sound: browsers allow audio only after a user gesture ------------------------
@@ -133,6 +137,16 @@
       }
     }
     known = new Set(tokens);
+    shown = new Set(tokens);
+    mine = new Set(
+      tickets()
+        .filter(function (el) {
+          return el.getAttribute("data-claimed-by") === station;
+        })
+        .map(function (el) {
+          return el.getAttribute("data-token");
+        })
+    );
     select(selected);
     tickAges();
     lastUpdate.textContent = H.clock(new Date(), true);
@@ -183,14 +197,63 @@
 
   // --- Actions ----------------------------------------------------------------------
   var toastTimer = null;
-  function say(message, ok) {
+  function say(message, ok, ms) {
     toast.textContent = message;
     toast.className = "toast " + (ok ? "toast--ok" : "toast--bad");
     toast.hidden = false;
     clearTimeout(toastTimer);
     toastTimer = setTimeout(function () {
       toast.hidden = true;
-    }, ok ? 2500 : 6000);
+    }, ms || (ok ? 2500 : 6000));
+  }
+
+  // --- A ticket taken from this screen is never silently gone -----------------------
+  var REASONS = {
+    "lease expired": "its lease ran out",
+    "outlet unavailable": "this outlet is not taking orders",
+    "its station restarted": "its station restarted",
+  };
+  function because(event) {
+    var why = event.detail && event.detail.reason ? String(event.detail.reason) : "";
+    return why ? ": " + (REASONS[why] || why) : "";
+  }
+
+  function takenMessage(event) {
+    if (!event.number || !event.order) return null;
+    var n = "Order " + event.number;
+    if (event.from_outlet === slug && event.outlet !== slug) {
+      return n + " was moved " + (event.outlet ? "to " + event.outlet : "away (waiting for an outlet)") + because(event) + ".";
+    }
+    if (!shown.has(event.order)) return null;
+    if (event.type === "cancelled") return n + " was cancelled" + because(event) + ".";
+    if (event.type === "attention") return n + " was set aside for a manager" + because(event) + ".";
+    if (!mine.has(event.order)) return null;
+    if (event.type === "lease_expired" || event.type === "released" || event.type === "rerouted") {
+      return n + " was taken from this station" + because(event) +
+        (event.state === "ready" ? "; it waits at the pass for any station to hand it over." : "; it waits to be made again.");
+    }
+    var by = event.detail && event.detail.station;
+    if (event.type === "claimed" && by && by !== station) return n + " was taken by " + by + ".";
+    return null;
+  }
+
+  // Each one stays until tapped (or a minute has passed): two at once must not hide each other.
+  var notes = document.getElementById("taken-notes");
+  function onEvent(event) {
+    var message = takenMessage(event);
+    if (!message) return;
+    mine.delete(event.order);
+    var note = document.createElement("li");
+    note.className = "taken-note";
+    note.textContent = message;
+    note.title = "Tap to dismiss";
+    note.addEventListener("click", function () {
+      note.remove();
+    });
+    notes.appendChild(note);
+    setTimeout(function () {
+      note.remove();
+    }, 60000);
   }
 
   function act(action, body) {
@@ -308,10 +371,12 @@
   part = new H.LivePart({
     container: root,
     partUrl: root.getAttribute("data-part-url"),
-    socketPath: root.getAttribute("data-socket-path"),
+    // The socket holds this station's tickets while it is open (see docs/live.md).
+    socketPath: root.getAttribute("data-socket-path") + "?tab=" + encodeURIComponent(tab),
     heartbeat: parseFloat(root.getAttribute("data-heartbeat-interval")) || 5,
     debounce: 120,
     onSwap: swapped,
+    onEvent: onEvent,
     onStatus: showStatus,
   });
   setInterval(function () {

@@ -41,7 +41,8 @@
 
   LiveSocket.prototype.url = function () {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    return scheme + location.host + this.opts.path + "?after=" + encodeURIComponent(this.opts.after());
+    var join = this.opts.path.indexOf("?") < 0 ? "?" : "&";
+    return scheme + location.host + this.opts.path + join + "after=" + encodeURIComponent(this.opts.after());
   };
 
   LiveSocket.prototype.send = function (message) {

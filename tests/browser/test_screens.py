@@ -24,7 +24,13 @@ from django.utils import timezone
 
 from queueing.models import Order, Outlet
 from queueing.ring import HashRing
-from queueing.services import order_claim_next, outlet_create, outlet_mark_down, outlet_retire
+from queueing.services import (
+    order_claim_next,
+    outlet_create,
+    outlet_mark_down,
+    outlet_retire,
+    stations_release,
+)
 from shop.models import Membership
 from shop.ordering import order_place, order_request_parse
 from tests.browser.conftest import SKIP_REASON, orm
@@ -529,3 +535,32 @@ def test_customer__every_form_error_at_once_and_a_cancelled_order_says_what_to_d
         expect(customer.locator("#order-outlet")).to_have_count(0)
         assert_not_reloaded(customer)
         screenshot(customer, "order-cancelled")
+
+
+def test_kitchen__a_ticket_taken_from_the_screen_says_where_it_went_and_why(
+    tmp_path: Path, shop: Shop, browser: Any
+) -> None:
+    with web_server(tmp_path, **FAST) as (_, base):
+        kitchen = open_kitchen(browser, base, "north")
+        station = kitchen.locator("#station-name").inner_text()
+        mine = place_directly(outlet="north", name="Grace", items=[("pepperoni", 1, "")])
+        moving = place_directly(zone=north_zone(), name="Ada", items=[("margherita", 1, "")])
+        for order in (mine, moving):
+            ticket = kitchen.locator(f'.ticket[data-number="{order.pk}"]')
+            ticket.locator("button[data-action=start]").click()
+            expect(ticket).to_have_attribute("data-state", "preparing")
+        notes = kitchen.locator("#taken-notes")
+
+        # Its station restarted elsewhere (as an agent's does): handed back to the queue.
+        with orm():
+            stations_release(outlet=shop.north, stations=[station], reason="its station restarted")
+        expect(notes).to_contain_text(
+            f"Order {mine.pk} was taken from this station: its station restarted; "
+            "it waits to be made again."
+        )
+        # A manager takes the outlet down: the delivery goes to south.
+        with orm():
+            outlet_mark_down(outlet=shop.north)
+        expect(notes).to_contain_text(f"Order {moving.pk} was moved to south")
+        expect(kitchen.locator(f'.ticket[data-number="{moving.pk}"]')).to_have_count(0)
+        assert_not_reloaded(kitchen)

@@ -31,18 +31,28 @@ from django.db import connection
 # event type -> (states the order may be in before it, the state it leaves the order in)
 TRANSITIONS: dict[str, tuple[set[str | None], set[str]]] = {
     "placed": ({None}, {"queued"}),
-    "waiting": ({None, "queued", "preparing"}, {"queued"}),
-    "claimed": ({"queued"}, {"preparing"}),
+    "waiting": ({None, "queued", "preparing", "ready"}, {"queued"}),
+    # A ready order that lost its holder is handed over by the next claim: it stays ready.
+    "claimed": ({"queued", "ready"}, {"preparing", "ready"}),
     "ready": ({"preparing"}, {"ready"}),
     "completed": ({"preparing", "ready"}, {"completed"}),
     "recalled": ({"completed"}, {"ready"}),
-    "rerouted": ({"queued", "preparing"}, {"queued"}),
-    "lease_expired": ({"preparing"}, {"queued"}),
+    "rerouted": ({"queued", "preparing", "ready"}, {"queued"}),
+    "lease_expired": ({"preparing", "ready"}, {"queued", "ready"}),
+    "released": ({"preparing", "ready"}, {"queued", "ready"}),
     "cancelled": ({"queued", "preparing", "ready", "attention"}, {"cancelled"}),
     "attention": ({"preparing", "queued"}, {"attention"}),
 }
 # Events that hand the order to a new claim or a new outlet: the fence must grow.
-FENCE_BUMPS = {"claimed", "rerouted", "lease_expired", "waiting", "cancelled", "attention"}
+FENCE_BUMPS = {
+    "claimed",
+    "rerouted",
+    "lease_expired",
+    "released",
+    "waiting",
+    "cancelled",
+    "attention",
+}
 FINISHED = {"completed", "cancelled"}
 
 
@@ -128,8 +138,7 @@ def check_invariants(
                 continue
             outlet = outlets.get(order["outlet_id"] or -1)
             if order["state"] == "ready" and outlet and outlet["state"] in ("down", "retired"):
-                counts.stranded_ready += 1  # made; waits for pickup at the dark outlet
-                continue
+                counts.stranded_ready += 1  # a dark outlet's ready orders move: none may stay
             problems.append(
                 f"order {order['id']} ({order['kind']}) did not finish: {order['state']} at "
                 f"{outlet['slug'] if outlet else 'no outlet'}"
@@ -223,7 +232,7 @@ def check_invariants(
                             f"order {oid} moved off {outlets[source]['slug']} (event "
                             f"{event['id']} {kind}) while that outlet was {state}"
                         )
-                elif kind == "lease_expired" and prev_state != "preparing":
+                elif kind == "lease_expired" and prev_state not in ("preparing", "ready"):
                     problems.append(f"order {oid}: lease expired while it was {prev_state}")
         replay[oid] = {
             "state": event["state"],

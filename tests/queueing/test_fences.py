@@ -105,9 +105,10 @@ def test_fenced_write__stale_fence_changes_nothing_and_the_fresh_one_works(
 def test_mark_ready_then_complete__fresh_fence_writes_one_event_each(zombie: Zombie) -> None:
     ready = order_mark_ready(token=zombie.fresh.token, fence=zombie.fresh.fence, outlet=zombie.new)
     assert ready.state == OrderState.READY and ready.fence == zombie.fresh.fence
-    assert ready.lease_expires_at is None
+    # Ready keeps its holder and a lease: someone must still hand it over.
+    assert ready.lease_expires_at is not None and ready.claimed_by == "hackney-1"
     done = order_complete(token=zombie.fresh.token, fence=zombie.fresh.fence, outlet=zombie.new)
-    assert done.state == OrderState.COMPLETED
+    assert done.state == OrderState.COMPLETED and done.lease_expires_at is None
     events = list(
         OrderEvent.objects.filter(order_id=done.id, type__in=[EventType.READY, EventType.COMPLETED])
         .order_by("id")

@@ -181,7 +181,7 @@ class QueueMachine(RuleBasedStateMachine):
         order_id, token, fence, outlet_id = self.claims[pick % len(self.claims)]
         before = Order.objects.get(pk=order_id)
         outlet = Outlet.objects.get(pk=outlet_id)
-        valid_states = {"ready": ["preparing"], "renew": ["preparing"]}.get(
+        valid_states = {"ready": ["preparing"], "renew": ["preparing", "ready"]}.get(
             action, ["preparing", "ready"]
         )
         valid = before.fence == fence and before.state in valid_states

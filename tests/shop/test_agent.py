@@ -13,7 +13,7 @@ import pytest
 from django.db.models import Count
 
 from queueing.models import Order, OrderEvent, Outlet
-from queueing.services import outlets_reroute
+from queueing.services import order_claim_next, order_mark_ready, outlets_reroute
 from shop.ordering import order_place, order_request_parse
 from tests.processes import Process, manage, process_env, wait_for, web_server
 
@@ -256,3 +256,45 @@ def test_agent__stop_while_cooking__exits_0_at_once_leaving_the_order_to_its_lea
     order.refresh_from_db()
     assert order.state == "preparing"  # not completed by a stopping agent
     assert made_lines(tmp_path) == []
+
+
+def test_agent__restarted__hands_back_what_its_stations_held_at_once_and_completes_the_ready_one(
+    tmp_path: Path, menu: None, make_outlet: MakeOutlet
+) -> None:
+    north, token = make_outlet("north")
+    orders = place_orders(2, outlets=["north"], start=1)  # the only outlet: both here
+    # What the agent's stations held when it was killed: one being made, one made and
+    # marked ready whose completion never came (the lease is the default 120 s).
+    (held,) = order_claim_next(outlet=north, station="north-1")
+    (ready,) = order_claim_next(outlet=north, station="north-2")
+    order_mark_ready(token=ready.token, fence=ready.fence, outlet=north)
+    assert {held.id, ready.id} == {o.pk for o in orders}
+
+    with (
+        web_server(tmp_path) as (_, url),
+        agent(tmp_path, url, "north", token, stations="2") as proc,
+    ):
+        wait_for(
+            lambda: (
+                Order.objects.filter(pk__in=[held.id, ready.id], state="completed").count() == 2
+            ),
+            timeout=30,  # far less than the 120 s lease: nothing waited for it
+            message="the restarted agent finishing what its stations held",
+        )
+        output = proc.output()
+
+    assert "handed back 2 orders" in output, output
+    assert "is made already" in output, output
+    for ticket in (held, ready):
+        types = list(
+            OrderEvent.objects.filter(order_id=ticket.id)
+            .order_by("id")
+            .values_list("type", flat=True)
+        )
+        assert "released" in types and "lease_expired" not in types, types
+    # The ready one was handed over, not cooked again: it was never back in the queue.
+    assert not OrderEvent.objects.filter(
+        order_id=ready.id, state="queued", type="released"
+    ).exists()
+    assert OrderEvent.objects.filter(order_id=ready.id, type="ready").count() == 1
+    assert sorted(m["order"] for m in made_lines(tmp_path)) == sorted([held.token, ready.token])

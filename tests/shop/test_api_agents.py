@@ -58,6 +58,12 @@ def call(
     return client.generic(method, path, raw, content_type="application/json", headers=headers)
 
 
+BODIES: dict[str, Any] = {
+    "complete": {"claims": [{"token": "x", "fence": 1}]},
+    "stations/release": {"stations": ["north-1"]},
+}
+
+
 @pytest.fixture
 def north(menu: None, make_outlet: MakeOutlet) -> tuple[Outlet, str]:
     return make_outlet("north")
@@ -81,14 +87,14 @@ def east(menu: None, make_outlet: MakeOutlet) -> tuple[Outlet, str]:
     ],
     ids=["missing", "empty bearer", "other scheme", "forged"],
 )
-@pytest.mark.parametrize("endpoint", ["heartbeat", "claim", "complete"])
+@pytest.mark.parametrize("endpoint", ["heartbeat", "claim", "complete", "stations/release"])
 def test_agent_endpoints__without_a_valid_token__401_and_nothing_written(
     client: Client, north: tuple[Outlet, str], header: str | None, status: int, endpoint: str
 ) -> None:
     place(kind="takeaway", outlet="north")
     before = row_counts()
     headers = {"Authorization": header} if header else {}
-    body = {"claims": [{"token": "x", "fence": 1}]} if endpoint == "complete" else {}
+    body = BODIES.get(endpoint, {})
 
     response = client.post(
         f"/api/outlets/north/{endpoint}",
@@ -102,13 +108,13 @@ def test_agent_endpoints__without_a_valid_token__401_and_nothing_written(
     assert row_counts() == before
 
 
-@pytest.mark.parametrize("endpoint", ["heartbeat", "claim", "complete"])
+@pytest.mark.parametrize("endpoint", ["heartbeat", "claim", "complete", "stations/release"])
 def test_agent_endpoints__another_outlets_token__403_and_nothing_written(
     client: Client, north: tuple[Outlet, str], east: tuple[Outlet, str], endpoint: str
 ) -> None:
     place(kind="takeaway", outlet="north")
     before = row_counts()
-    body = {"claims": [{"token": "x", "fence": 1}]} if endpoint == "complete" else {}
+    body = BODIES.get(endpoint, {})
 
     response = call(client, f"/api/outlets/north/{endpoint}", east[1], body)
 
@@ -224,6 +230,87 @@ def test_claim__with_limit__answers_a_batch(client: Client, north: tuple[Outlet,
     claims = response.json()["claims"]
     assert len(claims) == 2
     assert Order.objects.filter(state="preparing").count() == 2
+
+
+def test_claim__its_answer_was_lost__the_retry_gets_the_same_claim(
+    client: Client, north: tuple[Outlet, str]
+) -> None:
+    first, second = place(kind="takeaway", outlet="north"), place(kind="takeaway", outlet="north")
+    lost = call(client, "/api/outlets/north/claim", north[1], {"station": "north-1"}).json()
+    events = OrderEvent.objects.count()
+
+    retry = call(client, "/api/outlets/north/claim", north[1], {"station": "north-1"})
+
+    assert retry.status_code == 200
+    assert (retry.json()["order"]["token"], retry.json()["fence"]) == (
+        lost["order"]["token"],
+        lost["fence"],
+    )
+    assert retry.json()["state"] == "preparing"
+    assert OrderEvent.objects.count() == events  # nothing changed: no event
+    # Another station is not handed it; completed, it is not sent again.
+    other = call(client, "/api/outlets/north/claim", north[1], {"station": "north-2"}).json()
+    assert {lost["order"]["token"], other["order"]["token"]} == {first.token, second.token}
+    call(client, f"/api/orders/{lost['order']['token']}/ready", north[1], {"fence": lost["fence"]})
+    call(
+        client, f"/api/orders/{lost['order']['token']}/complete", north[1], {"fence": lost["fence"]}
+    )
+    assert (
+        call(client, "/api/outlets/north/claim", north[1], {"station": "north-1"}).status_code
+        == 204
+    )
+
+
+def test_release__hands_back_what_the_stations_held_and_the_next_claim_hands_over_the_ready_one(
+    client: Client, north: tuple[Outlet, str]
+) -> None:
+    place(kind="takeaway", outlet="north")
+    place(kind="takeaway", outlet="north")
+    made = call(client, "/api/outlets/north/claim", north[1], {"station": "north-1"}).json()
+    token = made["order"]["token"]
+    ready = call(client, f"/api/orders/{token}/ready", north[1], {"fence": made["fence"]})
+    assert ready.status_code == 200
+    cooking = call(client, "/api/outlets/north/claim", north[1], {"station": "north-2"}).json()
+
+    response = call(
+        client,
+        "/api/outlets/north/stations/release",
+        north[1],
+        {"stations": ["north-1", "north-2"]},
+    )
+
+    assert response.status_code == 200
+    released = {r["token"]: r for r in response.json()["released"]}
+    assert released[token]["state"] == "ready" and released[token]["fence"] == made["fence"] + 1
+    back = released[cooking["order"]["token"]]
+    assert (back["state"], back["fence"]) == ("queued", cooking["fence"] + 1)
+    stale = call(client, f"/api/orders/{token}/complete", north[1], {"fence": made["fence"]})
+    assert stale.status_code == 409 and stale.json()["error"] == "stale_fence"
+    # The restarted station is handed the ready one first: to complete, not to cook.
+    handed = call(client, "/api/outlets/north/claim", north[1], {"station": "north-1"}).json()
+    assert (handed["order"]["token"], handed["state"]) == (token, "ready")
+    done = call(client, f"/api/orders/{token}/complete", north[1], {"fence": handed["fence"]})
+    assert done.json()["state"] == "completed"
+    again = call(client, "/api/outlets/north/stations/release", north[1], {"stations": ["x"]})
+    assert again.json() == {"released": []}
+
+
+@pytest.mark.parametrize(
+    "body", ['{"stations": []}', '{"stations": "north-1"}', '{"stations": [""]}', "{}", "[1]"]
+)
+def test_release__bad_body__400_and_nothing_written(
+    client: Client, north: tuple[Outlet, str], body: str
+) -> None:
+    before = row_counts()
+    response = call(client, "/api/outlets/north/stations/release", north[1], body)
+    assert response.status_code == 400
+    assert row_counts() == before
+
+
+def test_claim__a_down_outlet_claims_nothing(client: Client, north: tuple[Outlet, str]) -> None:
+    place(kind="takeaway", outlet="north")
+    Outlet.objects.filter(slug="north").update(state="down")
+    assert call(client, "/api/outlets/north/claim", north[1]).status_code == 204
 
 
 @pytest.mark.parametrize(

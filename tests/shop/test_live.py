@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -18,10 +20,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from queueing.models import Heartbeat, OrderEvent, Outlet
+from queueing.models import Heartbeat, Order, OrderEvent, Outlet
 from queueing.services import order_claim_next, order_enqueue, outlet_heartbeat
+from queueing.services.failover import database_now, notifier_tick
 from queueing.tickets import Ticket
-from shop.models import Membership
+from shop.models import Membership, MenuItem
 from tests.processes import Process, manage, process_env, wait_for, web_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -475,3 +478,94 @@ def test_notifier_in_another_process__its_reroute_reaches_both_kitchens_and_the_
         ("outlet", "down", None),
         ("rerouted", "queued", order.token),
     ]
+
+
+# --- a kitchen screen holds its station's tickets while its socket is open ---------------
+
+SHORT_LEASE = 1.5
+
+
+def ping_for(ws: ClientConnection, seconds: float, *, tick: Callable[[], Any]) -> None:
+    """Keep the screen there (a ping every 0.3 s, as its timers would) with the notifier ticking."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ws.send(json.dumps({"type": "ping"}))
+        recv_until(ws, lambda m: m["type"] == "pong")
+        tick()
+        time.sleep(0.3)
+
+
+def test_kitchen_socket__holds_its_stations_ticket_however_long_the_pizza_and_lets_go_when_closed(
+    make_outlet: Callable[..., tuple[Outlet, str]],
+    menu: None,
+    settings: Any,
+    tmp_path: Any,
+) -> None:
+    settings.HEARTH_LEASE_SECONDS = SHORT_LEASE
+    north = make_outlet("north")[0]
+    cook = staff("cook", north)
+    pizza = MenuItem.objects.get(slug="calzone")
+    # The real numbers: a pizza takes several leases (9 minutes against 120 s).
+    leases = math.ceil(pizza.prep_seconds / 120)
+    assert pizza.prep_seconds > 120 and leases >= 3
+    line = {"item": pizza.slug, "name": pizza.name, "qty": 1, "note": "", "prep_seconds": 540}
+    order = order_enqueue(
+        kind="takeaway",
+        lines=[line],
+        customer={"name": "Ann"},
+        prep_seconds=540,
+        quick=False,
+        outlet=north,
+    )
+    client = Client()
+    client.force_login(cook)
+    started = client.post(
+        "/kitchen/north/start",
+        {"token": order.token, "tab": "k3x9"},
+        content_type="application/json",
+    )
+    assert started.status_code == 200, started.content
+    claim = Order.objects.get(pk=order.id)
+    assert claim.claimed_by == "cook·k3x9"
+
+    def tick() -> Any:
+        return notifier_tick(timeout=3600)
+
+    with web_server(tmp_path, HEARTH_LEASE_SECONDS=str(SHORT_LEASE)) as (_, base):
+        ws_base = base.replace("http://", "ws://") + "/"
+        with open_socket(ws_base, "ws/kitchen/north/?tab=k3x9", user=cook) as ws:
+            start(ws)
+            # As many leases as the pizza takes, and one more: the ticket stays.
+            ping_for(ws, SHORT_LEASE * (leases + 1), tick=tick)
+            held = Order.objects.get(pk=order.id)
+            assert (held.state, held.claimed_by, held.fence) == (
+                "preparing",
+                "cook·k3x9",
+                claim.fence,
+            )
+            assert not OrderEvent.objects.filter(order_id=order.id, type="lease_expired").exists()
+        closed_at = database_now()
+        # Gone: the lease (renewed at the last ping) runs out within one lease.
+        lease_end = Order.objects.get(pk=order.id).lease_expires_at
+        assert lease_end <= closed_at + timedelta(seconds=SHORT_LEASE)
+
+        def moved_on() -> bool:
+            tick()
+            return Order.objects.get(pk=order.id).fence > claim.fence
+
+        wait_for(
+            moved_on, timeout=SHORT_LEASE * 20, message="the closed screen's ticket to move on"
+        )
+    moved = Order.objects.get(pk=order.id)
+    assert (moved.state, moved.claimed_by, moved.outlet_id) == ("queued", "", north.pk)
+    event = OrderEvent.objects.filter(order_id=order.id).latest("id")
+    assert event.type == "lease_expired" and event.at <= lease_end + timedelta(
+        seconds=SHORT_LEASE * 20
+    )
+
+
+def test_kitchen_socket__a_tab_that_is_no_tab_id_is_refused(live, make_outlet) -> None:
+    _, base = live
+    north = make_outlet("north")[0]
+    with open_socket(base, "ws/kitchen/north/?tab=../ana", user=staff("cook", north)) as ws:
+        assert close_code(ws) == 4400
