@@ -4,7 +4,6 @@
 import os
 import sys
 
-
 # Commands that talk to Hearth over HTTP only: they must not start or need a database.
 DATABASE_FREE_COMMANDS = {"outlet_agent"}
 
