@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.core.management import call_command
 
 from queueing.models import Outlet
 from queueing.services import outlet_create
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _waker_closed_before_teardown(django_db_setup: None) -> Iterator[None]:
+    """The NOTIFY connection of this process closes before the test database is dropped."""
+    yield
+    from queueing.wake import waker
+
+    waker.close()
 
 
 @pytest.fixture
