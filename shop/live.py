@@ -83,7 +83,9 @@ class ProcessChannelLayer(BaseChannelLayer):
     with a thousand sockets that walk, once per message per socket, was the largest
     cost of a web process's event loop. Here a message's age is checked only where
     it is taken off its queue, a full queue drops that socket's message (as
-    Channels does) and a socket's membership ends when it leaves its group.
+    Channels does) and a socket's membership ends when it leaves its group, or
+    when its queue is full and it has taken nothing for ``expiry`` seconds (a
+    consumer that died without leaving).
     """
 
     extensions = ["groups", "flush"]
@@ -92,20 +94,25 @@ class ProcessChannelLayer(BaseChannelLayer):
         super().__init__(expiry=expiry, capacity=capacity, **kwargs)
         self.channels: dict[str, asyncio.Queue[tuple[float, dict[str, Any]]]] = {}
         self.groups: dict[str, set[str]] = {}
+        self._last_taken: dict[str, float] = {}
 
     def _queue(self, channel: str) -> asyncio.Queue[tuple[float, dict[str, Any]]]:
         queue = self.channels.get(channel)
         if queue is None:
             queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+            self._last_taken.setdefault(channel, time.monotonic())
         return queue
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
+        now = time.monotonic()
         try:
             # Every receiver of a group message gets the same dict: they only read it.
-            self._queue(channel).put_nowait((time.monotonic() + self.expiry, message))
+            self._queue(channel).put_nowait((now + self.expiry, message))
         except asyncio.QueueFull:
+            if now - self._last_taken.get(channel, now) > self.expiry:
+                self._drop(channel)
             raise ChannelFull(channel) from None
 
     async def receive(self, channel: str) -> dict[str, Any]:
@@ -114,11 +121,22 @@ class ProcessChannelLayer(BaseChannelLayer):
         try:
             while True:
                 expires, message = await queue.get()
-                if expires >= time.monotonic():
+                now = self._last_taken[channel] = time.monotonic()
+                if expires >= now:
                     return message
         finally:
             if queue.empty():
                 self.channels.pop(channel, None)
+                self._last_taken.pop(channel, None)
+
+    def _drop(self, channel: str) -> None:
+        """Forget a channel whose consumer is gone: its queue and every membership."""
+        self.channels.pop(channel, None)
+        self._last_taken.pop(channel, None)
+        for group in [g for g, members in self.groups.items() if channel in members]:
+            self.groups[group].discard(channel)
+            if not self.groups[group]:
+                del self.groups[group]
 
     async def new_channel(self, prefix: str = "specific.") -> str:
         return f"{prefix}.inmemory!{secrets.token_urlsafe(9)}"
@@ -126,6 +144,7 @@ class ProcessChannelLayer(BaseChannelLayer):
     async def flush(self) -> None:
         self.channels = {}
         self.groups = {}
+        self._last_taken = {}
 
     async def close(self) -> None:
         pass
