@@ -343,6 +343,11 @@ OUTLET_CHANGES_SERIALISE = "SELECT pg_advisory_xact_lock(1751478888, 1869900660)
 # Wake every listener (queueing.wake, after commit). It carries nothing: readers read the table.
 EVENTS_WAKE = f"NOTIFY {EVENTS_CHANNEL}"
 
+# The waker's session: a NOTIFY takes a transaction id, so its commit would wait for a
+# WAL flush of its own; a wake-up lost in a crash costs readers nothing (they read
+# the table every few seconds), so it need not wait for the disk.
+EVENTS_WAKE_SESSION = "SET synchronous_commit = off"
+
 # --- The live path (queueing.events, queueing.listener) -------------------------
 
 # Each web process's one listening connection.

@@ -6,8 +6,10 @@ flag; one daemon thread per process sends ``NOTIFY hearth_events`` on a
 connection of its own as soon as it sees the flag, then waits ``WINDOW_SECONDS``
 before it may send the next, so a burst of changes costs one NOTIFY (one small
 transaction) per window instead of one per change, and a change on a quiet system
-is announced at once. A NOTIFY that is lost (the process dies first, the
-connection is down) delays readers until their periodic read, never loses an event.
+is announced at once. Its commit does not wait for the disk
+(``synchronous_commit = off``): a NOTIFY that is lost (in a crash, or because the
+process died first or the connection is down) delays readers until their periodic
+read, never loses an event.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ class Waker:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(own_conninfo("hearth-wake"), autocommit=True)
+                self._conn.execute(sql.EVENTS_WAKE_SESSION)
             self._conn.execute(sql.EVENTS_WAKE)
             self.sent += 1
         except Exception as exc:  # noqa: BLE001 (readers' periodic read covers a lost wake-up)
