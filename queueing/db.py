@@ -1,10 +1,10 @@
 """Running the named statements of ``queueing.sql`` on Django's connection.
 
-A statement that writes events returns each event's JSON in an
-``event_payload`` column; ``fetch_all`` takes it out of the rows and hands it to
-``events_announce``, the one place that NOTIFYs, after the commit. A statement
-that PostgreSQL cancels for one of the connection timeouts (``shop.database``) is
-logged here, naming the timeout, before the error goes on to the caller.
+A statement that writes events returns their ids in an ``event_id`` column;
+``fetch_all`` then has the listeners woken after the commit (``queueing.wake``).
+A statement that PostgreSQL cancels for one of the connection timeouts
+(``shop.database``) is logged here, naming the timeout, before the error goes on
+to the caller.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 
-from queueing import sql
+from queueing.wake import events_written
 
-log = logging.getLogger("hearth.events")
 timeouts_log = logging.getLogger("hearth.database")
 
-PAYLOAD_COLUMN = "event_payload"
+EVENT_ID_COLUMN = "event_id"
 
 
 # What each timeout's error looks like: (SQLSTATE, words of its message, setting).
@@ -63,7 +62,7 @@ def _statement_name(statement: str) -> str:
 
 
 def fetch_all(statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run one statement and return its rows as dicts; event payloads are announced on commit."""
+    """Run one statement and return its rows as dicts; listeners are woken after events commit."""
     with connection.cursor() as cursor:
         try:
             cursor.execute(statement, params)
@@ -74,25 +73,9 @@ def fetch_all(statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
             return []
         names = [col.name for col in cursor.description]
         rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    if PAYLOAD_COLUMN in names:
-        events_announce([row.pop(PAYLOAD_COLUMN) for row in rows])
+    if rows and EVENT_ID_COLUMN in names:
+        events_written()
     return rows
-
-
-def events_announce(payloads: list[str]) -> None:
-    """NOTIFY these events once the current transaction commits (at once in autocommit)."""
-    if payloads:
-        # robust: the change has committed; a failed announcement is logged, never raised
-        # at the caller, and the listener's catch-up reads the event from the table.
-        transaction.on_commit(lambda: _notify(payloads), robust=True)
-
-
-def _notify(payloads: list[str]) -> None:
-    try:
-        execute(sql.EVENTS_NOTIFY, {"payloads": payloads})
-    except Exception:
-        log.warning("could not announce %d event(s); listeners will catch up", len(payloads))
-        raise
 
 
 def fetch_one(statement: str, params: dict[str, Any]) -> dict[str, Any] | None:

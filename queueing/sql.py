@@ -2,15 +2,17 @@
 
 Values are always ``%(name)s`` parameters. A write that changes orders is a
 ``changed`` CTE; ``with_events`` appends the tail that writes one OrderEvent per
-changed row in the same statement and returns each event's JSON as
-``event_payload``. ``queueing.db`` NOTIFYs those payloads once the transaction
-has committed (``EVENTS_NOTIFY``), so no screen ever hears of a change that was
-rolled back. The NOTIFY is not sent inside the writing transaction on purpose:
-PostgreSQL serialises the commits of notifying transactions through one
-server-wide lock held across the WAL flush, which would cap the whole queue at
-one commit per disk flush; a NOTIFY of its own holds that lock only briefly.
-A process that dies between its commit and its NOTIFY leaves the event in the
-table, where the listener's periodic catch-up and every reconnecting screen find it.
+changed row in the same statement and returns its id as ``event_id``. Each event
+row also records the id of the transaction that wrote it (``xid``, a column
+default), which is how readers follow events in commit order (``EVENTS_SINCE``):
+a reader's cursor is a PostgreSQL snapshot, and the events it has not read are
+exactly those of transactions that snapshot did not see as committed.
+
+NOTIFY only wakes readers and carries nothing (``EVENTS_WAKE``); ``queueing.wake``
+sends at most one per process per short window after a commit, outside the
+writing transaction: PostgreSQL serialises the commits of notifying transactions
+through one server-wide lock held across the WAL flush, and readers that missed a
+wake-up find the events at their next periodic read anyway.
 
 Every ``changed`` CTE returns ``order_columns(alias)`` plus ``from_outlet_id``
 and ``event_detail`` (jsonb). Every statement that locks several orders locks
@@ -47,7 +49,7 @@ def order_columns(alias: str) -> str:
 
 
 def with_events(changed: str) -> str:
-    """Wrap a ``changed`` CTE so each changed order gets its event (and its payload to NOTIFY)."""
+    """Wrap a ``changed`` CTE so each changed order gets its event (its id as ``event_id``)."""
     return f"""
 WITH changed AS (
 {changed}
@@ -57,18 +59,11 @@ WITH changed AS (
     SELECT c.id, %(event_type)s, c.state, c.outlet_id, c.from_outlet_id, c.fence,
            c.event_detail, now()
     FROM changed c
-    RETURNING id, order_id, at
+    RETURNING id, order_id
 )
-SELECT {order_columns("c")}, ev.id AS event_id,
-       json_build_object(
-           'id', ev.id, 'type', %(event_type)s::text, 'order', c.token, 'number', c.id,
-           'kind', c.kind, 'state', c.state, 'outlet', o.slug, 'from_outlet', f.slug,
-           'fence', c.fence, 'at', ev.at, 'detail', c.event_detail
-       )::text AS event_payload
+SELECT {order_columns("c")}, ev.id AS event_id
 FROM changed c
 JOIN ev ON ev.order_id = c.id
-LEFT JOIN queueing_outlet o ON o.id = c.outlet_id
-LEFT JOIN queueing_outlet f ON f.id = c.from_outlet_id
 ORDER BY c.sort_key, c.id
 """
 
@@ -495,14 +490,9 @@ OUTLET_EVENT = """
     WITH ev AS (
         INSERT INTO queueing_orderevent (order_id, type, state, outlet_id, fence, detail, at)
         VALUES (NULL, 'outlet', %(state)s, %(outlet_id)s, 0, %(detail)s::jsonb, now())
-        RETURNING id, at
+        RETURNING id AS event_id
     )
-    SELECT ev.id, json_build_object(
-        'id', ev.id, 'type', 'outlet', 'order', NULL, 'number', NULL, 'kind', NULL,
-        'state', %(state)s::text, 'outlet', %(outlet_slug)s::text, 'from_outlet', NULL,
-        'fence', 0, 'at', ev.at, 'detail', %(detail)s::jsonb
-    )::text AS event_payload
-    FROM ev
+    SELECT event_id FROM ev
 """
 
 DATABASE_NOW = "SELECT now()"
@@ -511,56 +501,59 @@ DATABASE_NOW = "SELECT now()"
 # the key is "hearth outlets" as two int4 halves.
 OUTLET_CHANGES_SERIALISE = "SELECT pg_advisory_xact_lock(1751478888, 1869900660)"
 
-# Announce committed events (run by queueing.db after commit), in the order given.
-EVENTS_NOTIFY = f"""
-    SELECT pg_notify('{EVENTS_CHANNEL}', payload)
-    FROM unnest(%(payloads)s::text[]) WITH ORDINALITY AS p(payload, n)
-    ORDER BY n
-"""
+# Wake every listener (queueing.wake, after commit). It carries nothing: readers read the table.
+EVENTS_WAKE = f"NOTIFY {EVENTS_CHANNEL}"
 
-# --- The live path (queueing.listener) ------------------------------------------
+# The waker's session: a NOTIFY takes a transaction id, so its commit would wait for a
+# WAL flush of its own; a wake-up lost in a crash costs readers nothing (they read
+# the table every few seconds), so it need not wait for the disk.
+EVENTS_WAKE_SESSION = "SET synchronous_commit = off"
+
+# --- The live path (queueing.events, queueing.listener) -------------------------
 
 # Each web process's one listening connection.
 EVENTS_LISTEN = f"LISTEN {EVENTS_CHANNEL}"
 
-# The newest event id: where a screen's stream starts, and the listener's first mark.
-EVENTS_LAST_ID = "SELECT coalesce(max(id), 0) AS last_event_id FROM queueing_orderevent"
+# Where a reader starts: a snapshot of which transactions have committed, as text
+# (the cursor), and the newest event id (shown to people; readers never trust it).
+EVENTS_CURSOR = """
+    SELECT pg_current_snapshot()::text AS cursor,
+           (SELECT coalesce(max(id), 0) FROM queueing_orderevent) AS last_event_id
+"""
 
-# An event as the JSON object its NOTIFY carried (with_events / OUTLET_EVENT), so a
-# replayed event and a live one look the same to a screen.
-_EVENT_PAYLOAD = """
-    SELECT e.id, json_build_object(
+# An event as a screen receives it.
+_EVENT_JSON = """json_build_object(
         'id', e.id, 'type', e.type, 'order', o.token, 'number', e.order_id, 'kind', o.kind,
         'state', e.state, 'outlet', ot.slug, 'from_outlet', f.slug, 'fence', e.fence,
         'at', e.at, 'detail', e.detail
-    )::text AS payload
-    FROM queueing_orderevent e
-    LEFT JOIN queueing_order o ON o.id = e.order_id
-    LEFT JOIN queueing_outlet ot ON ot.id = e.outlet_id
-    LEFT JOIN queueing_outlet f ON f.id = e.from_outlet_id
-"""
+    )"""
 
-# Replays and catch-up: the newest %(limit)s events after %(after)s (NULL: all of
-# them), oldest first. One statement per audience, so each uses its own index.
-EVENTS_AFTER = f"""
-    SELECT * FROM ({_EVENT_PAYLOAD}
-        WHERE e.id > %(after)s
-        ORDER BY e.id DESC LIMIT %(limit)s
-    ) newest ORDER BY id
-"""
-
-# A kitchen's events: its orders (also those that moved away) and its outlet-level events.
-EVENTS_AFTER_FOR_OUTLET = f"""
-    SELECT * FROM ({_EVENT_PAYLOAD}
-        WHERE e.id > %(after)s AND (e.outlet_id = %(outlet_id)s OR e.from_outlet_id = %(outlet_id)s)
-        ORDER BY e.id DESC LIMIT %(limit)s
-    ) newest ORDER BY id
-"""
-
-# One order's events (a customer's page).
-EVENTS_AFTER_FOR_ORDER = f"""
-    SELECT * FROM ({_EVENT_PAYLOAD}
-        WHERE e.id > %(after)s AND e.order_id = %(order_id)s
-        ORDER BY e.id DESC LIMIT %(limit)s
-    ) newest ORDER BY id
+# The events committed since the snapshot %(cursor)s, and the snapshot they were read
+# with (the next cursor), in one statement so that the two agree. An event is new
+# exactly when its transaction had not committed in the cursor: its xid is at or
+# above the cursor's xmax, or among the cursor's in-progress xids; each side is an
+# index lookup, however long an old transaction stays open. The statement's own
+# snapshot shows only committed events, so nothing is read before its commit, and
+# an event that commits late with a lower id is read by the first reader after it.
+# A legacy cursor is a bare event id (%(cursor)s NULL, %(after_id)s the id): id order.
+# %(limit)s keeps the newest (by id) of them; %(outlet_id)s / %(order_id)s narrow
+# them to one kitchen (its orders, those that left it, its outlet-level events) or
+# one order (NULL: everything). Oldest first.
+EVENTS_SINCE = f"""
+    SELECT pg_current_snapshot()::text AS cursor,
+           coalesce((SELECT json_agg(payload ORDER BY id) FROM (
+               SELECT e.id, {_EVENT_JSON} AS payload
+               FROM queueing_orderevent e
+               LEFT JOIN queueing_order o ON o.id = e.order_id
+               LEFT JOIN queueing_outlet ot ON ot.id = e.outlet_id
+               LEFT JOIN queueing_outlet f ON f.id = e.from_outlet_id
+               WHERE (%(cursor)s::pg_snapshot IS NULL
+                      OR e.xid >= pg_snapshot_xmax(%(cursor)s::pg_snapshot)
+                      OR e.xid IN (SELECT pg_snapshot_xip(%(cursor)s::pg_snapshot)))
+                 AND e.id > %(after_id)s
+                 AND (%(outlet_id)s::bigint IS NULL
+                      OR e.outlet_id = %(outlet_id)s OR e.from_outlet_id = %(outlet_id)s)
+                 AND (%(order_id)s::bigint IS NULL OR e.order_id = %(order_id)s)
+               ORDER BY e.id DESC LIMIT %(limit)s
+           ) newest), '[]')::text AS events
 """

@@ -3,7 +3,7 @@
 Run it with Daphne's websocket ping on, so idle sockets stay open through
 proxies and dead clients are dropped:
 ``daphne --ping-interval 20 --ping-timeout 30 shop.asgi:application``.
-The LISTEN connection (queueing.listener) starts with the first socket.
+The LISTEN connection (queueing.listener, fanned out by shop.live) starts with the first socket.
 """
 
 from __future__ import annotations

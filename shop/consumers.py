@@ -2,7 +2,9 @@
 
 Each socket joins its group before it reads its replay from the table, so an
 event committed at any moment is either in the replay or in the stream, and may
-be in both: a socket never sends one event id twice.
+be in both: a socket never sends one event id twice. Replays read from a cursor
+(a snapshot, ``queueing.events``), so they follow commit order like the stream,
+and every cursor a socket hands out covers everything it sent before.
 """
 
 from __future__ import annotations
@@ -22,18 +24,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db import DatabaseError
 
 from queueing.errors import QueueError
-from queueing.listener import (
-    OPS_GROUP,
-    event_payloads_after,
-    kitchen_group,
-    latest_event_id,
-    listener_ready,
-    order_group,
-)
+from queueing.events import Cursor, CursorInvalid, events_cursor, events_since
 from queueing.models import Order, Outlet
 from queueing.services import outlet_heartbeat, station_claims_renew
 from shop.access import can_open_kitchen, is_manager
 from shop.kitchen import TAB, station_of
+from shop.live import OPS_GROUP, kitchen_group, listener_ready, order_group
 
 log = logging.getLogger("hearth.live")
 
@@ -61,6 +57,9 @@ class SentIds:
         self._ids: set[int] = set()
         self._order: deque[int] = deque()
 
+    def __contains__(self, event_id: int) -> bool:
+        return event_id in self._ids
+
     def add(self, event_id: int) -> bool:
         """Record ``event_id``; False when it was sent already."""
         if event_id in self._ids:
@@ -87,36 +86,48 @@ def query_param(scope: dict[str, Any], name: str) -> list[str] | None:
     return parse_qs(query, keep_blank_values=True).get(name)
 
 
-def after_param(scope: dict[str, Any]) -> int | None:
-    """The ``?after=<event id>`` of the socket URL; None when absent."""
+def cursor_of(value: Any, name: str) -> Cursor:
+    """A cursor the server gave out (text) or a legacy event id (integer or digits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value) if value >= 0 else "-"
+    if not isinstance(value, str):
+        raise BadMessage(f"{name} must be a cursor from the server or an event id")
+    try:
+        return Cursor.parse(value)
+    except CursorInvalid as exc:
+        raise BadMessage(str(exc).replace("after", name, 1)) from None
+
+
+def after_param(scope: dict[str, Any]) -> Cursor | None:
+    """The ``?after=<cursor>`` of the socket URL; None when absent."""
     values = query_param(scope, "after")
     if not values:
         return None
-    raw = values[-1].strip()
-    if not raw.isdigit():
-        raise BadMessage(f"after must be a non-negative integer event id, got {raw[:40]!r}")
-    return event_id_of(int(raw), "after")
+    return cursor_of(values[-1], "after")
 
 
 def replay(
     *,
-    after: int | None,
+    after: Cursor | None,
     outlet_id: int | None = None,
     order_id: int | None = None,
     limit: int | None = None,
-) -> tuple[int, list[dict[str, Any]], bool]:
-    """(newest event id, events after ``after`` for this audience, whether the cap cut some off)."""
-    last = latest_event_id()
-    if after is None or after >= last:
-        return last, [], False
-    events = event_payloads_after(
-        after=after,
+) -> tuple[Cursor, int, list[dict[str, Any]], bool]:
+    """(cursor of now, newest event id, events since ``after`` for this audience, cut by the cap).
+
+    The cursor covers the replay: a client that keeps it misses nothing when it resumes.
+    """
+    now, last = events_cursor()
+    if after is None:
+        return now, last, [], False
+    events, now = events_since(
+        after,
         outlet_id=outlet_id,
         order_id=order_id,
         limit=None if limit is None else limit + 1,
     )
     truncated = limit is not None and len(events) > limit
-    return last, events[-limit:] if truncated and limit else events, truncated
+    return now, last, events[-limit:] if truncated and limit else events, truncated
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -128,6 +139,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.sent = SentIds()
+        self.cursor: Cursor | None = None  # the newest cursor this socket handed out
         # Accept first: a close code reaches the client only on an open socket.
         await self.accept()
         try:
@@ -150,7 +162,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         # Access and replay in one trip to the sync thread, which every socket of the
         # process shares (a reconnect storm queues there).
         try:
-            refusal, last_id, events, truncated = await database_sync_to_async(self.admit)(after)
+            refusal, cursor, last_id, events, truncated = await database_sync_to_async(self.admit)(
+                after
+            )
         except DatabaseError as exc:
             log.warning("live socket %s: database unavailable (%s)", self.scope.get("path"), exc)
             await self.send_error("live updates are unavailable right now; try again")
@@ -162,8 +176,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=refusal)
             return
         self.admitted = True
-        await self.send_json({"type": "hello", "last_event_id": last_id})
-        await self.send_replay(events, truncated)
+        await self.send_json({"type": "hello", "last_event_id": last_id, "cursor": str(cursor)})
+        await self.send_replay(events, truncated, cursor)
 
     def prepare(self) -> int | None:
         """From the URL and session alone (no database): set ``group``, or a close code to refuse."""
@@ -177,24 +191,45 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         """The filter of ``replay`` for this socket (outlet_id or order_id; none for all)."""
         return {}
 
-    def admit(self, after: int | None) -> tuple[int | None, int, list[dict[str, Any]], bool]:
-        """Synchronous: (close code or None, newest event id, replay, whether the cap cut it)."""
+    def admit(
+        self, after: Cursor | None
+    ) -> tuple[int | None, Cursor | None, int, list[dict[str, Any]], bool]:
+        """Synchronous: (close code or None, cursor, newest event id, replay, cut by the cap)."""
         refusal = self.authorize()
         if refusal is not None:
-            return refusal, 0, [], False
+            return refusal, None, 0, [], False
         return None, *replay(after=after, limit=self.replay_limit, **self.audience())
 
-    async def send_replay(self, events: list[dict[str, Any]], truncated: bool) -> None:
+    def advance(self, cursor: Cursor) -> str | None:
+        """The cursor's text if it is newer than any this socket handed out (they never go back)."""
+        if cursor.newer_than(self.cursor):
+            self.cursor = cursor
+            return str(cursor)
+        return None
+
+    async def send_replay(
+        self, events: list[dict[str, Any]], truncated: bool, cursor: Cursor
+    ) -> None:
         for event in events:
             await self.send_event(event)
         live: dict[str, Any] = {"type": "live"}
         if truncated:
             live["truncated"] = True
+        text = self.advance(cursor)
+        if text is not None:
+            live["cursor"] = text
         await self.send_json(live)
 
-    async def send_event(self, event: dict[str, Any]) -> None:
-        if self.admitted and self.sent.add(int(event["id"])):
-            await self.send_json({"type": "event", "event": event})
+    async def send_event(self, event: dict[str, Any], cursor: Cursor | None = None) -> bool:
+        """Send ``event`` unless sent already; with ``cursor`` (a batch's last), hand it out too."""
+        if not (self.admitted and self.sent.add(int(event["id"]))):
+            return False
+        message: dict[str, Any] = {"type": "event", "event": event}
+        text = self.advance(cursor) if cursor is not None else None
+        if text is not None:
+            message["cursor"] = text
+        await self.send_json(message)
+        return True
 
     async def send_error(self, message: str) -> None:
         await self.send_json({"type": "error", "message": message})
@@ -218,9 +253,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         raise StopConsumer()
 
     async def hearth_events(self, message: dict[str, Any]) -> None:
-        """Events forwarded by queueing.listener to this socket's group, in commit order."""
-        for event in message["events"]:
-            await self.send_event(event)
+        """Events fanned out by shop.live to this socket's group, in commit order."""
+        events = message["events"]
+        # Not yet sent: those a replay already carried are dropped, and the batch's
+        # cursor rides on the last event this socket does send.
+        fresh = [e for e in events if int(e["id"]) not in self.sent]
+        cursor = Cursor.parse(message["cursor"]) if fresh else None
+        for i, event in enumerate(fresh):
+            await self.send_event(event, cursor if i == len(fresh) - 1 else None)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self.admitted:
@@ -247,11 +287,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if kind == "ping":
             await self.send_json({"type": "pong"})
         elif kind == "resume":
-            after = event_id_of(content.get("after"), "after")
-            _, events, truncated = await database_sync_to_async(replay)(
+            after = cursor_of(content.get("after"), "after")
+            cursor, _, events, truncated = await database_sync_to_async(replay)(
                 after=after, limit=self.replay_limit, **self.audience()
             )
-            await self.send_replay(events, truncated)
+            await self.send_replay(events, truncated, cursor)
         else:
             raise BadMessage(f"unknown message type {kind[:40]!r}")
 

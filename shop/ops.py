@@ -25,10 +25,10 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
 from queueing.errors import OutletNotEmpty, QueueError
+from queueing.events import events_cursor
 from queueing.models import EventType, OrderEvent, Outlet, OutletState
 from queueing.selectors import (
     events_notable,
-    last_event_id,
     notifier_status,
     open_delivery_zones,
     orders_needing_attention,
@@ -155,7 +155,7 @@ def event_words(event: OrderEvent) -> str:
 
 
 def overview_context() -> dict[str, Any]:
-    newest = last_event_id()
+    cursor, newest = events_cursor()  # read first: the overview below is at least this fresh
     everyone = list(outlets_health())
     # Retired outlets never come back: listed apart, folded away, so the table stays short.
     outlets = [o for o in everyone if o.state != OutletState.RETIRED]
@@ -179,6 +179,7 @@ def overview_context() -> dict[str, Any]:
         "notifier": notifier_status(),
         "heartbeat_timeout": timeout,
         "last_event_id": newest,
+        "cursor": cursor,
         "server_now": timezone.now(),
     }
 

@@ -24,6 +24,7 @@ from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_GET, require_http_methods
 
 from queueing.errors import QueueError
+from queueing.events import events_cursor
 from queueing.models import EventType, Order, OrderEvent, OrderKind, OrderState, Outlet
 from queueing.selectors import (
     kitchen_tickets,
@@ -234,6 +235,7 @@ def _timeline(events: list[OrderEvent]) -> list[tuple[OrderEvent, str]]:
 
 
 def _order_context(order: Order) -> dict[str, Any]:
+    cursor, _ = events_cursor()  # read first: what follows is at least this fresh
     events = list(order_events(order=order))
     steps = STEPS_DELIVERY if order.kind == OrderKind.DELIVERY else STEPS_TAKEAWAY
     at = STEP_OF_STATE.get(order.state)  # None: cancelled or set aside
@@ -253,6 +255,7 @@ def _order_context(order: Order) -> dict[str, Any]:
         "estimate": order_ready_estimate(order=order),
         "notice": _notice(order, events),
         "last_event_id": max([last_event_id()] + [e.pk for e in events]),
+        "cursor": cursor,
         "server_now": timezone.now(),
     }
 
@@ -298,7 +301,7 @@ def all_day(orders_lines: list[list[dict[str, Any]]]) -> list[tuple[str, int]]:
 
 
 def _kitchen_context(outlet: Outlet) -> dict[str, Any]:
-    newest = last_event_id()  # read first: the tickets below are at least this fresh
+    cursor, newest = events_cursor()  # read first: the tickets below are at least this fresh
     queue = kitchen_tickets(outlet=outlet)
     tickets = list(queue[:KITCHEN_MAX_TICKETS])
     if len(tickets) < KITCHEN_MAX_TICKETS:
@@ -321,6 +324,7 @@ def _kitchen_context(outlet: Outlet) -> dict[str, Any]:
         "all_day": all_day(outlet_lines_to_make(outlet=outlet)),
         "last_bumped": outlet_last_bumped(outlet=outlet),
         "last_event_id": newest,
+        "cursor": cursor,
         "server_now": now,
     }
 

@@ -140,17 +140,16 @@ else:
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# One process fans events out to its own sockets (queueing.listener feeds it
-# from PostgreSQL LISTEN); channels_redis can take over across processes.
+# One process fans events out to its own sockets (shop.live, fed by the engine's
+# listener); channels_redis can take over across processes.
 CHANNEL_LAYERS = {
     "default": {
-        # Channels' InMemoryChannelLayer, sweeping expiry once a second (see there).
-        "BACKEND": "queueing.listener.SweepingInMemoryChannelLayer",
+        # A layer for one process's sockets, without Channels' per-call expiry walk;
+        # group membership does not lapse (kitchen screens stay open for days).
+        "BACKEND": "shop.live.ProcessChannelLayer",
         "CONFIG": {
             # A full socket queue silently drops messages: give a busy screen room.
             "capacity": 10_000,
-            # Group membership would lapse after a day; kitchen screens stay open longer.
-            "group_expiry": 10 * 365 * 86_400,
         },
     }
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.core.management import call_command
@@ -16,6 +16,15 @@ from queueing.services import outlet_create
 # machine is a defect of the test.
 hypothesis_settings.register_profile("hearth", deadline=None)
 hypothesis_settings.load_profile("hearth")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _waker_closed_before_teardown(django_db_setup: None) -> Iterator[None]:
+    """The NOTIFY connection of this process closes before the test database is dropped."""
+    yield
+    from queueing.wake import waker
+
+    waker.close()
 
 
 @pytest.fixture

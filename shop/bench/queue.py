@@ -4,7 +4,8 @@ Every system drains the same number of queued no-op jobs on its own fresh
 database of the same server, in the same run. Hearth goes through its real
 service functions (``order_claim_next``, ``order_complete``,
 ``orders_complete``), so each claim and each completion writes its order event
-and its NOTIFY exactly as in production; only the loading of the queue is a
+and wakes listeners (one NOTIFY per process per 20 ms window) exactly as in
+production; only the loading of the queue is a
 bulk insert, and it is not timed (the peers defer theirs in bulk too).
 """
 
@@ -30,6 +31,7 @@ from django.utils import timezone
 from queueing.errors import StaleFence
 from queueing.models import Order, OrderEvent, OrderKind, OrderState, Outlet
 from queueing.services import order_claim_next, order_complete, orders_complete, outlet_create
+from queueing.wake import waker
 from shop.bench.queue_peers import (
     Drained,
     Server,
@@ -70,6 +72,7 @@ class HearthRun:
     statements: int = 0
     refusals: list[str] = field(default_factory=list)
     waits: str = ""
+    wakes: int = 0  # NOTIFYs this process sent during the drain
 
     @property
     def rate(self) -> float:
@@ -227,7 +230,7 @@ def hearth_verify(*, orders: int) -> str:
     expected = {"claimed": orders, "completed": orders}
     if states != {"completed": orders} or fences != {2: orders} or events != expected:
         raise AssertionError(f"after the drain: states {states}, fences {fences}, events {events}")
-    return f"{orders:,} completed, each claimed once (fence 2), {2 * orders:,} events with NOTIFY"
+    return f"{orders:,} completed, each claimed once (fence 2), {2 * orders:,} events"
 
 
 def hearth_bench(
@@ -259,9 +262,11 @@ def hearth_bench(
         made = hearth_load(orders=orders, outlets=outlets)
         if between:
             between()
+        sent = waker.sent
         with watch() if watch else nullcontext() as waits:
             result = drain(made)
         result.waits = waits.summary() if waits else ""
+        result.wakes = waker.sent - sent
         hearth_verify(orders=orders)
         return result
 
@@ -414,16 +419,18 @@ class Figures:
             + "; ".join(
                 f"{r.mode} ({_workers(r.workers)}): {r.waits}" for r in (one, *self.batched)
             )
-            + ". Writers NOTIFY after their commit, in a transaction of its own: PostgreSQL "
-            "holds an instance-wide lock (`Lock:object`) across the commit of any transaction "
-            "that issued NOTIFY, so notifying inside the change would flush those commits one "
-            "after another, never grouped.",
+            + ". Writers wake listeners with one empty NOTIFY per process per 20 ms window, "
+            "outside the writing transaction (readers read the table in commit order): "
+            "PostgreSQL holds an instance-wide lock (`Lock:object`) across the commit of any "
+            "transaction that issued NOTIFY, so notifying inside the change would flush those "
+            "commits one after another, never grouped.",
             f"- Stale fence in each batched run, refused while the rest of its batch completed: "
             f'"{main.refusals[0] if main.refusals else "NONE"}"',
             f"- Hearth: Django {_django_version()} + psycopg {_psycopg_version()}, one thread per "
             "worker with its own connection, autocommit (each claim and each completion its own "
-            "commit), every change writes its order event in its statement and NOTIFYs it after "
-            "commit; batched: "
+            "commit), every change writes its order event in its statement; one NOTIFY per "
+            f"process per window ({one.wakes:,} NOTIFYs for {2 * one.orders:,} changes one at "
+            "a time); batched: "
             + ", ".join(
                 f"{b.statements:,} statements with {_workers(b.workers)}" for b in self.batched
             )

@@ -1,8 +1,9 @@
 // Hearth's live screens: one websocket per screen, and a server-rendered part of the page
 // fetched again whenever something happened.
 //
-// The socket connects with the id of the newest event the page has seen
-// (?after=N); the server replays what was missed, says "live", then streams.
+// The socket connects with the newest cursor the page was given (?after=<cursor>,
+// opaque: from the page's snapshot, "hello", "live" or an event); the server
+// replays what committed since, says "live", then streams.
 // Instead of patching the page event by event, every event (and every
 // reconnect) refetches the page's live part, which is rendered from the
 // database: whatever a screen missed, the next fetch makes it right.
@@ -17,7 +18,7 @@
 
   // A websocket that reconnects by itself with a growing, jittered delay.
   //   opts.path             "/ws/kitchen/north/"
-  //   opts.after()          the newest event id the page has
+  //   opts.after()          the newest cursor the page has ("" for none)
   //   opts.onEvent(event)   each event, replayed or live
   //   opts.onStatus(status, info)  "connecting" | "replaying" | "live" | "down" | "refused"
   //   opts.heartbeat        seconds between {"type":"heartbeat"} (kitchen screens), or 0
@@ -42,7 +43,8 @@
   LiveSocket.prototype.url = function () {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     var join = this.opts.path.indexOf("?") < 0 ? "?" : "&";
-    return scheme + location.host + this.opts.path + join + "after=" + encodeURIComponent(this.opts.after());
+    var after = this.opts.after();
+    return scheme + location.host + this.opts.path + (after ? join + "after=" + encodeURIComponent(after) : "");
   };
 
   LiveSocket.prototype.send = function (message) {
@@ -99,9 +101,11 @@
         this.beat();
         break;
       case "event":
+        if (msg.cursor && this.opts.onCursor) this.opts.onCursor(msg.cursor);
         if (msg.event && this.opts.onEvent) this.opts.onEvent(msg.event);
         break;
       case "live":
+        if (msg.cursor && this.opts.onCursor) this.opts.onCursor(msg.cursor);
         this.downSince = null;
         this.status("live", {});
         break;
@@ -187,7 +191,7 @@
     var self = this;
     this.opts = opts;
     this.container = opts.container;
-    this.lastEventId = 0;
+    this.cursor = "";
     this.inFlight = false;
     this.pending = false;
     this.timer = null;
@@ -197,10 +201,13 @@
       path: opts.socketPath,
       heartbeat: opts.heartbeat || 0,
       after: function () {
-        return self.lastEventId;
+        return self.cursor;
+      },
+      // Any cursor the server hands out covers what came before it: keep the latest.
+      onCursor: function (cursor) {
+        self.cursor = cursor;
       },
       onEvent: function (event) {
-        if (event.id > self.lastEventId) self.lastEventId = event.id;
         if (opts.onEvent) opts.onEvent(event);
         self.schedule(opts.debounce == null ? 80 : opts.debounce);
       },
@@ -217,14 +224,15 @@
   }
 
   LivePart.prototype.snapshot = function () {
-    return this.container.querySelector("[data-last-event-id]");
+    return this.container.querySelector("[data-cursor]");
   };
 
   LivePart.prototype.adopt = function (initial) {
     var snap = this.snapshot();
     if (snap) {
-      var id = parseInt(snap.getAttribute("data-last-event-id"), 10) || 0;
-      if (id > this.lastEventId) this.lastEventId = id;
+      // The snapshot was rendered after everything its cursor covers.
+      var cursor = snap.getAttribute("data-cursor");
+      if (cursor) this.cursor = cursor;
       var serverNow = Date.parse(snap.getAttribute("data-server-now") || "");
       if (!isNaN(serverNow)) this.clockOffset = serverNow - now();
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +12,7 @@ from django.db import connections, transaction
 
 from queueing import sql
 from queueing.errors import OutletUnavailable, QueueError
+from queueing.events import events_cursor, events_since
 from queueing.models import EventType, Order, OrderEvent, OrderState, Outlet, OutletState
 from queueing.services import order_enqueue, outlet_drain, outlet_mark_down, outlet_retire
 from queueing.services.routing import active_outlets, ring_of
@@ -186,27 +186,25 @@ def listener(db: None) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_enqueue__notify_is_sent_on_commit_only(
+def test_enqueue__wakes_listeners_on_commit_only_and_readers_see_only_the_commit(
     make_outlet: MakeOutlet, listener: psycopg.Connection[Any]
 ) -> None:
     make_outlet("camden")
+    for _ in listener.notifies(timeout=0.5):  # the outlet being added woke it; not this test's
+        pass
+    cursor, _ = events_cursor()
     with pytest.raises(Rollback), transaction.atomic():
         rolled_back = place(zone="N1")
         raise Rollback
+    # Nothing committed: no wake-up (the waker sends at once when one is due).
+    assert list(listener.notifies(timeout=0.5)) == []
     committed = place(zone="N2")
-    # NOTIFYs arrive in commit order: had the rolled-back placement sent one, it would
-    # come before the committed one. Outlet-level events (the outlet being added) are
-    # not what this test is about.
-    payloads: list[dict[str, Any]] = []
-    for note in listener.notifies(timeout=10):
-        payload = json.loads(note.payload)
-        if payload["type"] != EventType.OUTLET:
-            payloads.append(payload)
-        if payload["order"] == committed.token:
-            break
-    payloads += [json.loads(n.payload) for n in listener.notifies(timeout=0.2)]
-    assert [p["order"] for p in payloads] == [committed.token]
-    (payload,) = payloads
+    wakes = list(listener.notifies(timeout=10, stop_after=1))
+    # A wake-up carries nothing: readers read the table.
+    assert [(n.channel, n.payload) for n in wakes] == [(sql.EVENTS_CHANNEL, "")]
+    events, _ = events_since(cursor)
+    assert [e["order"] for e in events] == [committed.token]
+    (payload,) = events
     assert rolled_back.token != committed.token
     assert payload["type"] == EventType.PLACED and payload["outlet"] == "camden"
     assert payload["id"] == committed.event_id and payload["number"] == committed.id

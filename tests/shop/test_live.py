@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection, transaction
@@ -20,11 +21,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from queueing.models import Heartbeat, Order, OrderEvent, Outlet
+from queueing import sql
+from queueing.events import Cursor, events_cursor
+from queueing.models import Heartbeat, Order, OrderEvent, OrderKind, OrderState, Outlet
 from queueing.services import order_claim_next, order_enqueue, outlet_heartbeat
 from queueing.services.failover import database_now, notifier_tick
 from queueing.tickets import Ticket
 from shop.models import Membership, MenuItem
+from tests import processes
 from tests.processes import Process, manage, process_env, wait_for, web_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -184,7 +188,8 @@ def test_reconnect_with_old_event_id__receives_exactly_the_missed_events_in_orde
     make_outlet("south")
     cook = staff("cook", north)
     with open_socket(base, "ws/kitchen/north/", user=cook) as kitchen:
-        seen, _ = start(kitchen)
+        hello = recv(kitchen)
+        seen, cursor = hello["last_event_id"], hello["cursor"]
     in_another_process(
         "from queueing.models import Outlet\n"
         "from queueing.services import order_enqueue, order_claim_next\n"
@@ -202,14 +207,17 @@ def test_reconnect_with_old_event_id__receives_exactly_the_missed_events_in_orde
     assert (
         len(missed) == 3
     )  # two placed at north, one claimed; south's order is not north's business
-    with open_socket(base, f"ws/kitchen/north/?after={seen}", user=cook) as kitchen:
+    with open_socket(base, f"ws/kitchen/north/?after={cursor}", user=cook) as kitchen:
         last, replayed = start(kitchen)
         assert ids(replayed) == missed
         assert last >= missed[-1]
         # Asking again for what it already has sends nothing twice.
-        kitchen.send(json.dumps({"type": "resume", "after": seen}))
-        assert recv(kitchen) == {"type": "live"}
-    with open_socket(base, f"ws/ops/?after={seen}", user=manager("boss")) as ops:
+        kitchen.send(json.dumps({"type": "resume", "after": cursor}))
+        assert recv(kitchen)["type"] == "live"
+    # A bare event id is still understood (a legacy cursor: id order).
+    with open_socket(base, f"ws/kitchen/north/?after={seen}", user=cook) as kitchen:
+        assert ids(start(kitchen)[1]) == missed
+    with open_socket(base, f"ws/ops/?after={cursor}", user=manager("boss")) as ops:
         _, replayed = start(ops)
         assert ids(replayed) == list(
             OrderEvent.objects.filter(id__gt=seen).order_by("id").values_list("id", flat=True)
@@ -399,19 +407,23 @@ def _listener_killed(proc: Process, base: str, north: Outlet, order: Ticket) -> 
 def test_replay__keeps_the_newest_events_up_to_the_cap_and_says_it_cut(make_outlet) -> None:
     from shop.consumers import replay
 
+    start_at, _ = events_cursor()
     north, _ = make_outlet("north")
     south, _ = make_outlet("south")
     orders = [place(north), place(south), place(north)]
-    last, events, truncated = replay(after=0, limit=2)
-    assert last == orders[-1].event_id
-    assert ids(events) == [orders[1].event_id, orders[2].event_id] and truncated
-    _, events, truncated = replay(after=0, outlet_id=north.pk, limit=5)
-    assert [e["order"] for e in events] == [
-        None,
-        orders[0].token,
-        orders[2].token,
-    ] and not truncated
-    assert replay(after=None, order_id=orders[0].id) == (last, [], False)  # no ?after=: no replay
+    for after in (start_at, Cursor.parse("0")):
+        cursor, last, events, truncated = replay(after=after, limit=2)
+        assert last == orders[-1].event_id
+        assert ids(events) == [orders[1].event_id, orders[2].event_id] and truncated
+        _, _, events, truncated = replay(after=after, outlet_id=north.pk, limit=5)
+        assert [e["order"] for e in events] == [
+            None,
+            orders[0].token,
+            orders[2].token,
+        ] and not truncated
+    # From the cursor it handed out, nothing more; without ?after=, no replay.
+    assert replay(after=cursor)[2] == []
+    assert replay(after=None, order_id=orders[0].id)[1:] == (last, [], False)
 
 
 def test_notifier_in_another_process__its_reroute_reaches_both_kitchens_and_the_customer(
@@ -569,3 +581,130 @@ def test_kitchen_socket__a_tab_that_is_no_tab_id_is_refused(live, make_outlet) -
     north = make_outlet("north")[0]
     with open_socket(base, "ws/kitchen/north/?tab=../ana", user=staff("cook", north)) as ws:
         assert close_code(ws) == 4400
+
+
+def test_late_commit_with_a_lower_id__reaches_stream_and_replays_exactly_once(
+    live, make_outlet
+) -> None:
+    """A takes its id first and commits after B: the stream, a resume and a reconnect all get A."""
+    _, base = live
+    north, _ = make_outlet("north")
+    cook = staff("cook", north)
+    took_id, release = threading.Event(), threading.Event()
+    held: list[Ticket] = []
+
+    def hold_open() -> None:
+        try:
+            with transaction.atomic():
+                held.append(place(north))
+                took_id.set()
+                release.wait(RECV_TIMEOUT)
+        finally:
+            connection.close()
+
+    with open_socket(base, "ws/kitchen/north/", user=cook) as kitchen:
+        start(kitchen)
+        holder = threading.Thread(target=hold_open)
+        holder.start()
+        try:
+            assert took_id.wait(RECV_TIMEOUT)
+            later = place(north)  # B: a higher id, committed first
+            b = recv(kitchen)
+            assert b["event"]["id"] == later.event_id
+            after_b = b["cursor"]  # the cursor that came with B: A is not in it yet
+            with open_socket(base, f"ws/kitchen/north/?after={after_b}", user=cook) as early:
+                assert start(early)[1] == []  # A has not committed: nothing to replay
+        finally:
+            release.set()
+            holder.join()
+        (a_ticket,) = held
+        assert a_ticket.event_id is not None and later.event_id is not None
+        assert a_ticket.event_id < later.event_id
+        a = recv(kitchen)
+        assert a["event"]["id"] == a_ticket.event_id
+        # A resume from before A sends nothing again on this socket; the next event is new.
+        kitchen.send(json.dumps({"type": "resume", "after": after_b}))
+        assert recv(kitchen)["type"] == "live"
+        marker = place(north)
+        assert recv(kitchen)["event"]["id"] == marker.event_id
+    # A screen that kept B's cursor reconnects and gets A (and the marker), nothing twice.
+    with open_socket(base, f"ws/kitchen/north/?after={after_b}", user=cook) as again:
+        assert ids(start(again)[1]) == [a_ticket.event_id, marker.event_id]
+    with open_socket(base, f"ws/orders/{a_ticket.token}/?after={after_b}") as customer:
+        assert [(e["id"], e["type"]) for e in start(customer)[1]] == [(a_ticket.event_id, "placed")]
+
+
+def test_ten_thousand_moved_with_the_notify_lost__reach_open_and_reconnecting_screens(
+    live, make_outlet
+) -> None:
+    """A writer moves 10,000 orders and never wakes anyone: the periodic read still delivers."""
+    from shop.consumers import KITCHEN_REPLAY_LIMIT, replay
+
+    _, base = live
+    north, _ = make_outlet("north")
+    south, _ = make_outlet("south")
+    moved = 10_000
+    start_at = timezone.now()
+    Order.objects.bulk_create(
+        Order(
+            token=f"bulk-{i}",
+            kind=OrderKind.DELIVERY,
+            zone=f"Z{i % 50}",
+            lines=[{"item": "margherita", "name": "M", "qty": 1, "note": "", "prep_seconds": 0}],
+            state=OrderState.QUEUED,
+            outlet=north,
+            sort_key=start_at + timedelta(microseconds=i),
+            fence=1,
+        )
+        for i in range(moved)
+    )
+    first = Order.objects.filter(outlet=north).order_by("id").first()
+    assert first is not None
+    boss = manager("boss")
+    with (
+        open_socket(base, "ws/kitchen/south/", user=boss) as kitchen,
+        psycopg.connect(processes.test_database_url(), autocommit=True) as wakes,
+    ):
+        wakes.execute(sql.EVENTS_LISTEN)
+        cursor = recv(kitchen)["cursor"]
+        recv_until(kitchen, lambda m: m["type"] == "live")
+        # The writer's process wakes no one: as if it died between its commit and its NOTIFY.
+        in_another_process(
+            "from queueing import wake\n"
+            "wake.waker.wake = lambda: None\n"
+            "from queueing.models import Outlet\n"
+            "from queueing.services import outlet_mark_down\n"
+            "moved, _ = outlet_mark_down(outlet=Outlet.objects.get(slug='north'))\n"
+            f"assert len(moved) == {moved}, len(moved)\n"
+        )
+        assert list(wakes.notifies(timeout=0.5)) == []  # no NOTIFY was sent
+        got = [m["event"] for m in recv_until_count(kitchen, moved) if m["type"] == "event"]
+    assert len(got) == moved and len({e["id"] for e in got}) == moved
+    assert {e["type"] for e in got} == {"rerouted"}
+    assert {e["number"] for e in got} == set(
+        Order.objects.filter(outlet=south).values_list("id", flat=True)
+    )
+    # Reconnecting from the cursor it had: all 10,000 are there to replay; a kitchen's
+    # replay keeps the newest 5,000 and says it cut; an order's screen gets its move.
+    _, _, events, truncated = replay(after=Cursor.parse(cursor), outlet_id=south.pk)
+    assert ids(events) == sorted(e["id"] for e in got) and not truncated
+    with open_socket(base, f"ws/kitchen/south/?after={cursor}", user=boss) as again:
+        hello = recv(again)
+        messages = recv_until(again, lambda m: m["type"] == "live")
+        assert hello["type"] == "hello" and messages[-1]["truncated"] is True
+        assert ids(events_of(messages)) == ids(events)[-KITCHEN_REPLAY_LIMIT:]
+    with open_socket(base, f"ws/orders/{first.token}/?after={cursor}") as customer:
+        assert [(e["number"], e["type"], e["outlet"]) for e in start(customer)[1]] == [
+            (first.id, "rerouted", "south")
+        ]
+
+
+def recv_until_count(ws: ClientConnection, events: int) -> list[dict[str, Any]]:
+    """Messages until ``events`` event messages have arrived."""
+    messages: list[dict[str, Any]] = []
+    seen = 0
+    while seen < events:
+        message = recv(ws)
+        messages.append(message)
+        seen += message["type"] == "event"
+    return messages
