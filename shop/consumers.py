@@ -32,7 +32,7 @@ from queueing.listener import (
 )
 from queueing.models import Order, Outlet
 from queueing.services import outlet_heartbeat
-from shop.access import can_open_kitchen, is_manager
+from shop.access import can_open_kitchen, is_manager, works_at
 
 log = logging.getLogger("hearth.live")
 
@@ -253,7 +253,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
 
 class KitchenConsumer(LiveConsumer):
-    """``ws/kitchen/<slug>/``: an outlet's staff (or a manager); the screen heartbeats for its outlet."""
+    """``ws/kitchen/<slug>/``: an outlet's staff (or a manager); a staff member's screen heartbeats.
+
+    A manager or superuser who is not on the outlet's staff may watch the screen, but
+    their heartbeats do not count: a head-office tab must never re-open a closed outlet.
+    """
 
     replay_limit = KITCHEN_REPLAY_LIMIT
 
@@ -275,6 +279,7 @@ class KitchenConsumer(LiveConsumer):
         if not can_open_kitchen(self.scope["user"], outlet):
             return CLOSE_FORBIDDEN
         self.outlet = outlet
+        self.heartbeats_count = works_at(self.scope["user"], outlet)
         return None
 
     def audience(self) -> dict[str, Any]:
@@ -285,11 +290,16 @@ class KitchenConsumer(LiveConsumer):
             await super().receive_message(kind, content)
             return
         seq = event_id_of(content.get("seq", 0), "seq")
+        if not self.heartbeats_count:
+            await self.send_json({"type": "heartbeat", "counted": False})
+            return
         row = await database_sync_to_async(outlet_heartbeat)(
             outlet=self.outlet, source=self.source, seq=seq
         )
         at: datetime = row["last_heartbeat_at"]
-        await self.send_json({"type": "heartbeat", "state": row["state"], "at": at.isoformat()})
+        await self.send_json(
+            {"type": "heartbeat", "counted": True, "state": row["state"], "at": at.isoformat()}
+        )
 
 
 class OrderConsumer(LiveConsumer):

@@ -797,7 +797,8 @@ def test_ops_action__reactivate_and_retire(manager: Client, north: Outlet) -> No
         .order_by("id")
         .values_list("detail__action", flat=True)
     )
-    assert actions == ["added", "down", "activate", "drain", "retire"]
+    # "added", then the fixture's manager vouching for the new outlet ("activate").
+    assert actions == ["added", "activate", "down", "activate", "drain", "retire"]
 
 
 def test_ops_action__unknown_action_or_outlet_is_404(manager: Client, north: Outlet) -> None:
