@@ -25,6 +25,7 @@ from django.utils import timezone
 from queueing.models import Order, Outlet
 from queueing.ring import HashRing
 from queueing.services import order_claim_next, outlet_create, outlet_mark_down, outlet_retire
+from queueing.services.outlets import outlet_activate
 from shop.models import Membership
 from shop.ordering import order_place, order_request_parse
 from tests.browser.conftest import SKIP_REASON, orm
@@ -43,7 +44,7 @@ FAST = {
     "HEARTH_HEARTBEAT_INTERVAL": "1",
     "HEARTH_HEARTBEAT_TIMEOUT": "4",
     "HEARTH_NOTIFIER_TICK": "0.5",
-    "HEARTH_FLAP_GUARD": "1",
+    "HEARTH_FLAP_GUARD": "3",  # must exceed the interval: several heartbeats, never one
 }
 LIVE = 20_000  # ms: how long a pushed change may take to show (generous for a shared 2-core box)
 PASSWORDS = {
@@ -67,6 +68,9 @@ def shop(transactional_db: None) -> Shop:
     call_command("loaddata", "sample_menu", verbosity=0)
     north, north_token = outlet_create(slug="north", name="Hearth North")
     south, south_token = outlet_create(slug="south", name="Hearth South")
+    for outlet in (north, south):  # a manager vouches for them: they take orders at once
+        outlet_activate(outlet=outlet)
+        outlet.refresh_from_db()
     for slug, outlet in (("north", north), ("south", south)):
         cook = User.objects.create_user(f"cook-{slug}", password=PASSWORDS[f"cook-{slug}"])
         Membership.objects.create(user=cook, outlet=outlet)
@@ -465,7 +469,7 @@ def test_ops__a_rows_actions_share_one_line_and_retired_outlets_stay_folded(
     tmp_path: Path, shop: Shop, browser: Any
 ) -> None:
     with orm():
-        outlet_create(slug="centre", name="Hearth Centre", weight=2)
+        outlet_activate(outlet=outlet_create(slug="centre", name="Hearth Centre", weight=2)[0])
         old, _ = outlet_create(slug="old", name="Hearth Old Town")
         outlet_mark_down(outlet=old)
         outlet_retire(outlet=old)
