@@ -38,7 +38,7 @@ from queueing.selectors import (
     outlets_for_user,
 )
 from queueing.services.routing import OUTLET_UNAVAILABLE, active_outlets
-from shop.access import is_manager, kitchen_outlet
+from shop.access import is_manager, kitchen_outlet, works_at
 from shop.forms import OrderForm
 from shop.models import MenuItem
 from shop.ordering import IdempotencyConflict, OrderInvalid, order_place, order_request_parse
@@ -351,6 +351,7 @@ def kitchen_screen(request: HttpRequest, slug: str) -> HttpResponse:
     outlet = kitchen_outlet(user=request.user, slug=slug)
     context = _kitchen_context(outlet)
     context["heartbeat_interval"] = settings.HEARTH_HEARTBEAT_INTERVAL
+    context["watching_only"] = not works_at(request.user, outlet)
     response = render(request, "shop/kitchen.html", context)
     response["Cache-Control"] = "no-store"
     return response

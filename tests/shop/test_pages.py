@@ -980,3 +980,10 @@ def test_kitchen_action__deeply_nested_json_is_refused_not_a_500(
     answer = cook.post("/kitchen/north/start", body, content_type="application/json")
     assert answer.status_code == 400
     assert answer.json()["error"] == "malformed_json"
+
+
+def test_kitchen__a_managers_screen_says_it_only_watches(
+    cook: Client, manager: Client, north: Outlet
+) -> None:
+    assert "does not keep Hearth North up" in manager.get("/kitchen/north/").content.decode()
+    assert "does not keep" not in cook.get("/kitchen/north/").content.decode()
