@@ -25,12 +25,16 @@ class Outlet(models.Model):
     # When an outlet came back after being down (flap guard starts here).
     back_since = models.DateTimeField(null=True, blank=True)
     # Heartbeats since back_since: a return needs several, never one.
-    back_beats = models.PositiveIntegerField(default=0)
+    back_beats = models.PositiveIntegerField(default=0, db_default=0)
     # A manager's mark-down holds until a manager reactivates, whatever heartbeats.
-    down_by_manager = models.BooleanField(default=False)
+    down_by_manager = models.BooleanField(default=False, db_default=False)
     # The state a down outlet returns to by itself: a drained outlet comes back draining.
+    # Database defaults too: rows written by raw SQL (tests' bulk loads) need them.
     resume_state = models.CharField(
-        max_length=10, choices=OutletState.choices, default=OutletState.ACTIVE
+        max_length=10,
+        choices=OutletState.choices,
+        default=OutletState.ACTIVE,
+        db_default=OutletState.ACTIVE,
     )
     token_hash = models.CharField(max_length=128, blank=True, editable=False, db_index=True)
     amber_after = models.PositiveIntegerField(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
 
+from queueing.db import fetch_one
 from queueing.errors import InvalidState, NotFound, OutletNotEmpty, OutletUnavailable, StaleFence
 from queueing.models import Order, OrderEvent, OrderState, Outlet
 from queueing.services import (
@@ -21,6 +24,7 @@ from queueing.services import (
 )
 from queueing.tickets import Ticket
 from tests.orders import place
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -152,3 +156,46 @@ def test_refusals__unknown_finished_and_bad_targets_change_nothing(
         order_cancel(order_id=order.pk, reason="x" * 201, by="manager")
 
     assert snapshot() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hand_over__waits_for_a_cooks_write_in_flight_then_wins_by_the_fence(
+    make_outlet: MakeOutlet,
+) -> None:
+    """Real concurrency: the manager's action waits on the row lock a cook's write holds."""
+    north, _ = make_outlet("north")
+    place("takeaway", outlet=north)
+    [claimed] = order_claim_next(outlet=north, station="s1")
+    outcome: dict[str, Any] = {}
+
+    def manager() -> None:
+        try:
+            outcome["ticket"] = order_hand_over(order_id=claimed.id, by="manager")
+        finally:
+            connection.close()
+
+    def manager_waits() -> bool:
+        # Statistics views are a snapshot per transaction: clear it to see the live state.
+        fetch_one("SELECT pg_stat_clear_snapshot()", {})
+        row = fetch_one(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND query LIKE %(q)s",
+            {"q": "%FOR NO KEY UPDATE OF o%"},
+        )
+        return bool(row and row["n"])
+
+    with transaction.atomic():
+        order_mark_ready(token=claimed.token, fence=claimed.fence, outlet=north)
+        thread = threading.Thread(target=manager)
+        thread.start()
+        wait_for(
+            manager_waits,
+            timeout=30,
+            message="the manager's action never waited on the cook's lock",
+        )
+    thread.join(timeout=30)
+    order = Order.objects.get(pk=claimed.id)
+    assert (order.state, order.fence) == ("completed", claimed.fence + 1)
+    assert outcome["ticket"].state == "completed"
+    with pytest.raises(StaleFence):  # the cook's bump, a moment late, changes nothing
+        order_complete(token=claimed.token, fence=claimed.fence, outlet=north)
