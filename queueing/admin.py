@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from queueing.errors import QueueError
 from queueing.models import NotifierStatus, Order, OrderEvent, Outlet, OutletState
-from queueing.services import outlet_create, outlet_rotate_token
+from queueing.services import (
+    order_cancel,
+    order_hand_over,
+    order_send,
+    outlet_create,
+    outlet_rotate_token,
+)
+
+# The operations permission (queueing does not import shop, where it is defined).
+MANAGER_PERMISSION = "shop.manager"
 
 # What a manager may edit on an outlet here. Its state changes go through the
 # operations screen's actions, which move orders and record events.
@@ -113,9 +125,25 @@ class OrderEventInline(admin.TabularInline):
         return False
 
 
+class OrderActionForm(ActionForm):
+    """The admin's action bar, with what the ways out need: a destination, a reason."""
+
+    outlet = forms.ModelChoiceField(
+        queryset=Outlet.objects.filter(state=OutletState.ACTIVE).order_by("slug"),
+        required=False,
+        label="to outlet",
+        to_field_name="slug",
+    )
+    reason = forms.CharField(required=False, max_length=200, label="reason (the customer sees it)")
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    """Orders are placed by customers and moved by the queue; here they are read, and contacts fixed."""
+    """Orders are placed by customers and moved by the queue; here they are read, contacts fixed,
+    and a manager's ways out (send, hand over, cancel) taken as actions."""
+
+    action_form = OrderActionForm
+    actions = ["send_to_outlet", "hand_over", "cancel_with_reason"]
 
     list_display = (
         "id",
@@ -180,6 +208,55 @@ class OrderAdmin(admin.ModelAdmin):
         "created_at", "claimed_at", "ready_at", "finished_at",
         "outlet", "sort_key", "fence", "claimed_by", "lease_expires_at", "attempts",
     )  # fmt: skip
+
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        user = request.user
+        return bool(user.is_superuser or user.has_perm(MANAGER_PERMISSION))
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Order], act: Any, done: str) -> None:
+        """Run ``act`` on each order (its own transaction); report what happened and what not."""
+        by = request.user.get_username()
+        ok: list[int] = []
+        for order_id in queryset.order_by("id").values_list("id", flat=True):
+            try:
+                act(order_id=order_id, by=by)
+            except QueueError as exc:
+                self.message_user(request, f"Order {order_id}: {exc.message}", messages.ERROR)
+            else:
+                ok.append(order_id)
+        if ok:
+            self.message_user(request, f"{done}: order {', '.join(map(str, ok))}.")
+
+    @admin.action(description="Send to the outlet chosen beside the action", permissions=["manage"])
+    def send_to_outlet(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        outlet = Outlet.objects.filter(
+            slug=request.POST.get("outlet", ""), state=OutletState.ACTIVE
+        ).first()
+        if outlet is None:
+            self.message_user(request, "Choose an active outlet to send to.", messages.ERROR)
+            return
+        self._each(
+            request,
+            queryset,
+            lambda order_id, by: order_send(order_id=order_id, outlet=outlet, by=by),
+            f"Sent to {outlet.slug}",
+        )
+
+    @admin.action(description="Mark handed over (completed)", permissions=["manage"])
+    def hand_over(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        self._each(request, queryset, order_hand_over, "Marked handed over")
+
+    @admin.action(
+        description="Cancel with the reason given beside the action", permissions=["manage"]
+    )
+    def cancel_with_reason(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        reason = request.POST.get("reason", "")
+        self._each(
+            request,
+            queryset,
+            lambda order_id, by: order_cancel(order_id=order_id, reason=reason, by=by),
+            "Cancelled",
+        )
 
     @admin.display(description="customer")
     def customer_name(self, order: Order) -> str:

@@ -19,11 +19,24 @@ class Outlet(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=100)
     weight = models.PositiveSmallIntegerField(default=1, help_text="Capacity weight on the ring.")
-    state = models.CharField(max_length=10, choices=OutletState.choices, default=OutletState.ACTIVE)
+    # A new outlet is down until its first heartbeats prove it alive (see OUTLETS_BACK).
+    state = models.CharField(max_length=10, choices=OutletState.choices, default=OutletState.DOWN)
     # Database clock, written by outlet_heartbeat; compared only with now() in SQL.
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     # When an outlet came back after being down (flap guard starts here).
     back_since = models.DateTimeField(null=True, blank=True)
+    # Heartbeats since back_since: a return needs several, never one.
+    back_beats = models.PositiveIntegerField(default=0, db_default=0)
+    # A manager's mark-down holds until a manager reactivates, whatever heartbeats.
+    down_by_manager = models.BooleanField(default=False, db_default=False)
+    # The state a down outlet returns to by itself: a drained outlet comes back draining.
+    # Database defaults too: rows written by raw SQL (tests' bulk loads) need them.
+    resume_state = models.CharField(
+        max_length=10,
+        choices=OutletState.choices,
+        default=OutletState.ACTIVE,
+        db_default=OutletState.ACTIVE,
+    )
     token_hash = models.CharField(max_length=128, blank=True, editable=False, db_index=True)
     amber_after = models.PositiveIntegerField(
         default=300, help_text="Ticket age (s) that turns amber."

@@ -212,6 +212,17 @@ def orders_needing_attention(*, limit: int = 50) -> QuerySet[Order]:
     )
 
 
+def orders_stranded(*, limit: int = 50) -> QuerySet[Order]:
+    """Open orders at outlets that are down or retired (ready ones stay there): a manager's to move."""
+    return (
+        Order.objects.filter(
+            state__in=OPEN_STATES, outlet__state__in=[OutletState.DOWN, OutletState.RETIRED]
+        )
+        .select_related("outlet")
+        .order_by("created_at")[:limit]
+    )
+
+
 def notifier_status() -> NotifierStatus | None:
     """The notifiers' one status row, with ``tick_age`` (database clock) since the last tick."""
     return (

@@ -338,6 +338,37 @@ ORDERS_CANCEL = with_events(f"""
         jsonb_build_object('reason', %(reason)s::text) AS event_detail
 """)
 
+# --- A manager's ways out (queueing.services.ways_out) ------------------------------
+
+# Lock one order a manager acts on, waiting for a cook's short write to finish.
+ORDER_LOCK = f"""
+    SELECT {order_columns("o")}, out.slug AS outlet_slug, out.state AS outlet_state
+    FROM queueing_order o LEFT JOIN queueing_outlet out ON out.id = o.outlet_id
+    WHERE o.id = %(order_id)s
+    FOR NO KEY UPDATE OF o
+"""
+
+# Send the locked order to an outlet's queue, to be made there (again). The fence
+# grows, so whoever held it can no longer act on it; the manager's decision starts
+# its count of attempts afresh.
+ORDER_SEND = with_events(f"""
+    UPDATE queueing_order o
+    SET outlet_id = %(outlet_id)s, state = 'queued', fence = o.fence + 1, claimed_by = '',
+        lease_expires_at = NULL, claimed_at = NULL, ready_at = NULL, attempts = 0
+    FROM queueing_order before
+    WHERE o.id = %(order_id)s AND before.id = o.id
+    {_RETURNING}, before.outlet_id AS from_outlet_id, %(detail)s::jsonb AS event_detail
+""")
+
+# The locked order reached its customer by hand: completed, fence grown.
+ORDER_HAND_OVER = with_events(f"""
+    UPDATE queueing_order o
+    SET state = 'completed', fence = o.fence + 1, claimed_by = '', lease_expires_at = NULL,
+        finished_at = now(), ready_at = coalesce(o.ready_at, now())
+    WHERE o.id = %(order_id)s
+    {_RETURNING}, NULL::bigint AS from_outlet_id, %(detail)s::jsonb AS event_detail
+""")
+
 # Set aside orders that bounced too often.
 ORDERS_ATTENTION = with_events(f"""
     UPDATE queueing_order o
@@ -373,9 +404,9 @@ ORDERS_WAITING = """
 
 # A heartbeat: database clock (%(now)s NULL; tests pass their own), one row of history.
 # A down outlet's return (back_since, where the flap guard starts) begins with its first
-# heartbeat after a silence longer than the timeout; an unbroken run keeps it. So an
-# outlet that flaps starts its guard again, and one a manager marked down while it kept
-# heartbeating stays down until a manager activates it (or it goes silent and returns).
+# heartbeat after a silence longer than the timeout (or its first ever); an unbroken run
+# keeps it and counts its beats (back_beats). So an outlet that flaps starts its guard
+# again, and OUTLETS_BACK can ask for several heartbeats, never one.
 OUTLET_HEARTBEAT = """
     WITH clock AS (
         SELECT coalesce(%(now)s::timestamptz, now()) AS at
@@ -384,10 +415,17 @@ OUTLET_HEARTBEAT = """
         SET last_heartbeat_at = clock.at,
             back_since = CASE
                 WHEN o.state <> 'down' THEN NULL
-                WHEN o.last_heartbeat_at IS NULL
+                WHEN o.back_since IS NULL OR o.last_heartbeat_at IS NULL
                   OR o.last_heartbeat_at < clock.at - make_interval(secs => %(timeout)s)
                   THEN clock.at
                 ELSE o.back_since
+            END,
+            back_beats = CASE
+                WHEN o.state <> 'down' THEN 0
+                WHEN o.back_since IS NULL OR o.last_heartbeat_at IS NULL
+                  OR o.last_heartbeat_at < clock.at - make_interval(secs => %(timeout)s)
+                  THEN 1
+                ELSE o.back_beats + 1
             END
         FROM clock
         WHERE o.id = %(outlet_id)s AND o.state <> 'retired'
@@ -475,14 +513,18 @@ OUTLETS_SILENT = """
     ORDER BY id
 """
 
-# Outlets that came back: down, heartbeating, for longer than the flap guard.
+# Outlets that came back: down (not by a manager: that holds until a manager
+# reactivates), heartbeating without a break for longer than the flap guard, at least
+# %(beats)s times. Each returns to the state it was in when it went down (a drained
+# outlet comes back draining); a new outlet, never up before, becomes active.
 OUTLETS_BACK = """
     UPDATE queueing_outlet
-    SET state = 'active', back_since = NULL
-    WHERE state = 'down'
+    SET state = resume_state, back_since = NULL, back_beats = 0
+    WHERE state = 'down' AND NOT down_by_manager
       AND back_since IS NOT NULL AND back_since < %(now)s - make_interval(secs => %(guard)s)
+      AND back_beats >= %(beats)s
       AND last_heartbeat_at >= %(now)s - make_interval(secs => %(timeout)s)
-    RETURNING id, slug
+    RETURNING id, slug, state
 """
 
 # Outlet-level events (down, back, drained, added): order_id is NULL.

@@ -50,6 +50,13 @@ def can_open_kitchen(user: Any, outlet: Outlet) -> bool:
     return bool(user.memberships.filter(outlet=outlet).exists())
 
 
+def works_at(user: Any, outlet: Outlet) -> bool:
+    """A member of this outlet's staff: only their kitchen screen heartbeats for it."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return bool(user.memberships.filter(outlet=outlet).exists())
+
+
 def kitchen_outlet(*, user: Any, slug: str) -> Outlet:
     """The outlet whose kitchen ``user`` opens; Http404 if unknown, PermissionDenied if not theirs."""
     outlet = Outlet.objects.filter(slug=slug).first()

@@ -27,7 +27,7 @@ from queueing.errors import QueueError
 from queueing.events import Cursor, CursorInvalid, events_cursor, events_since
 from queueing.models import Order, Outlet
 from queueing.services import outlet_heartbeat, station_claims_renew
-from shop.access import can_open_kitchen, is_manager
+from shop.access import can_open_kitchen, is_manager, works_at
 from shop.kitchen import TAB, station_of
 from shop.live import OPS_GROUP, kitchen_group, listener_ready, order_group
 
@@ -297,7 +297,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
 
 class KitchenConsumer(LiveConsumer):
-    """``ws/kitchen/<slug>/``: an outlet's staff (or a manager); the screen heartbeats for its outlet."""
+    """``ws/kitchen/<slug>/``: an outlet's staff (or a manager); a staff member's screen heartbeats.
+
+    A manager or superuser who is not on the outlet's staff may watch the screen, but
+    their heartbeats do not count: a head-office tab must never re-open a closed outlet.
+    """
 
     replay_limit = KITCHEN_REPLAY_LIMIT
 
@@ -325,6 +329,7 @@ class KitchenConsumer(LiveConsumer):
         if not can_open_kitchen(self.scope["user"], outlet):
             return CLOSE_FORBIDDEN
         self.outlet = outlet
+        self.heartbeats_count = works_at(self.scope["user"], outlet)
         return None
 
     def audience(self) -> dict[str, Any]:
@@ -340,11 +345,16 @@ class KitchenConsumer(LiveConsumer):
             await super().receive_message(kind, content)
             return
         seq = event_id_of(content.get("seq", 0), "seq")
+        if not self.heartbeats_count:
+            await self.send_json({"type": "heartbeat", "counted": False})
+            return
         row = await database_sync_to_async(outlet_heartbeat)(
             outlet=self.outlet, source=self.source, seq=seq
         )
         at: datetime = row["last_heartbeat_at"]
-        await self.send_json({"type": "heartbeat", "state": row["state"], "at": at.isoformat()})
+        await self.send_json(
+            {"type": "heartbeat", "counted": True, "state": row["state"], "at": at.isoformat()}
+        )
 
 
 class OrderConsumer(LiveConsumer):

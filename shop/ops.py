@@ -26,16 +26,25 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from queueing.errors import OutletNotEmpty, QueueError
 from queueing.events import events_cursor
-from queueing.models import EventType, OrderEvent, Outlet, OutletState
+from queueing.models import EventType, Order, OrderEvent, Outlet, OutletState
 from queueing.selectors import (
     events_notable,
     notifier_status,
     open_delivery_zones,
     orders_needing_attention,
+    orders_stranded,
     outlets_health,
 )
-from queueing.services import outlet_create, outlet_drain, outlet_mark_down, outlet_retire
-from queueing.services.outlets import outlet_activate
+from queueing.services import (
+    order_cancel,
+    order_hand_over,
+    order_send,
+    outlet_create,
+    outlet_drain,
+    outlet_mark_down,
+    outlet_retire,
+)
+from queueing.services.outlets import outlet_activate, outlet_get
 from queueing.services.routing import ring_of
 from shop.access import is_manager
 from shop.forms import OutletForm
@@ -154,6 +163,19 @@ def event_words(event: OrderEvent) -> str:
     return f"{number} {event.get_type_display()}{at}{reason}"  # type: ignore[attr-defined]
 
 
+def outlet_waiting_words(outlet: Outlet) -> str:
+    """Why a down outlet takes no orders, and what brings it back, in a manager's words."""
+    if outlet.state != OutletState.DOWN:
+        return ""
+    if outlet.down_by_manager:
+        return "marked down by a manager: stays down until a manager reactivates it"
+    guard = f"{settings.HEARTH_FLAP_GUARD:g} s"
+    if outlet.last_heartbeat_at is None:
+        return f"new: takes orders once its agent has heartbeated without a break for {guard}"
+    comes_back = "draining" if outlet.resume_state == OutletState.DRAINING else "active"
+    return f"comes back {comes_back} after {guard} of unbroken heartbeats"
+
+
 def overview_context() -> dict[str, Any]:
     cursor, newest = events_cursor()  # read first: the overview below is at least this fresh
     everyone = list(outlets_health())
@@ -170,12 +192,15 @@ def overview_context() -> dict[str, Any]:
             outlet.heartbeat_seconds is None or outlet.heartbeat_seconds > timeout  # type: ignore[attr-defined]
         )
         outlet.actions = [a for a in ACTIONS.values() if outlet.state in a.allowed_from]  # type: ignore[attr-defined]
+        outlet.waiting_words = outlet_waiting_words(outlet)  # type: ignore[attr-defined]
     return {
         "outlets": outlets,
         "retired": retired,
         "ring": ring_rows(outlets),
         "events": [(event, event_words(event)) for event in events_notable()],
         "attention": list(orders_needing_attention()),
+        "stranded": list(orders_stranded()),
+        "order_actions": list(ORDER_ACTIONS.values()),
         "notifier": notifier_status(),
         "heartbeat_timeout": timeout,
         "last_event_id": newest,
@@ -247,8 +272,9 @@ def _retire(outlet: Outlet) -> str:
     except OutletNotEmpty:
         # The engine's message counts without plurals; this one says what to do.
         raise OutletNotEmpty(
-            "it still has open orders. Let them finish, or use Drain and move or Mark down, "
-            "then retire it."
+            "it still has open orders. Let them finish, or use Drain and move or Mark down; "
+            "orders left ready at a down outlet are under Stranded orders: hand them over, "
+            "send or cancel them, then retire it."
         ) from None
     return f"{outlet.name} is retired; its agent token no longer works."
 
@@ -332,6 +358,81 @@ def outlet_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
         messages.success(request, todo.run(outlet))
     except QueueError as exc:
         messages.error(request, f"{todo.label} {outlet.name}: {exc.message}")
+    return redirect("ops")
+
+
+# --- Order actions: a manager's ways out ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderAction:
+    slug: str
+    label: str
+    explain: str
+    danger: bool
+
+
+ORDER_ACTIONS = {
+    a.slug: a
+    for a in (
+        OrderAction(
+            "send",
+            "Send to an outlet",
+            "The order goes to the chosen outlet's queue and is made there. Whoever held it "
+            "can no longer act on it.",
+            False,
+        ),
+        OrderAction(
+            "handover",
+            "Mark handed over",
+            "The order reached its customer (by hand, or made elsewhere): it is completed.",
+            False,
+        ),
+        OrderAction(
+            "cancel",
+            "Cancel",
+            "The order is cancelled; the customer sees the reason you give on their order page.",
+            True,
+        ),
+    )
+}
+
+
+def _order_action_run(request: HttpRequest, order: Order, action: str) -> str:
+    """Parse the confirmation form and call the one service it names; returns what happened."""
+    by = request.user.get_username()
+    if action == "send":
+        outlet = outlet_get(slug=request.POST.get("outlet", "").strip()[:50])
+        order_send(order_id=order.pk, outlet=outlet, by=by)
+        return f"Order {order.pk} sent to {outlet.name}: it is queued there."
+    if action == "handover":
+        order_hand_over(order_id=order.pk, by=by)
+        return f"Order {order.pk} marked handed over: it is completed."
+    order_cancel(order_id=order.pk, reason=request.POST.get("reason", ""), by=by)
+    return f"Order {order.pk} cancelled; its customer sees why."
+
+
+@require_http_methods(["GET", "POST"])
+@manager_required
+def order_action(request: HttpRequest, number: int, action: str) -> HttpResponse:
+    todo = ORDER_ACTIONS.get(action)
+    order = Order.objects.select_related("outlet").filter(pk=number).first()
+    if todo is None or order is None:
+        raise Http404("no such order or action")
+    if request.method == "GET":
+        return render(
+            request,
+            "shop/ops_order_confirm.html",
+            {
+                "order": order,
+                "action": todo,
+                "outlets": Outlet.objects.filter(state=OutletState.ACTIVE).order_by("slug"),
+            },
+        )
+    try:
+        messages.success(request, _order_action_run(request, order, action))
+    except QueueError as exc:
+        messages.error(request, f"{todo.label}, order {order.pk}: {exc.message}")
     return redirect("ops")
 
 

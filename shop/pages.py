@@ -40,7 +40,7 @@ from queueing.selectors import (
     outlets_taking_orders,
 )
 from queueing.services.routing import OUTLET_UNAVAILABLE
-from shop.access import is_manager, kitchen_outlet
+from shop.access import is_manager, kitchen_outlet, works_at
 from shop.forms import OrderForm
 from shop.models import MenuItem
 from shop.ordering import IdempotencyConflict, OrderInvalid, order_place, order_request_parse
@@ -173,7 +173,18 @@ def _notice(order: Order, events: list[OrderEvent]) -> dict[str, str] | None:
         return {
             "tone": "warn",
             "title": "We are sorting out a problem with your order",
-            "text": "A manager has been asked to look at it. We'll update this page.",
+            "text": (
+                "A manager is looking at it: they will send it to a kitchen, mark it handed "
+                "over, or cancel it and say why. This page shows their decision as soon as "
+                "they make it."
+            ),
+        }
+    handed_over = [e for e in events if e.type == EventType.COMPLETED and _by_manager(e)]
+    if order.state == OrderState.COMPLETED and handed_over:
+        return {
+            "tone": "info",
+            "title": "Your order was handed over",
+            "text": "A manager recorded that your order reached you.",
         }
     if not order.is_open:
         return None
@@ -184,6 +195,13 @@ def _notice(order: Order, events: list[OrderEvent]) -> dict[str, str] | None:
             "text": "No kitchen can take it this minute; it goes to the first one that can.",
         }
     moves = [e for e in events if e.type == EventType.REROUTED and e.outlet_id]
+    if moves and _by_manager(moves[-1]):
+        now_at = moves[-1].outlet.name if moves[-1].outlet else "another outlet"
+        return {
+            "tone": "info",
+            "title": f"A manager sent your order to {now_at}",
+            "text": f"{now_at} is making it now.",
+        }
     if moves:
         last = moves[-1]
         before = last.from_outlet.name if last.from_outlet else "another outlet"
@@ -195,6 +213,11 @@ def _notice(order: Order, events: list[OrderEvent]) -> dict[str, str] | None:
                 "text": f"{before} could not make it, so {now_at} is making it now.",
             }
     return None
+
+
+def _by_manager(event: OrderEvent) -> bool:
+    """An event a manager's way out wrote (send, hand over): its detail names who."""
+    return isinstance(event.detail, dict) and bool(event.detail.get("by"))
 
 
 TIMELINE_WORDS = {
@@ -225,6 +248,10 @@ def _timeline(events: list[OrderEvent]) -> list[tuple[OrderEvent, str]]:
         words = TIMELINE_WORDS.get(event.type, event.get_type_display())  # type: ignore[call-overload]
         if event.type == EventType.REROUTED:
             words = f"Moved to {event.outlet.name}" if event.outlet else "Waiting for a kitchen"
+            if _by_manager(event) and event.outlet:
+                words = f"A manager sent it to {event.outlet.name}"
+        elif event.type == EventType.COMPLETED and _by_manager(event):
+            words = "Handed over (recorded by a manager)"
         elif event.type == EventType.CANCELLED and isinstance(event.detail, dict):
             reason = event.detail.get("reason")
             words = f"{words}: {reason}" if reason else words
@@ -336,6 +363,7 @@ def kitchen_screen(request: HttpRequest, slug: str) -> HttpResponse:
     outlet = kitchen_outlet(user=request.user, slug=slug)
     context = _kitchen_context(outlet)
     context["heartbeat_interval"] = settings.HEARTH_HEARTBEAT_INTERVAL
+    context["watching_only"] = not works_at(request.user, outlet)
     response = render(request, "shop/kitchen.html", context)
     response["Cache-Control"] = "no-store"
     return response

@@ -206,8 +206,17 @@ HEARTH_NOTIFIER_TICK = env_seconds("HEARTH_NOTIFIER_TICK", 1)
 # (a leader killed, frozen or cut off). Several ticks long, so a slow tick keeps it.
 HEARTH_LEADER_LEASE = env_seconds("HEARTH_LEADER_LEASE", 5)
 HEARTH_LEASE_SECONDS = env_seconds("HEARTH_LEASE_SECONDS", 120)
-# A returning outlet must keep heartbeating this long before it takes orders again.
-HEARTH_FLAP_GUARD = env_seconds("HEARTH_FLAP_GUARD", 2)
+# A down (or new) outlet must keep heartbeating without a break this long, and at least
+# HEARTH_FLAP_GUARD_BEATS times, before it takes orders again: several heartbeats, never one.
+HEARTH_FLAP_GUARD = env_seconds("HEARTH_FLAP_GUARD", 3 * HEARTH_HEARTBEAT_INTERVAL)
+HEARTH_FLAP_GUARD_BEATS = int(os.environ.get("HEARTH_FLAP_GUARD_BEATS", "3"))
+if HEARTH_FLAP_GUARD <= HEARTH_HEARTBEAT_INTERVAL or HEARTH_FLAP_GUARD_BEATS < 2:
+    raise ImproperlyConfigured(
+        f"HEARTH_FLAP_GUARD ({HEARTH_FLAP_GUARD:g}s) must exceed HEARTH_HEARTBEAT_INTERVAL "
+        f"({HEARTH_HEARTBEAT_INTERVAL:g}s) and HEARTH_FLAP_GUARD_BEATS "
+        f"({HEARTH_FLAP_GUARD_BEATS}) be at least 2: one heartbeat must never bring an "
+        "outlet back (default: 3 x the interval, 3 heartbeats)"
+    )
 HEARTH_MAX_ATTEMPTS = int(os.environ.get("HEARTH_MAX_ATTEMPTS", "3"))
 # Bounded loads: no outlet takes more than (1 + epsilon) x its weighted share.
 HEARTH_RING_EPSILON = env_seconds("HEARTH_RING_EPSILON", 0.25)

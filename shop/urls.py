@@ -48,6 +48,7 @@ urlpatterns = [
     path("ops/overview/", ops.ops_overview_part, name="ops-overview"),
     path("ops/outlets/add/", ops.outlet_add, name="ops-outlet-add"),
     path("ops/outlets/<slug:slug>/<slug:action>/", ops.outlet_action, name="ops-outlet-action"),
+    path("ops/orders/<int:number>/<slug:action>/", ops.order_action, name="ops-order-action"),
     path("accounts/", include("django.contrib.auth.urls")),
     # One login page for the screens and the admin.
     path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),

@@ -10,6 +10,7 @@ from hypothesis import settings as hypothesis_settings
 
 from queueing.models import Outlet
 from queueing.services import outlet_create
+from queueing.services.outlets import outlet_activate
 
 # No per-example deadline: on a busy machine (CI, other work on the same cores) an
 # example's wall time says nothing about the code, and a test that fails on a busy
@@ -34,10 +35,20 @@ def menu(db: None) -> None:
 
 @pytest.fixture
 def make_outlet(db: None) -> Callable[..., tuple[Outlet, str]]:
-    """Create an outlet; returns (outlet, agent token)."""
+    """Create an outlet; returns (outlet, agent token).
 
-    def make(slug: str, *, weight: int = 1, name: str = "") -> tuple[Outlet, str]:
-        return outlet_create(slug=slug, name=name or slug.title(), weight=weight)
+    A new outlet is down until its first heartbeats; ``active=True`` (the default)
+    has a manager vouch for it at once, as most tests want an outlet taking orders.
+    """
+
+    def make(
+        slug: str, *, weight: int = 1, name: str = "", active: bool = True
+    ) -> tuple[Outlet, str]:
+        outlet, token = outlet_create(slug=slug, name=name or slug.title(), weight=weight)
+        if active:
+            outlet_activate(outlet=outlet)
+            outlet.refresh_from_db()
+        return outlet, token
 
     return make
 

@@ -8,6 +8,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('queueing', '0004_events_commit_order'),
         ('queueing', '0004_hold_ready_leases'),
+        ('queueing', '0004_proof_outlet_return_proof'),
         ('queueing', '0005_event_at_brin'),
     ]
 

@@ -23,15 +23,19 @@ from queueing.services.outlets import (
     outlet_rotate_token,
 )
 from queueing.services.routing import orders_move, outlets_reroute
+from queueing.services.ways_out import order_cancel, order_hand_over, order_send
 
 __all__ = [
     "lease_renew",
+    "order_cancel",
     "order_claim_next",
     "order_claim_ticket",
     "order_complete",
     "order_enqueue",
+    "order_hand_over",
     "order_mark_ready",
     "order_recall",
+    "order_send",
     "orders_complete",
     "orders_mark_ready",
     "orders_move",

@@ -265,16 +265,23 @@ def _returning_outlets_activate(
     with transaction.atomic():
         leader_fence(term=term)
         rows = fetch_all(
-            sql.OUTLETS_BACK, {"now": now, "guard": settings.HEARTH_FLAP_GUARD, "timeout": timeout}
+            sql.OUTLETS_BACK,
+            {
+                "now": now,
+                "guard": settings.HEARTH_FLAP_GUARD,
+                "beats": settings.HEARTH_FLAP_GUARD_BEATS,
+                "timeout": timeout,
+            },
         )
         for row in rows:
             outlet = Outlet(pk=row["id"], slug=row["slug"])
-            outlet_event(outlet=outlet, state=OutletState.ACTIVE, detail={"action": "back"})
+            outlet_event(outlet=outlet, state=row["state"], detail={"action": "back"})
             report.back.append(row["slug"])
             log.info(
-                "outlet %s is back (heartbeating for %gs): active again, new orders only",
+                "outlet %s is back (heartbeating without a break for %gs): %s again, new orders only",
                 row["slug"],
                 settings.HEARTH_FLAP_GUARD,
+                row["state"],
             )
 
 

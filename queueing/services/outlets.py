@@ -60,11 +60,19 @@ def outlet_event(*, outlet: Outlet, state: str, detail: dict[str, Any]) -> None:
 
 
 def outlet_create(*, slug: str, name: str = "", weight: int = 1) -> tuple[Outlet, str]:
-    """Add an outlet; returns it and its agent token, which is stored only hashed."""
+    """Add an outlet, down until its first heartbeats; returns it and its agent token (stored hashed).
+
+    It takes orders once its agent (or its staff's kitchen screen) has heartbeated
+    without a break for the flap guard, or once a manager activates it.
+    """
     token = _new_token()
     with transaction.atomic():
         outlet = Outlet.objects.create(
-            slug=slug, name=name or slug, weight=weight, token_hash=_token_hash(token)
+            slug=slug,
+            name=name or slug,
+            weight=weight,
+            token_hash=_token_hash(token),
+            state=OutletState.DOWN,
         )
         outlet_event(outlet=outlet, state=outlet.state, detail={"action": "added"})
     return outlet, token
@@ -163,12 +171,25 @@ def outlet_drain(*, outlet: Outlet, move_queued: bool = False) -> list[Ticket]:
 def outlet_mark_down(
     *, outlet: Outlet, reason: str = "marked down by a manager"
 ) -> tuple[list[Ticket], list[Ticket]]:
-    """Declare the outlet down now and move its open orders (a manager, for a planned outage)."""
+    """Declare the outlet down now and move its open orders (a manager, for a planned outage).
+
+    It stays down, whatever heartbeats, until a manager activates it. Marking down an
+    outlet that is down already (it went silent, or is new) makes that hold too.
+    """
     with transaction.atomic():
         locked = _outlet_locked(outlet.pk)
-        if locked.state in (OutletState.DOWN, OutletState.RETIRED):
+        if locked.state == OutletState.RETIRED or (
+            locked.state == OutletState.DOWN and locked.down_by_manager
+        ):
             raise InvalidState(f"outlet {outlet.slug} is already {locked.state}")
-        return _take_down(locked, reason)
+        if locked.state == OutletState.DOWN:
+            locked.down_by_manager = True
+            locked.save(update_fields=["down_by_manager"])
+            outlet_event(
+                outlet=locked, state=locked.state, detail={"action": "down", "reason": reason}
+            )
+            return [], []
+        return _take_down(locked, reason, by_manager=True)
 
 
 def outlet_take_down(
@@ -192,14 +213,21 @@ def outlet_take_down(
             return None
         if (locked.last_heartbeat_at or locked.created_at) >= cutoff:
             return None
-        return _take_down(locked, reason)
+        return _take_down(locked, reason, by_manager=False)
 
 
-def _take_down(locked: Outlet, reason: str) -> tuple[list[Ticket], list[Ticket]]:
+def _take_down(
+    locked: Outlet, reason: str, *, by_manager: bool
+) -> tuple[list[Ticket], list[Ticket]]:
     """Caller holds the outlet row lock in an open transaction."""
+    locked.resume_state = locked.state  # active or draining: what it comes back as
     locked.state = OutletState.DOWN
+    locked.down_by_manager = by_manager
     locked.back_since = None
-    locked.save(update_fields=["state", "back_since"])
+    locked.back_beats = 0
+    locked.save(
+        update_fields=["state", "resume_state", "down_by_manager", "back_since", "back_beats"]
+    )
     outlet_event(outlet=locked, state=locked.state, detail={"action": "down", "reason": reason})
     moved, cancelled = outlets_reroute(outlet_ids=[locked.pk], reason=f"{locked.slug} {reason}")
     log.info(
@@ -214,14 +242,22 @@ def _take_down(locked: Outlet, reason: str) -> tuple[list[Ticket], list[Ticket]]
 
 
 def outlet_activate(*, outlet: Outlet) -> None:
-    """Let a draining or down outlet take new orders again (a manager's undo)."""
+    """Let a draining or down outlet take new orders again (a manager's undo, or vouching for a new one).
+
+    If nothing heartbeats for it, the notifier declares it down again after the timeout.
+    """
     with transaction.atomic():
         locked = _outlet_locked(outlet.pk)
         if locked.state == OutletState.RETIRED:
             raise InvalidState(f"outlet {outlet.slug} is retired")
         locked.state = OutletState.ACTIVE
+        locked.resume_state = OutletState.ACTIVE
+        locked.down_by_manager = False
         locked.back_since = None
-        locked.save(update_fields=["state", "back_since"])
+        locked.back_beats = 0
+        locked.save(
+            update_fields=["state", "resume_state", "down_by_manager", "back_since", "back_beats"]
+        )
         outlet_event(outlet=locked, state=locked.state, detail={"action": "activate"})
 
 

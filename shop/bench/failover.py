@@ -47,6 +47,7 @@ from queueing.models import (
     OutletState,
 )
 from queueing.services import outlet_create, outlet_heartbeat
+from queueing.services.outlets import outlet_activate
 from queueing.services.routing import outlets_reroute
 from shop.bench.queue import _django_database
 from shop.bench.queue_peers import Server
@@ -115,7 +116,9 @@ def _load(outlets: list[Outlet], *, victim_orders: int) -> None:
 def _outlets() -> list[Outlet]:
     made = []
     for i, weight in enumerate(WEIGHTS):
-        made.append(outlet_create(slug=f"outlet-{i}", name=f"Outlet {i}", weight=weight)[0])
+        outlet = outlet_create(slug=f"outlet-{i}", name=f"Outlet {i}", weight=weight)[0]
+        outlet_activate(outlet=outlet)  # vouched for: the bench heartbeats for them itself
+        made.append(outlet)
     return made
 
 

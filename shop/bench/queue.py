@@ -31,6 +31,7 @@ from django.utils import timezone
 from queueing.errors import StaleFence
 from queueing.models import Order, OrderEvent, OrderKind, OrderState, Outlet
 from queueing.services import order_claim_next, order_complete, orders_complete, outlet_create
+from queueing.services.outlets import outlet_activate
 from queueing.wake import waker
 from shop.bench.queue_peers import (
     Drained,
@@ -84,7 +85,10 @@ def hearth_load(*, orders: int, outlets: int = OUTLETS, prefix: str = "bench") -
     made = []
     for i in range(outlets):
         outlet = Outlet.objects.filter(slug=f"{prefix}-{i}").first()
-        made.append(outlet or outlet_create(slug=f"{prefix}-{i}", name=f"Bench {i}")[0])
+        if outlet is None:
+            outlet = outlet_create(slug=f"{prefix}-{i}", name=f"Bench {i}")[0]
+            outlet_activate(outlet=outlet)  # vouched for: the bench has no agents to prove it
+        made.append(outlet)
     start = timezone.now()
     lines = [{"item": "margherita", "name": "Margherita", "qty": 1, "note": "", "prep_seconds": 0}]
     Order.objects.bulk_create(

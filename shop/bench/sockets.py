@@ -60,6 +60,7 @@ from queueing.services import (
     orders_mark_ready,
     outlet_create,
 )
+from queueing.services.outlets import outlet_activate
 from shop.bench.report import write_section
 
 COMMAND = "python manage.py bench sockets"
@@ -349,6 +350,7 @@ def _seed(plan: Plan) -> Seed:
     made: list[Outlet] = []
     for i in range(plan.outlets):
         outlet, token = outlet_create(slug=f"bench-{i}", name=f"Bench {i}")
+        outlet_activate(outlet=outlet)  # vouched for: orders start before any heartbeat
         outlets[outlet.slug] = token
         made.append(outlet)
     boss = User.objects.create_superuser("bench-manager", password=secrets.token_urlsafe(16))

@@ -31,6 +31,7 @@ from queueing.services import (
     outlet_retire,
     stations_release,
 )
+from queueing.services.outlets import outlet_activate
 from shop.models import Membership
 from shop.ordering import order_place, order_request_parse
 from tests.browser.conftest import SKIP_REASON, orm
@@ -49,7 +50,7 @@ FAST = {
     "HEARTH_HEARTBEAT_INTERVAL": "1",
     "HEARTH_HEARTBEAT_TIMEOUT": "4",
     "HEARTH_NOTIFIER_TICK": "0.5",
-    "HEARTH_FLAP_GUARD": "1",
+    "HEARTH_FLAP_GUARD": "3",  # must exceed the interval: several heartbeats, never one
 }
 LIVE = 20_000  # ms: how long a pushed change may take to show (generous for a shared 2-core box)
 PASSWORDS = {
@@ -73,6 +74,9 @@ def shop(transactional_db: None) -> Shop:
     call_command("loaddata", "sample_menu", verbosity=0)
     north, north_token = outlet_create(slug="north", name="Hearth North")
     south, south_token = outlet_create(slug="south", name="Hearth South")
+    for outlet in (north, south):  # a manager vouches for them: they take orders at once
+        outlet_activate(outlet=outlet)
+        outlet.refresh_from_db()
     for slug, outlet in (("north", north), ("south", south)):
         cook = User.objects.create_user(f"cook-{slug}", password=PASSWORDS[f"cook-{slug}"])
         Membership.objects.create(user=cook, outlet=outlet)
@@ -471,7 +475,7 @@ def test_ops__a_rows_actions_share_one_line_and_retired_outlets_stay_folded(
     tmp_path: Path, shop: Shop, browser: Any
 ) -> None:
     with orm():
-        outlet_create(slug="centre", name="Hearth Centre", weight=2)
+        outlet_activate(outlet=outlet_create(slug="centre", name="Hearth Centre", weight=2)[0])
         old, _ = outlet_create(slug="old", name="Hearth Old Town")
         outlet_mark_down(outlet=old)
         outlet_retire(outlet=old)

@@ -307,11 +307,13 @@ def test_last_active_outlet_marked_down__orders_wait_then_move_when_an_outlet_is
     beat([a], after(t0, 25))
     beat([a], after(t0, 30))
     assert tick(after(t0, 30)).back == []
-    # b comes back; the flap guard holds it for 2 s, then every waiting order moves to it.
+    # b comes back; the flap guard holds it for 2 s and 3 heartbeats, then every waiting
+    # order moves to it.
     beat([b], after(t0, 40))
     report = tick(after(t0, 40))
     assert report.back == [] and report.assigned == 0
     assert Order.objects.filter(outlet__isnull=True, state="queued").count() == 11
+    beat([b], after(t0, 41.5))
     beat([b], after(t0, 43))
     report = tick(after(t0, 43))
     assert report.back == ["b"] and report.assigned == 11
@@ -333,6 +335,7 @@ def test_returning_outlet__gets_new_orders_only_nothing_moves_back(
 
     beat(four, after(t0, 30))
     assert tick(after(t0, 30)).back == []  # flap guard
+    beat(four, after(t0, 31.5))
     beat(four, after(t0, 33))
     assert tick(after(t0, 33)).back == ["north"]
 
@@ -349,6 +352,7 @@ def test_flapping_outlet__restarts_its_flap_guard(four: list[Outlet], t0: dateti
     beat([north], after(t0, 21))  # back for one beat, then silent again
     beat(survivors, after(t0, 50))
     beat([north], after(t0, 50))  # a new return: the guard counts from here
+    beat([north], after(t0, 51))
     assert tick(after(t0, 51)).back == []
     beat(four, after(t0, 52.5))
     assert tick(after(t0, 52.5)).back == ["north"]

@@ -47,11 +47,13 @@ from queueing.services import (
     outlet_retire,
 )
 from queueing.services.failover import database_now, notifier_tick
+from queueing.services.outlets import outlet_activate
 from tests.chaos.invariants import check_invariants
 
 TIMEOUT = 10.0
 LEASE = 30.0
 FLAP_GUARD = 2.0
+FLAP_GUARD_BEATS = 2
 SLUGS = ("o1", "o2", "o3", "o4")
 ZONES = ("harbour", "hill", "market", "mill", "park", "quay")
 TABLES = (
@@ -84,11 +86,16 @@ class QueueMachine(RuleBasedStateMachine):
         self.outlets = [
             outlet_create(slug=slug, weight=2 if slug == "o3" else 1)[0] for slug in SLUGS
         ]
+        for outlet in self.outlets:  # a manager vouches for each: they take orders at once
+            outlet_activate(outlet=outlet)
         self.silent: set[int] = set()
         self.last_beat: dict[int, datetime] = {}
         self.accepted: list[str] = []
         self.claims: list[tuple[int, str, int, int]] = []  # order id, token, fence, outlet id
         self.back_since: dict[int, datetime] = {}  # down outlets heartbeating again, since when
+        self.back_beats: dict[int, int] = {}  # and how many heartbeats that run holds
+        self.held: set[int] = set()  # marked down by a manager: no heartbeat brings them back
+        self.resume: dict[int, str] = {}  # what a down outlet comes back as
         self._beat_all()
 
     # --- time and heartbeats -----------------------------------------------
@@ -101,8 +108,15 @@ class QueueMachine(RuleBasedStateMachine):
         last = self.last_beat.get(outlet.pk)
         if row["state"] != OutletState.DOWN:
             self.back_since.pop(outlet.pk, None)
-        elif last is None or (self.now - last).total_seconds() > TIMEOUT:
+        elif (
+            outlet.pk not in self.back_since
+            or last is None
+            or (self.now - last).total_seconds() > TIMEOUT
+        ):
             self.back_since[outlet.pk] = self.now  # a return after a silence: the guard starts
+            self.back_beats[outlet.pk] = 1
+        else:
+            self.back_beats[outlet.pk] += 1
         self.last_beat[outlet.pk] = self.now
 
     def _beat_all(self) -> None:
@@ -278,7 +292,10 @@ class QueueMachine(RuleBasedStateMachine):
         except InvalidState:
             assert state in (OutletState.DOWN, OutletState.RETIRED)
             return
-        self.back_since.pop(outlet.pk, None)  # a manager's mark-down holds while it beats
+        self.held.add(outlet.pk)  # a manager's mark-down holds, whatever heartbeats
+        if state != OutletState.DOWN:
+            self.resume[outlet.pk] = state
+            self.back_since.pop(outlet.pk, None)
         self._only_these_moved(before, {outlet.pk}, lease_check=False)
 
     @rule(may_declare_down=st.sampled_from([True, True, True, False]))
@@ -299,17 +316,23 @@ class QueueMachine(RuleBasedStateMachine):
                     assert states[pk] == OutletState.DOWN, f"outlet {pk} silent but not down"
         for slug in report.down:
             self.back_since.pop(by_slug[slug], None)
-        # The flap guard: back only after heartbeating without a break for the guard, and
-        # then back at the first tick.
+            self.resume[by_slug[slug]] = states_before[by_slug[slug]]
+        # The flap guard: back only after heartbeating without a break for the guard, at
+        # least FLAP_GUARD_BEATS times, never when a manager marked it down; then back at
+        # the first tick, as what it was (a drained outlet comes back draining).
         guard = timedelta(seconds=FLAP_GUARD)
         for pk, since in list(self.back_since.items()):
             due = (
                 states_before[pk] == OutletState.DOWN
+                and pk not in self.held
                 and since < self.now - guard
+                and self.back_beats[pk] >= FLAP_GUARD_BEATS
                 and self.last_beat[pk] >= cutoff
             )
-            assert (states[pk] == OutletState.ACTIVE) == due, (pk, since, self.now, states[pk])
+            back = states_before[pk] == OutletState.DOWN and states[pk] != OutletState.DOWN
+            assert back == due, (pk, since, self.now, states[pk])
             if due:
+                assert states[pk] == self.resume.get(pk, OutletState.ACTIVE), (pk, states[pk])
                 del self.back_since[pk]
         for slug in report.back:
             assert states_before[by_slug[slug]] == OutletState.DOWN
@@ -358,4 +381,5 @@ def settings_override(settings: Any) -> None:
     settings.HEARTH_HEARTBEAT_TIMEOUT = TIMEOUT
     settings.HEARTH_LEASE_SECONDS = LEASE
     settings.HEARTH_FLAP_GUARD = FLAP_GUARD
+    settings.HEARTH_FLAP_GUARD_BEATS = FLAP_GUARD_BEATS
     settings.HEARTH_MAX_ATTEMPTS = 3

@@ -284,6 +284,33 @@ def test_kitchen_socket__refuses_other_outlets_staff_anonymous_and_unknown_outle
     assert refused.value.response.status_code == 403
 
 
+@pytest.mark.parametrize("who", ["manager", "superuser"])
+def test_kitchen_socket__a_managers_screen_watches_but_never_heartbeats(
+    live, make_outlet, who: str
+) -> None:
+    """A head-office tab on a closed outlet's kitchen must not re-open it to customers."""
+    _, base = live
+    north, _ = make_outlet("north", active=False)  # new: waiting for its first heartbeats
+    user = manager("boss") if who == "manager" else User.objects.create_superuser("root")
+    with open_socket(base, "ws/kitchen/north/", user=user) as kitchen:
+        start(kitchen)
+        for seq in range(1, 4):
+            kitchen.send(json.dumps({"type": "heartbeat", "seq": seq}))
+            assert recv(kitchen) == {"type": "heartbeat", "counted": False}
+        kitchen.send(json.dumps({"type": "ping"}))
+        assert recv(kitchen) == {"type": "pong"}  # the screen still works
+    north.refresh_from_db()
+    assert north.last_heartbeat_at is None and north.state == "down"
+    assert not Heartbeat.objects.filter(outlet=north).exists()
+    # Its own staff's screen counts.
+    with open_socket(base, "ws/kitchen/north/", user=staff("cook", north)) as kitchen:
+        start(kitchen)
+        kitchen.send(json.dumps({"type": "heartbeat", "seq": 1}))
+        answer = recv(kitchen)
+        assert answer["counted"] is True and answer["state"] == "down"
+    assert Heartbeat.objects.filter(outlet=north, source="screen:cook").count() == 1
+
+
 def test_kitchen_socket__heartbeat_updates_the_outlet_and_bad_messages_get_errors(
     live, make_outlet
 ) -> None:
@@ -417,7 +444,8 @@ def test_replay__keeps_the_newest_events_up_to_the_cap_and_says_it_cut(make_outl
         assert ids(events) == [orders[1].event_id, orders[2].event_id] and truncated
         _, _, events, truncated = replay(after=after, outlet_id=north.pk, limit=5)
         assert [e["order"] for e in events] == [
-            None,
+            None,  # north added
+            None,  # and vouched for by a manager (the fixture)
             orders[0].token,
             orders[2].token,
         ] and not truncated

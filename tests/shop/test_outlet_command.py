@@ -41,9 +41,24 @@ def test_add__prints_the_agent_token_as_the_last_line(db: None) -> None:
         "north",
         "North Street",
         3,
-        "active",
+        "down",
     )
     assert token not in found.token_hash  # stored hashed only
+    # A new outlet takes no orders until its agent proved it alive, and the command says so.
+    assert (
+        "it is down, waiting for proof: it takes orders once its agent has heartbeated"
+        in (lines[-3])
+    )
+
+
+def test_activate__a_manager_vouches_for_a_new_or_marked_down_outlet(db: None) -> None:
+    outlet("add", "north")
+    assert outlet("activate", "north") == ["outlet north is active: it takes new orders"]
+    outlet("down", "north")
+    outlet("activate", "north")
+    assert Outlet.objects.get(slug="north").state == "active"
+    with pytest.raises(CommandError, match="no outlet atlantis"):
+        outlet("activate", "atlantis")
 
 
 def test_add__name_defaults_to_the_slug(db: None) -> None:
@@ -93,7 +108,13 @@ def test_list__one_query_with_state_heartbeat_age_and_open_orders(
 
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert lines[0].split() == ["slug", "name", "weight", "state", "heartbeat", "open"]
-    assert rows["north"] == ["north", "North", "Street", "2", "active", "0s", "ago", "3"]
+    # The heartbeat's time is the test transaction's start: its age is how long the test ran.
+    age = rows["north"][5]
+    assert age.endswith("s") and int(age[:-1]) < 30, age
+    assert rows["north"][:5] + rows["north"][6:] == ["north", "North", "Street", "2", "active"] + [
+        "ago",
+        "3",
+    ]
     assert rows["east"][-1] == "1"
     assert rows["west"][3:] == ["draining", "never", "0"]
     assert list(rows) == ["east", "north", "south", "west"]

@@ -797,7 +797,8 @@ def test_ops_action__reactivate_and_retire(manager: Client, north: Outlet) -> No
         .order_by("id")
         .values_list("detail__action", flat=True)
     )
-    assert actions == ["added", "down", "activate", "drain", "retire"]
+    # "added", then the fixture's manager vouching for the new outlet ("activate").
+    assert actions == ["added", "activate", "down", "activate", "drain", "retire"]
 
 
 def test_ops_action__unknown_action_or_outlet_is_404(manager: Client, north: Outlet) -> None:
@@ -979,3 +980,10 @@ def test_kitchen_action__deeply_nested_json_is_refused_not_a_500(
     answer = cook.post("/kitchen/north/start", body, content_type="application/json")
     assert answer.status_code == 400
     assert answer.json()["error"] == "malformed_json"
+
+
+def test_kitchen__a_managers_screen_says_it_only_watches(
+    cook: Client, manager: Client, north: Outlet
+) -> None:
+    assert "does not keep Hearth North up" in manager.get("/kitchen/north/").content.decode()
+    assert "does not keep" not in cook.get("/kitchen/north/").content.decode()

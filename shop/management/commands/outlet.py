@@ -1,4 +1,4 @@
-"""python manage.py outlet add|list|drain|retire|down|token: manage outlets from the command line."""
+"""python manage.py outlet add|list|drain|retire|down|activate|token: manage outlets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_slug
@@ -21,7 +22,7 @@ from queueing.services import (
     outlet_retire,
     outlet_rotate_token,
 )
-from queueing.services.outlets import outlet_get
+from queueing.services.outlets import outlet_activate, outlet_get
 
 MAX_WEIGHT = 1000
 
@@ -48,7 +49,9 @@ def age_text(age: timedelta | None) -> str:
 
 
 class Command(BaseCommand):
-    help = "Add, list, drain, retire or mark down outlets, and rotate their agent tokens."
+    help = (
+        "Add, list, drain, retire, mark down or reactivate outlets, and rotate their agent tokens."
+    )
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -69,6 +72,10 @@ class Command(BaseCommand):
         retire.add_argument("slug")
         down = actions.add_parser("down", help="declare an outlet down now and move its orders")
         down.add_argument("slug")
+        activate = actions.add_parser(
+            "activate", help="let a down or draining outlet take new orders again"
+        )
+        activate.add_argument("slug")
         token = actions.add_parser("token", help="give an outlet a new agent token; prints it last")
         token.add_argument("slug")
 
@@ -92,6 +99,11 @@ class Command(BaseCommand):
         except IntegrityError:
             raise CommandError(f"outlet {slug} already exists") from None
         self.stdout.write(f"outlet {outlet.slug} ({outlet.name}) added: weight {outlet.weight}")
+        self.stdout.write(
+            f"it is down, waiting for proof: it takes orders once its agent has heartbeated "
+            f"without a break for {settings.HEARTH_FLAP_GUARD:g}s "
+            f"(or: python manage.py outlet activate {outlet.slug})"
+        )
         self.stdout.write("its agent token, shown only this once (the next line):")
         self.stdout.write(token)
 
@@ -135,6 +147,10 @@ class Command(BaseCommand):
         self.stdout.write(
             f"outlet {slug} is down: {len(moved)} orders moved, {len(cancelled)} takeaway cancelled"
         )
+
+    def do_activate(self, *, slug: str, **_: Any) -> None:
+        outlet_activate(outlet=outlet_get(slug=slug))
+        self.stdout.write(f"outlet {slug} is active: it takes new orders")
 
     def do_token(self, *, slug: str, **_: Any) -> None:
         outlet: Outlet = outlet_get(slug=slug)

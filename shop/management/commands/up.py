@@ -146,6 +146,12 @@ class Command(BaseCommand):
                 self.stdout.write("Demo users (passwords are new on every start):")
                 for user, password in passwords.items():
                     self.stdout.write(f"  {user:<14} {password}")
+                if tokens:
+                    self.stdout.write(
+                        f"New outlets take orders once their agents have heartbeated without "
+                        f"a break for {settings.HEARTH_FLAP_GUARD:g}s; delivery orders wait "
+                        "for them until then."
+                    )
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Hearth is up: {server}/  (order form {server}/order/, operations {server}/ops/, "
