@@ -41,7 +41,8 @@ from queueing.services.routing import OUTLET_UNAVAILABLE, active_outlets
 from shop.access import is_manager, kitchen_outlet
 from shop.forms import OrderForm
 from shop.models import MenuItem
-from shop.ordering import IdempotencyConflict, OrderInvalid, order_place, order_request_parse
+from shop.ordering import IDEMPOTENCY_CONFLICT, order_place, order_request_parse
+from shop.refusal import Refused
 
 # The customer's stepper, one step per state an order goes through. Delivery and
 # takeaway differ only in what "ready" means to the customer.
@@ -129,18 +130,19 @@ def order_form(request: HttpRequest) -> HttpResponse:
                 idempotency_key=form.idempotency_key(),
                 body=json.dumps(payload, sort_keys=True).encode(),
             )
-        except IdempotencyConflict:
-            # Back in the browser, changed, and sent again: a new order needs a new form id.
-            form.renew_id()
-            form.add_error(
-                None,
-                "This form already placed an order. Check your items and press Place order "
-                "again to place another one.",
-            )
-            status = 409
-        except OrderInvalid as exc:
-            form.add_order_error(exc)
-            status = exc.status
+        except Refused as exc:
+            if exc.code == IDEMPOTENCY_CONFLICT:
+                # Back in the browser, changed, and sent again: a new order needs a new form id.
+                form.renew_id()
+                form.add_error(
+                    None,
+                    "This form already placed an order. Check your items and press Place order "
+                    "again to place another one.",
+                )
+                status = 409
+            else:
+                form.add_order_error(exc)
+                status = exc.status
         except QueueError as exc:  # the outlet stopped taking orders between check and queue
             field = exc.context.get("field")
             form.add_error(field if field in form.fields else None, exc.message)

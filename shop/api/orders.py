@@ -10,8 +10,9 @@ from django.urls import reverse
 
 from queueing.models import Order
 from queueing.selectors import order_by_token, order_events, order_ready_estimate
-from shop.api.common import ApiError, api_view, json_body, order_token
+from shop.api.common import api_view, json_body, order_token
 from shop.ordering import order_submit
+from shop.refusal import Refused
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -41,7 +42,7 @@ def order_summary(order: Order, request: HttpRequest | None = None) -> dict[str,
 def _idempotency_key(request: HttpRequest) -> str:
     key = request.headers.get("Idempotency-Key", "").strip()
     if len(key) > MAX_IDEMPOTENCY_KEY or "\x00" in key:
-        raise ApiError(
+        raise Refused(
             400,
             "invalid",
             f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} characters",
@@ -68,7 +69,7 @@ def order_create(request: HttpRequest) -> JsonResponse:
 def order_detail(request: HttpRequest, token: str) -> JsonResponse:
     order = order_by_token(token=order_token(token))
     if order is None:
-        raise ApiError(404, "not_found", "no order with this token")
+        raise Refused(404, "not_found", "no order with this token")
     answer = order_summary(order, request)
     answer["timeline"] = [
         {
