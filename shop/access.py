@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import (
+    BACKEND_SESSION_KEY,
+    HASH_SESSION_KEY,
+    SESSION_KEY,
+    get_user_model,
+    load_backend,
+)
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from django.utils.crypto import constant_time_compare
 
 from queueing.models import Outlet
 
@@ -33,3 +44,23 @@ def kitchen_outlet(*, user: Any, slug: str) -> Outlet:
     if not can_open_kitchen(user, outlet):
         raise PermissionDenied(f"you do not work at {outlet.name}")
     return outlet
+
+
+def session_user(*, session_key: str | None) -> Any:
+    """Who a session belongs to now: AnonymousUser once it ended, the account was deactivated or its password changed."""
+    if not session_key:
+        return AnonymousUser()
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    try:
+        user_id = get_user_model()._meta.pk.to_python(store[SESSION_KEY])
+        backend_path = store[BACKEND_SESSION_KEY]
+    except (KeyError, ValueError):
+        return AnonymousUser()
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return AnonymousUser()
+    user = load_backend(backend_path).get_user(user_id)  # None for an inactive account
+    if user is None or not user.is_active:
+        return AnonymousUser()
+    if not constant_time_compare(store.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
+        return AnonymousUser()
+    return user

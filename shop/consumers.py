@@ -7,6 +7,7 @@ be in both: a socket never sends one event id twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -19,6 +20,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.db import DatabaseError
 
 from queueing.errors import QueueError
@@ -32,7 +34,7 @@ from queueing.listener import (
 )
 from queueing.models import Order, Outlet
 from queueing.services import outlet_heartbeat
-from shop.access import can_open_kitchen, is_manager
+from shop.access import can_open_kitchen, is_manager, session_user
 
 log = logging.getLogger("hearth.live")
 
@@ -121,9 +123,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     group: str = ""
     replay_limit: int | None = None
     admitted = False  # nothing is sent on a socket until its access was checked
+    # Staff sockets check their access again while they live (staff leave, sign out).
+    recheck_access = False
+    recheck_task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         self.sent = SentIds()
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
         # Accept first: a close code reaches the client only on an open socket.
         await self.accept()
         try:
@@ -158,8 +164,43 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=refusal)
             return
         self.admitted = True
+        if self.recheck_access:
+            self.recheck_task = asyncio.create_task(self.recheck_forever())
         await self.send_json({"type": "hello", "last_event_id": last_id})
         await self.send_replay(events, truncated)
+
+    def access_now(self) -> int | None:
+        """Synchronous: the socket's user as the session says now, checked again; a close code to end it."""
+        user = session_user(session_key=self.session_key)
+        if not user.is_authenticated:
+            return CLOSE_UNAUTHENTICATED
+        self.scope["user"] = user
+        return self.authorize()
+
+    async def access_still_holds(self) -> bool:
+        """Check access again; when it has ended, stop sending and close with the code that says why."""
+        if not self.admitted:
+            return False
+        refusal = await database_sync_to_async(self.access_now)()
+        if refusal is None:
+            return True
+        self.admitted = False  # from this moment nothing is sent and no message is acted on
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        self.groups = []
+        await self.send_json({"type": "error", "message": "access to this screen has ended"})
+        await self.close(code=refusal)
+        return False
+
+    async def recheck_forever(self) -> None:
+        while True:
+            await asyncio.sleep(settings.HEARTH_SOCKET_RECHECK)
+            try:
+                if not await self.access_still_holds():
+                    return
+            except DatabaseError as exc:  # checked again next time; the socket stays
+                log.warning(
+                    "live socket %s: access re-check failed (%s)", self.scope.get("path"), exc
+                )
 
     def prepare(self) -> int | None:
         """From the URL and session alone (no database): set ``group``, or a close code to refuse."""
@@ -208,6 +249,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await handler(message)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self.recheck_task is not None:
+            self.recheck_task.cancel()
         for group in self.groups:
             await self.channel_layer.group_discard(group, self.channel_name)
         await self.disconnect(message["code"])
@@ -256,6 +299,7 @@ class KitchenConsumer(LiveConsumer):
     """``ws/kitchen/<slug>/``: an outlet's staff (or a manager); the screen heartbeats for its outlet."""
 
     replay_limit = KITCHEN_REPLAY_LIMIT
+    recheck_access = True
 
     def prepare(self) -> int | None:
         user = self.scope["user"]
@@ -285,6 +329,8 @@ class KitchenConsumer(LiveConsumer):
             await super().receive_message(kind, content)
             return
         seq = event_id_of(content.get("seq", 0), "seq")
+        if not await self.access_still_holds():
+            return  # a cook who has left keeps no outlet alive
         row = await database_sync_to_async(outlet_heartbeat)(
             outlet=self.outlet, source=self.source, seq=seq
         )
@@ -318,6 +364,7 @@ class OpsConsumer(LiveConsumer):
     """``ws/ops/``: managers; every event."""
 
     replay_limit = OPS_REPLAY_LIMIT
+    recheck_access = True
 
     def prepare(self) -> int | None:
         if not self.scope["user"].is_authenticated:

@@ -134,6 +134,8 @@ CHANNEL_LAYERS = {
         },
     }
 }
+# Staff sockets (kitchen, ops) check their user's access again this often, and on each heartbeat.
+HEARTH_SOCKET_RECHECK = env_seconds("HEARTH_SOCKET_RECHECK", 3)
 # The LISTEN connection's reconnect backoff: doubles from MIN up to MAX (seconds).
 HEARTH_LISTENER_RETRY_MIN = env_seconds("HEARTH_LISTENER_RETRY_MIN", 0.1)
 HEARTH_LISTENER_RETRY_MAX = env_seconds("HEARTH_LISTENER_RETRY_MAX", 5)
