@@ -19,8 +19,19 @@ from django.http import Http404
 from django.utils.crypto import constant_time_compare
 
 from queueing.models import Outlet
+from queueing.services.outlets import outlet_by_token
 
 MANAGER_PERMISSION = "shop.manager"
+# What of an event's detail a customer may see: why the order moved or was cancelled,
+# never who is cooking it (a claim's detail names the station, a cook's username).
+CUSTOMER_DETAIL_KEYS = ("reason",)
+
+
+def customer_detail(detail: Any) -> dict[str, Any]:
+    """An event's detail as the customer's page, API and socket show it."""
+    if not isinstance(detail, dict):
+        return {}
+    return {k: detail[k] for k in CUSTOMER_DETAIL_KEYS if k in detail}
 
 
 def is_manager(user: Any) -> bool:
@@ -64,3 +75,17 @@ def session_user(*, session_key: str | None) -> Any:
     if not constant_time_compare(store.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
         return AnonymousUser()
     return user
+
+
+def may_rush(request: Any) -> bool:
+    """Whether this request may flag an order rush: staff signed in, or an outlet's agent token."""
+    user = request.user
+    if user.is_authenticated and user.is_active:
+        if user.is_staff or is_manager(user) or user.memberships.exists():
+            return True
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return (
+        scheme.lower() == "bearer"
+        and bool(token.strip())
+        and (outlet_by_token(token=token.strip()) is not None)
+    )

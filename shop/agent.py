@@ -247,7 +247,8 @@ class Agent:
         self._lost(who, number, answer)
 
     def _lost(self, who: str, number: int, answer: Answer) -> None:
-        if answer.error == "stale_fence":
+        # not_found: the order moved to another outlet, which is told nothing more.
+        if answer.error in ("stale_fence", "not_found"):
             log.warning(
                 "%s: fence lost on order %s; dropping it (%s)",
                 who,

@@ -34,7 +34,7 @@ from queueing.listener import (
 )
 from queueing.models import Order, Outlet
 from queueing.services import outlet_heartbeat
-from shop.access import can_open_kitchen, is_manager, session_user
+from shop.access import can_open_kitchen, customer_detail, is_manager, session_user
 
 log = logging.getLogger("hearth.live")
 
@@ -52,6 +52,7 @@ MAX_EVENT_ID = 2**63 - 1
 # Longer slugs or other tokens name no outlet or order (and would be no valid group name).
 SLUG_MAX = Outlet._meta.get_field("slug").max_length or 50
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # orders' tokens are token_urlsafe
+AFTER_PATTERN = re.compile(r"[0-9]{1,19}")
 
 
 class SentIds:
@@ -91,7 +92,8 @@ def after_param(scope: dict[str, Any]) -> int | None:
     if not values:
         return None
     raw = values[-1].strip()
-    if not raw.isdigit():
+    # ASCII digits only ("²".isdigit() is true) and few enough of them for a bigint.
+    if not AFTER_PATTERN.fullmatch(raw):
         raise BadMessage(f"after must be a non-negative integer event id, got {raw[:40]!r}")
     return event_id_of(int(raw), "after")
 
@@ -359,6 +361,10 @@ class OrderConsumer(LiveConsumer):
     def audience(self) -> dict[str, Any]:
         return {"order_id": self.order_id}
 
+    async def send_event(self, event: dict[str, Any]) -> None:
+        # The kitchens' events name the station that claimed; a customer sees no staff.
+        await super().send_event({**event, "detail": customer_detail(event.get("detail"))})
+
 
 class OpsConsumer(LiveConsumer):
     """``ws/ops/``: managers; every event."""
@@ -374,3 +380,11 @@ class OpsConsumer(LiveConsumer):
 
     def authorize(self) -> int | None:
         return None if is_manager(self.scope["user"]) else CLOSE_FORBIDDEN
+
+
+class UnknownSocket(AsyncJsonWebsocketConsumer):
+    """Any other websocket path: accepted only to close it with 4404 (no traceback, no 500)."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)

@@ -9,7 +9,7 @@ from typing import Any
 
 from django import forms
 
-from queueing.models import OrderKind, Outlet
+from queueing.models import OUTLET_WEIGHT_MAX, OrderKind, Outlet
 from shop.models import MenuItem
 from shop.ordering import MAX_NOTE, MAX_QTY
 from shop.refusal import Refused
@@ -207,7 +207,10 @@ class OutletForm(forms.Form):
     )
     name = forms.CharField(max_length=100, required=False)
     weight = forms.IntegerField(
-        min_value=1, max_value=100, initial=1, help_text="Capacity weight on the ring."
+        min_value=1,
+        max_value=OUTLET_WEIGHT_MAX,
+        initial=1,
+        help_text="Capacity weight on the ring.",
     )
 
     def clean_slug(self) -> str:

@@ -18,7 +18,7 @@ from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
 
-from queueing.errors import QueueError, StaleFence, TicketTaken
+from queueing.errors import NotFound, QueueError, StaleFence, TicketTaken
 from queueing.models import Order, Outlet
 from queueing.selectors import order_by_token
 from queueing.services import (
@@ -42,6 +42,8 @@ STATE_WORDS = {
     "attention": "set aside for a manager",
 }
 
+
+TICKET_GONE = "This ticket is not at this outlet any more; the screen has been refreshed."
 
 KitchenAction = Callable[[HttpRequest, Outlet, dict[str, Any]], JsonResponse]
 
@@ -76,6 +78,8 @@ def kitchen_action(view: KitchenAction) -> Callable[..., JsonResponse]:
             )
         except StaleFence as exc:
             response = refusal_response(Refused(exc.status, exc.code, _stale_message(exc)))
+        except NotFound as exc:  # no such order, or another outlet's: both said the same way
+            response = refusal_response(Refused(exc.status, exc.code, TICKET_GONE))
         except QueueError as exc:
             response = refusal_response(Refused(exc.status, exc.code, _sentence(exc.message)))
         if response.status_code == 405:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ MAX_QTY = 50
 MAX_LINES = 30
 MAX_NOTE = 200
 QUICK_PREP_LIMIT_KEY = "HEARTH_QUICK_PREP_SECONDS"
+# A delivery zone: ASCII letters and digits, inner spaces and dashes, at most 40 ("N1", "SE-12").
+ZONE_PATTERN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 -]{0,38}[A-Za-z0-9])?")
 
 
 IDEMPOTENCY_CONFLICT = "idempotency_conflict"
@@ -127,6 +130,10 @@ def order_request_parse(payload: Any) -> OrderRequest:
     outlet = None
     if kind == OrderKind.DELIVERY:
         zone = _text(payload.get("zone"), "zone", required=True, limit=40)
+        if not ZONE_PATTERN.fullmatch(zone):
+            raise invalid(
+                "zone", "must be letters A-Z and digits (spaces and dashes inside), e.g. N1"
+            )
     else:
         slug = _text(payload.get("outlet"), "outlet", required=True, limit=50)
         outlet = Outlet.objects.filter(slug=slug).first()

@@ -42,6 +42,7 @@ from shop.access import is_manager, kitchen_outlet
 from shop.forms import OrderForm
 from shop.models import MenuItem
 from shop.ordering import IDEMPOTENCY_CONFLICT, order_place, order_request_parse
+from shop.rate_limit import order_limit, rate_limit_check
 from shop.refusal import Refused
 
 # The customer's stepper, one step per state an order goes through. Delivery and
@@ -55,8 +56,6 @@ STEP_OF_STATE: dict[str, int] = {
     OrderState.READY: 2,
     OrderState.COMPLETED: 4,
 }
-# How many recent orders the order form looks through for the zones customers use.
-RECENT_ORDERS_FOR_ZONES = 500
 
 
 def nav_kitchens(request: HttpRequest) -> dict[str, Any]:
@@ -89,21 +88,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def known_delivery_zones() -> list[str]:
-    """Zones to offer on the order form: the configured ones and those of recent delivery orders.
-
-    Only the newest orders are looked at (by the primary key's index), so the
-    form costs the same however long the order history grows.
-    """
-    recent = Order.objects.order_by("-id").values("id")[:RECENT_ORDERS_FOR_ZONES]
-    used = (
-        Order.objects.filter(id__in=recent, kind=OrderKind.DELIVERY)
-        .exclude(zone="")
-        .values_list("zone", flat=True)
-        .distinct()
-    )
-    zones = set(settings.HEARTH_DELIVERY_ZONES) | set(used)
+    """Zones the order form offers: the configured ones only, never what other customers typed."""
     return sorted(
-        zones, key=lambda z: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", z)]
+        settings.HEARTH_DELIVERY_ZONES,
+        key=lambda z: [int(p) if p.isascii() and p.isdigit() else p for p in re.split(r"(\d+)", z)],
     )
 
 
@@ -122,6 +110,15 @@ def order_form(request: HttpRequest) -> HttpResponse:
         return render(request, "shop/order_form.html", {"form": _order_form()})
     form = _order_form(request.POST)
     status = 400
+    try:
+        rate_limit_check(limit=order_limit(), request=request)
+    except Refused as exc:
+        form.add_error(
+            None, f"Too many orders from here just now: try again in {exc.extra['retry_after']} s."
+        )
+        response = render(request, "shop/order_form.html", {"form": form}, status=429)
+        response["Retry-After"] = str(exc.extra["retry_after"])
+        return response
     if form.is_valid():
         payload = form.payload()
         try:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from queueing.errors import QueueError
 
@@ -58,12 +59,24 @@ def refusal_response(exc: Refused | QueueError) -> JsonResponse:
     return response
 
 
-def refusal_page(request: HttpRequest, exc: Exception | None, *, status: int) -> JsonResponse:
-    """A JSON refusal for a 404 / 405 / 413 that no view answered (under /api/ and the actions)."""
-    words = {
-        404: ("not_found", "there is nothing at this address"),
-        405: ("method_not_allowed", f"{request.method} is not allowed here"),
-        413: ("too_large", "request body is larger than 64 KiB"),
-    }
-    code, message = words.get(status, ("refused", HTTPStatus(status).phrase.lower()))
-    return refusal_response(Refused(status, code, message))
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: the JSON refusal under /api/ (the clients there read JSON), the page elsewhere."""
+    if request.path.startswith("/api/"):
+        return refusal_response(Refused(404, "not_found", "there is nothing at this address"))
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception or Exception())
+
+
+def login_locked_out(
+    request: HttpRequest, response: HttpResponse | None = None, credentials: Any = None
+) -> HttpResponse:
+    """django-axes' answer to a sign-in after too many failures: 429 with Retry-After."""
+    retry = max(1, int(settings.AXES_COOLOFF_TIME * 3600))
+    minutes = max(1, round(retry / 60))
+    message = f"Too many failed sign-ins: try again in {minutes} minutes."
+    if request.path.startswith("/api/"):
+        return refusal_response(Refused(429, "rate_limited", message, retry_after=retry))
+    locked = HttpResponse(message, status=429, content_type="text/plain; charset=utf-8")
+    locked["Retry-After"] = str(retry)
+    return locked

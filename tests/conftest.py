@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -24,3 +25,9 @@ def make_outlet(db: None) -> Callable[..., tuple[Outlet, str]]:
         return outlet_create(slug=slug, name=name or slug.title(), weight=weight)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def no_order_rate_limit(settings: Any) -> None:
+    """One test client places many orders; tests/shop/test_abuse.py turns the limit back on."""
+    settings.HEARTH_ORDER_RATE_LIMIT = 0

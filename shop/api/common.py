@@ -42,7 +42,18 @@ def _storable_text_check(data: Any) -> None:
 
 
 def json_body(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
-    """The request's JSON object; Refused 413 when too big, 400 when malformed."""
+    """The request's JSON object; Refused 413 when too big, 415 when not JSON, 400 when malformed."""
+    has_body = request.META.get("CONTENT_LENGTH") not in (None, "", "0") or (
+        "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    )
+    media_type = request.content_type or ""
+    # Only JSON: a form on another site cannot send it without the browser asking first (CORS).
+    if (has_body or required) and media_type != "application/json":
+        raise Refused(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with 'Content-Type: application/json'",
+        )
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:

@@ -15,9 +15,10 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from queueing.models import Heartbeat, Outlet
+from queueing.services import order_claim_next
 from shop.models import Membership
 from tests.processes import Process, web_server
-from tests.shop.test_live import manager, recv, staff, start
+from tests.shop.test_live import manager, place, recv, staff, start
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -127,3 +128,47 @@ def test_ops_socket__a_manager_whose_permission_is_removed_loses_it(live, make_o
         boss.user_permissions.clear()
         code, _ = closed_with(ws)
     assert code == 4403
+
+
+def test_order_socket__a_claim_reaches_the_customer_without_the_station(live, make_outlet) -> None:
+    _, base = live
+    north, _ = make_outlet("north")
+    order = place(north)
+    with connect(
+        f"{base}ws/orders/{order.token}/",
+        origin=Origin(base.replace("ws://", "http://").rstrip("/")),
+        open_timeout=15,
+    ) as ws:
+        start(ws)
+        order_claim_next(outlet=north, station="cook-north·ab12")
+        message = recv(ws)
+    assert message["type"] == "event" and message["event"]["type"] == "claimed"
+    assert message["event"]["detail"] == {}
+    assert "cook-north" not in json.dumps(message)
+
+
+@pytest.mark.parametrize("after", ["²", "1²", "9" * 4300, "-1", "1e3", "9223372036854775808"])
+def test_socket__a_bad_after_closes_with_4400_not_a_traceback(live, make_outlet, after) -> None:
+    proc, base = live
+    north, _ = make_outlet("north")
+    order = place(north)
+    with connect(
+        f"{base}ws/orders/{order.token}/?after={after}",
+        origin=Origin(base.replace("ws://", "http://").rstrip("/")),
+        open_timeout=15,
+    ) as ws:
+        code, messages = closed_with(ws)
+    assert code == 4400
+    assert messages[0]["type"] == "error"
+    assert "Traceback" not in proc.output()
+
+
+@pytest.mark.parametrize("path", ["ws/nowhere/", "ws/kitchen/not%20a%20slug/", "ws/orders/"])
+def test_socket__an_unknown_path_closes_with_4404_not_a_500(live, path: str) -> None:
+    proc, base = live
+    with connect(
+        base + path, origin=Origin(base.replace("ws://", "http://").rstrip("/")), open_timeout=15
+    ) as ws:
+        code, _ = closed_with(ws)
+    assert code == 4404
+    assert "Traceback" not in proc.output()
