@@ -62,11 +62,11 @@ def _text(value: Any, name: str, *, required: bool, limit: int = 200) -> str:
         raise invalid(name, "must be a string")
     if "\x00" in value:  # PostgreSQL cannot store NUL in text
         raise invalid(name, "must not contain NUL characters")
+    if len(value) > limit:  # as sent, spaces included: the limit the API documents
+        raise invalid(name, f"must be at most {limit} characters")
     value = value.strip()
     if required and not value:
         raise invalid(name, "is required")
-    if len(value) > limit:
-        raise invalid(name, f"must be at most {limit} characters")
     return value
 
 
@@ -126,11 +126,17 @@ def order_request_parse(payload: Any) -> OrderRequest:
     rush = payload.get("rush", False)
     if not isinstance(rush, bool):
         raise invalid("rush", "must be true or false")
+    # Checked whatever the kind, so a request never carries a field this did not look at.
+    for name in ("zone", "outlet"):
+        if name in payload and not isinstance(payload[name], str):
+            raise invalid(name, "must be a string")
+    if "zone" in payload and not ZONE_PATTERN.fullmatch(payload["zone"]):
+        raise invalid("zone", "must be letters A-Z and digits (spaces and dashes inside), e.g. N1")
     zone = ""
     outlet = None
     if kind == OrderKind.DELIVERY:
         zone = _text(payload.get("zone"), "zone", required=True, limit=40)
-        if not ZONE_PATTERN.fullmatch(zone):
+        if not ZONE_PATTERN.fullmatch(payload["zone"]):
             raise invalid(
                 "zone", "must be letters A-Z and digits (spaces and dashes inside), e.g. N1"
             )

@@ -48,7 +48,7 @@ def json_body(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
     )
     media_type = request.content_type or ""
     # Only JSON: a form on another site cannot send it without the browser asking first (CORS).
-    if (has_body or required) and media_type != "application/json":
+    if has_body and media_type != "application/json":
         raise Refused(
             415,
             "unsupported_media_type",

@@ -95,6 +95,8 @@ def _agent_errors(*, order: bool) -> dict[str, Any]:
     }
     if order:
         answers |= {"404": NOT_OURS, "409": STALE}
+    else:
+        answers["404"] = error("Nothing at this address (a slug that cannot be one).")
     return answers
 
 
@@ -140,7 +142,7 @@ SCHEMAS: dict[str, Any] = {
                 "examples": ["margherita"],
             },
             "qty": {"type": "integer", "minimum": 1, "maximum": MAX_QTY, "default": 1},
-            "note": {"type": "string", "maxLength": 200},
+            "note": {"type": ["string", "null"], "maxLength": 200},
         },
     },
     "Customer": {
@@ -148,9 +150,9 @@ SCHEMAS: dict[str, Any] = {
         "required": ["name"],
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 100},
-            "phone": {"type": "string", "maxLength": 40},
+            "phone": {"type": ["string", "null"], "maxLength": 40},
             "address": {
-                "type": "string",
+                "type": ["string", "null"],
                 "maxLength": 300,
                 "description": "Required for delivery orders.",
             },
@@ -168,7 +170,11 @@ SCHEMAS: dict[str, Any] = {
             "zone": {
                 "type": "string",
                 "maxLength": 40,
-                "description": "Delivery only: the routing key.",
+                "pattern": "^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,38}[A-Za-z0-9])?$",
+                "description": (
+                    "Delivery only: the routing key. ASCII letters and digits, spaces and dashes "
+                    "inside, e.g. `N1`, `SE-12`."
+                ),
             },
             "outlet": {"type": "string", "description": "Takeaway only: the outlet's slug."},
             "lines": {
