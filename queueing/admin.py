@@ -57,7 +57,7 @@ class OutletAdminForm(forms.ModelForm):
         fields = ("slug", "name", "weight", "amber_after", "red_after")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         amber, red = data.get("amber_after"), data.get("red_after")
         if amber is not None and red is not None and red < amber:
             self.add_error("red_after", "Red must come after amber.")
