@@ -13,7 +13,14 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from queueing.errors import QueueError
-from queueing.models import NotifierStatus, Order, OrderEvent, Outlet, OutletState
+from queueing.models import (
+    OUTLET_WEIGHT_MAX,
+    NotifierStatus,
+    Order,
+    OrderEvent,
+    Outlet,
+    OutletState,
+)
 from queueing.services import (
     order_cancel,
     order_hand_over,
@@ -43,8 +50,57 @@ def _tokens_page(
     return response
 
 
+# A customer's contact as the admin may set it: these keys, each text of at most this length.
+CUSTOMER_FIELDS = {"name": 100, "phone": 40, "address": 300}
+# Ticket ages (seconds) past this are no useful colour on a kitchen screen.
+AGE_MAX = 24 * 3600
+
+
+class OutletAdminForm(forms.ModelForm):
+    """The same bounds as the operations screen's form (a weight of 32767 made routing take seconds)."""
+
+    weight = forms.IntegerField(min_value=1, max_value=OUTLET_WEIGHT_MAX, initial=1)
+    amber_after = forms.IntegerField(min_value=1, max_value=AGE_MAX, initial=300)
+    red_after = forms.IntegerField(min_value=1, max_value=AGE_MAX, initial=600)
+
+    class Meta:
+        model = Outlet
+        fields = ("slug", "name", "weight", "amber_after", "red_after")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        amber, red = data.get("amber_after"), data.get("red_after")
+        if amber is not None and red is not None and red < amber:
+            self.add_error("red_after", "Red must come after amber.")
+        return data
+
+
+class OrderAdminForm(forms.ModelForm):
+    class Meta:
+        model = Order
+        fields = ("customer",)  # everything else on the page is read-only
+
+    def clean_customer(self) -> dict[str, str]:
+        """An object of name, phone and address texts: anything else broke the order list."""
+        value = self.cleaned_data.get("customer")
+        if not isinstance(value, dict):
+            raise forms.ValidationError('Enter an object such as {"name": "Ann", "phone": ""}.')
+        unknown = sorted(set(value) - set(CUSTOMER_FIELDS))
+        if unknown:
+            raise forms.ValidationError(f"Unknown keys: {', '.join(unknown)}.")
+        for key, text in value.items():
+            if not isinstance(text, str) or "\x00" in text or len(text) > CUSTOMER_FIELDS[key]:
+                raise forms.ValidationError(
+                    f"{key} must be text of at most {CUSTOMER_FIELDS[key]} characters."
+                )
+        if not value.get("name", "").strip():
+            raise forms.ValidationError("name is required.")
+        return value
+
+
 @admin.register(Outlet)
 class OutletAdmin(admin.ModelAdmin):
+    form = OutletAdminForm
     list_display = (
         "slug",
         "name",
@@ -144,6 +200,8 @@ class OrderAdmin(admin.ModelAdmin):
 
     action_form = OrderActionForm
     actions = ["send_to_outlet", "hand_over", "cancel_with_reason"]
+
+    form = OrderAdminForm
 
     list_display = (
         "id",
@@ -260,7 +318,8 @@ class OrderAdmin(admin.ModelAdmin):
 
     @admin.display(description="customer")
     def customer_name(self, order: Order) -> str:
-        return str(order.customer.get("name", ""))
+        customer = order.customer
+        return str(customer.get("name", "")) if isinstance(customer, dict) else ""
 
     @admin.display(description="items")
     def items(self, order: Order) -> str:

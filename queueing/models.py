@@ -15,6 +15,10 @@ class OutletState(models.TextChoices):
     RETIRED = "retired", "retired"
 
 
+# Capacity weights beyond this make the ring's virtual nodes (and every routing) slow.
+OUTLET_WEIGHT_MAX = 100
+
+
 class Outlet(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=100)

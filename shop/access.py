@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
-from django.contrib.auth.models import Group, Permission
+from django.conf import settings
+from django.contrib.auth import (
+    BACKEND_SESSION_KEY,
+    HASH_SESSION_KEY,
+    SESSION_KEY,
+    get_user_model,
+    load_backend,
+)
+from django.contrib.auth.models import AnonymousUser, Group, Permission
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
+from django.utils.crypto import constant_time_compare
 
 from queueing.models import Outlet
+from queueing.services.outlets import outlet_by_token
 
 MANAGER_PERMISSION = "shop.manager"
 MANAGERS_GROUP = "Managers"
@@ -35,6 +46,18 @@ MANAGERS_ADMIN_PERMISSIONS = (
     "auth.view_user",
     MANAGER_PERMISSION,
 )
+
+
+# What of an event's detail a customer may see: why the order moved or was cancelled,
+# never who is cooking it (a claim's detail names the station, a cook's username).
+CUSTOMER_DETAIL_KEYS = ("reason",)
+
+
+def customer_detail(detail: Any) -> dict[str, Any]:
+    """An event's detail as the customer's page, API and socket show it."""
+    if not isinstance(detail, dict):
+        return {}
+    return {k: detail[k] for k in CUSTOMER_DETAIL_KEYS if k in detail}
 
 
 def is_manager(user: Any) -> bool:
@@ -79,3 +102,37 @@ def managers_group_ensure() -> Group:
         raise LookupError("some manager permissions do not exist: run migrate first")
     group.permissions.set(permissions)
     return group
+
+
+def session_user(*, session_key: str | None) -> Any:
+    """Who a session belongs to now: AnonymousUser once it ended, the account was deactivated or its password changed."""
+    if not session_key:
+        return AnonymousUser()
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    try:
+        user_id = get_user_model()._meta.pk.to_python(store[SESSION_KEY])
+        backend_path = store[BACKEND_SESSION_KEY]
+    except (KeyError, ValueError):
+        return AnonymousUser()
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return AnonymousUser()
+    user = load_backend(backend_path).get_user(user_id)  # None for an inactive account
+    if user is None or not user.is_active:
+        return AnonymousUser()
+    if not constant_time_compare(store.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
+        return AnonymousUser()
+    return user
+
+
+def may_rush(request: Any) -> bool:
+    """Whether this request may flag an order rush: staff signed in, or an outlet's agent token."""
+    user = request.user
+    if user.is_authenticated and user.is_active:
+        if user.is_staff or is_manager(user) or user.memberships.exists():
+            return True
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return (
+        scheme.lower() == "bearer"
+        and bool(token.strip())
+        and (outlet_by_token(token=token.strip()) is not None)
+    )

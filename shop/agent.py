@@ -286,7 +286,8 @@ class Agent:
         self._lost(who, number, answer)
 
     def _lost(self, who: str, number: int, answer: Answer) -> None:
-        if answer.error == "stale_fence":
+        # not_found: the order moved to another outlet, which is told nothing more.
+        if answer.error in ("stale_fence", "not_found"):
             log.warning(
                 "%s: fence lost on order %s; dropping it (%s)",
                 who,
@@ -360,15 +361,17 @@ class Agent:
                 )
                 pending.discard(stop_wait)
                 for task in done - {stop_wait}:
-                    exc = task.exception()
-                    if isinstance(exc, AgentRefused):
+                    failure = task.exception()
+                    if isinstance(failure, AgentRefused):
                         log.error(
-                            "outlet %s: the server refuses this agent: %s", self.config.outlet, exc
+                            "outlet %s: the server refuses this agent: %s",
+                            self.config.outlet,
+                            failure,
                         )
                         code = 1
                         self.stop.set()
-                    elif exc is not None:
-                        raise exc
+                    elif failure is not None:
+                        raise failure
             stop_wait.cancel()
             # Stopping: stations finish an acknowledgement on the wire, then everything ends.
             finished, late = await asyncio.wait(tasks, timeout=STOP_GRACE)

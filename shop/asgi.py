@@ -37,11 +37,18 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from shop.body_limit import BodyLimit, daphne_refuses_large_bodies  # noqa: E402
 from shop.routing import websocket_urlpatterns  # noqa: E402
+
+# Daphne reads a whole body before any ASGI code runs: refuse oversized ones as they arrive.
+daphne_refuses_large_bodies(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
 application = ProtocolTypeRouter(
     {
-        "http": django_application,
+        "http": BodyLimit(
+            django_application,  # type: ignore[arg-type]  # Django types its ASGI app narrowly
+            settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+        ),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -9,6 +9,7 @@ and every cursor a socket hands out covers everything it sent before.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -21,13 +22,14 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.db import DatabaseError
 
 from queueing.errors import QueueError
 from queueing.events import Cursor, CursorInvalid, events_cursor, events_since
 from queueing.models import Order, Outlet
 from queueing.services import outlet_heartbeat, station_claims_renew
-from shop.access import can_open_kitchen, is_manager, works_at
+from shop.access import can_open_kitchen, customer_detail, is_manager, session_user, works_at
 from shop.kitchen import TAB, station_of
 from shop.live import OPS_GROUP, kitchen_group, listener_ready, order_group
 
@@ -47,6 +49,7 @@ MAX_EVENT_ID = 2**63 - 1
 # Longer slugs or other tokens name no outlet or order (and would be no valid group name).
 SLUG_MAX = Outlet._meta.get_field("slug").max_length or 50
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # orders' tokens are token_urlsafe
+AFTER_PATTERN = re.compile(r"[0-9]{1,19}")
 
 
 class SentIds:
@@ -136,10 +139,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     group: str = ""
     replay_limit: int | None = None
     admitted = False  # nothing is sent on a socket until its access was checked
+    # Staff sockets check their access again while they live (staff leave, sign out).
+    recheck_access = False
+    recheck_task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         self.sent = SentIds()
         self.cursor: Cursor | None = None  # the newest cursor this socket handed out
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
         # Accept first: a close code reaches the client only on an open socket.
         await self.accept()
         try:
@@ -176,8 +183,43 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=refusal)
             return
         self.admitted = True
+        if self.recheck_access:
+            self.recheck_task = asyncio.create_task(self.recheck_forever())
         await self.send_json({"type": "hello", "last_event_id": last_id, "cursor": str(cursor)})
         await self.send_replay(events, truncated, cursor)
+
+    def access_now(self) -> int | None:
+        """Synchronous: the socket's user as the session says now, checked again; a close code to end it."""
+        user = session_user(session_key=self.session_key)
+        if not user.is_authenticated:
+            return CLOSE_UNAUTHENTICATED
+        self.scope["user"] = user
+        return self.authorize()
+
+    async def access_still_holds(self) -> bool:
+        """Check access again; when it has ended, stop sending and close with the code that says why."""
+        if not self.admitted:
+            return False
+        refusal = await database_sync_to_async(self.access_now)()
+        if refusal is None:
+            return True
+        self.admitted = False  # from this moment nothing is sent and no message is acted on
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        self.groups = []
+        await self.send_json({"type": "error", "message": "access to this screen has ended"})
+        await self.close(code=refusal)
+        return False
+
+    async def recheck_forever(self) -> None:
+        while True:
+            await asyncio.sleep(settings.HEARTH_SOCKET_RECHECK)
+            try:
+                if not await self.access_still_holds():
+                    return
+            except DatabaseError as exc:  # checked again next time; the socket stays
+                log.warning(
+                    "live socket %s: access re-check failed (%s)", self.scope.get("path"), exc
+                )
 
     def prepare(self) -> int | None:
         """From the URL and session alone (no database): set ``group``, or a close code to refuse."""
@@ -247,6 +289,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await handler(message)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self.recheck_task is not None:
+            self.recheck_task.cancel()
         for group in self.groups:
             await self.channel_layer.group_discard(group, self.channel_name)
         await self.disconnect(message["code"])
@@ -304,6 +348,7 @@ class KitchenConsumer(LiveConsumer):
     """
 
     replay_limit = KITCHEN_REPLAY_LIMIT
+    recheck_access = True
 
     def prepare(self) -> int | None:
         user = self.scope["user"]
@@ -345,6 +390,8 @@ class KitchenConsumer(LiveConsumer):
             await super().receive_message(kind, content)
             return
         seq = event_id_of(content.get("seq", 0), "seq")
+        if not await self.access_still_holds():
+            return  # a cook who has left keeps no outlet alive
         if not self.heartbeats_count:
             await self.send_json({"type": "heartbeat", "counted": False})
             return
@@ -378,11 +425,17 @@ class OrderConsumer(LiveConsumer):
     def audience(self) -> dict[str, Any]:
         return {"order_id": self.order_id}
 
+    async def send_event(self, event: dict[str, Any], cursor: Cursor | None = None) -> bool:
+        # The kitchens' events name the station that claimed; a customer sees no staff.
+        customer_event = {**event, "detail": customer_detail(event.get("detail"))}
+        return await super().send_event(customer_event, cursor)
+
 
 class OpsConsumer(LiveConsumer):
     """``ws/ops/``: managers; every event."""
 
     replay_limit = OPS_REPLAY_LIMIT
+    recheck_access = True
 
     def prepare(self) -> int | None:
         if not self.scope["user"].is_authenticated:
@@ -392,3 +445,11 @@ class OpsConsumer(LiveConsumer):
 
     def authorize(self) -> int | None:
         return None if is_manager(self.scope["user"]) else CLOSE_FORBIDDEN
+
+
+class UnknownSocket(AsyncJsonWebsocketConsumer):
+    """Any other websocket path: accepted only to close it with 4404 (no traceback, no 500)."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)

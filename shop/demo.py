@@ -81,7 +81,6 @@ class OrderTrickle(threading.Thread):
                 "zone": rng.choice(DEMO_ZONES),
                 "lines": lines,
                 "customer": {**customer, "address": f"{rng.randint(1, 99)} Demo Street"},
-                "rush": rng.random() < 0.1,
             }
         return {
             "kind": "takeaway",

@@ -9,9 +9,10 @@ from typing import Any
 
 from django import forms
 
-from queueing.models import OrderKind, Outlet
+from queueing.models import OUTLET_WEIGHT_MAX, OrderKind, Outlet
 from shop.models import MenuItem
-from shop.ordering import MAX_NOTE, MAX_QTY, OrderInvalid
+from shop.ordering import MAX_NOTE, MAX_QTY
+from shop.refusal import Refused
 
 # The id of the datalist of known delivery zones that the zone field offers.
 ZONE_LIST_ID = "known-zones"
@@ -156,9 +157,9 @@ class OrderForm(forms.Form):
         form_id = self.cleaned_data.get("form_id") or ""
         return f"order-form:{form_id}" if re.fullmatch(r"[\w-]{8,64}", form_id) else ""
 
-    def add_order_error(self, exc: OrderInvalid) -> None:
+    def add_order_error(self, exc: Refused) -> None:
         """Show the parser's refusal next to the field it names."""
-        match = _LINE_FIELD.match(exc.field)
+        match = _LINE_FIELD.match(exc.field or "")
         if match:
             index, part = int(match.group(1)), match.group(2)
             ordered = self._ordered_slugs()
@@ -167,11 +168,14 @@ class OrderForm(forms.Form):
                 name = f"note_{slug}" if part == "note" else f"qty_{slug}"
                 self.add_error(name, _sentence(exc.message))
                 return
-        field = _FORM_FIELD.get(exc.field)
+        field = _FORM_FIELD.get(exc.field or "")
         if field:
             self.add_error(field, _sentence(exc.message, subject=_SUBJECT.get(field, "")))
         else:
-            self.add_error(None, f"{exc.field}: {_sentence(exc.message)}")
+            self.add_error(
+                None,
+                f"{exc.field}: {_sentence(exc.message)}" if exc.field else _sentence(exc.message),
+            )
 
 
 # The parser's messages leave out their subject ("is required"); the form names it.
@@ -203,7 +207,10 @@ class OutletForm(forms.Form):
     )
     name = forms.CharField(max_length=100, required=False)
     weight = forms.IntegerField(
-        min_value=1, max_value=100, initial=1, help_text="Capacity weight on the ring."
+        min_value=1,
+        max_value=OUTLET_WEIGHT_MAX,
+        initial=1,
+        help_text="Capacity weight on the ring.",
     )
 
     def clean_slug(self) -> str:

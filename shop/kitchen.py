@@ -8,7 +8,6 @@ message fit to show a cook; it is never a 500.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from functools import wraps
@@ -18,9 +17,8 @@ from django.conf import settings
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
-from django.views.decorators.http import require_POST
 
-from queueing.errors import QueueError, StaleFence, TicketTaken
+from queueing.errors import NotFound, QueueError, StaleFence, TicketTaken
 from queueing.models import Order, Outlet
 from queueing.selectors import order_by_token
 from queueing.services import (
@@ -32,7 +30,8 @@ from queueing.services import (
 )
 from queueing.tickets import Ticket
 from shop.access import kitchen_outlet
-from shop.api.common import ORDER_TOKEN
+from shop.api.common import fence_of, json_body, token_of
+from shop.refusal import Refused, refusal_response
 
 STATE_WORDS = {
     "queued": "waiting",
@@ -44,17 +43,7 @@ STATE_WORDS = {
 }
 
 
-class Refused(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def _refusal(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
-    return JsonResponse({"ok": False, "error": code, "message": message, **extra}, status=status)
-
+TICKET_GONE = "This ticket is not at this outlet any more; the screen has been refreshed."
 
 KitchenAction = Callable[[HttpRequest, Outlet, dict[str, Any]], JsonResponse]
 
@@ -62,57 +51,42 @@ KitchenAction = Callable[[HttpRequest, Outlet, dict[str, Any]], JsonResponse]
 def kitchen_action(view: KitchenAction) -> Callable[..., JsonResponse]:
     """POST only; the user must work at the outlet; the body is a JSON object; refusals become JSON."""
 
-    @require_POST
     @wraps(view)
     def wrapper(request: HttpRequest, slug: str) -> JsonResponse:
-        if not request.user.is_authenticated:
-            return _refusal(
-                401,
-                "unauthenticated",
-                "This screen is signed out: sign in again.",
-                login_url=f"{settings.LOGIN_URL}?{REDIRECT_FIELD_NAME}=/kitchen/{slug}/",
-            )
         try:
-            outlet = kitchen_outlet(user=request.user, slug=slug)
-            return view(request, outlet, _body(request))
-        except Http404:
-            return _refusal(404, "not_found", f"There is no outlet {slug}.")
-        except PermissionDenied:
-            return _refusal(403, "forbidden", "You do not work at this outlet.")
+            if request.method != "POST":
+                raise Refused(
+                    405, "method_not_allowed", f"{request.method} is not allowed here; use POST"
+                )
+            if not request.user.is_authenticated:
+                raise Refused(
+                    401,
+                    "unauthenticated",
+                    "This screen is signed out: sign in again.",
+                    login_url=f"{settings.LOGIN_URL}?{REDIRECT_FIELD_NAME}=/kitchen/{slug}/",
+                )
+            try:
+                outlet = kitchen_outlet(user=request.user, slug=slug)
+            except Http404:
+                raise Refused(404, "not_found", f"There is no outlet {slug}.") from None
+            except PermissionDenied:
+                raise Refused(403, "forbidden", "You do not work at this outlet.") from None
+            return view(request, outlet, json_body(request, required=False))
         except Refused as exc:
-            return _refusal(exc.status, exc.code, exc.message)
+            response = refusal_response(
+                Refused(exc.status, exc.code, _sentence(exc.message), field=exc.field, **exc.extra)
+            )
         except StaleFence as exc:
-            return _refusal(exc.status, exc.code, _stale_message(exc))
+            response = refusal_response(Refused(exc.status, exc.code, _stale_message(exc)))
+        except NotFound as exc:  # no such order, or another outlet's: both said the same way
+            response = refusal_response(Refused(exc.status, exc.code, TICKET_GONE))
         except QueueError as exc:
-            return _refusal(exc.status, exc.code, _sentence(exc.message))
+            response = refusal_response(Refused(exc.status, exc.code, _sentence(exc.message)))
+        if response.status_code == 405:
+            response["Allow"] = "POST"
+        return response
 
     return wrapper
-
-
-def _body(request: HttpRequest) -> dict[str, Any]:
-    if not request.body.strip():
-        return {}
-    try:
-        data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise Refused(400, "malformed_json", "The request body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise Refused(400, "malformed_json", "The request body must be a JSON object.")
-    return data
-
-
-def _token(data: dict[str, Any]) -> str:
-    token = data.get("token")
-    if not isinstance(token, str) or not ORDER_TOKEN.fullmatch(token):
-        raise Refused(400, "invalid", "Which ticket? token is missing or malformed.")
-    return token
-
-
-def _fence(data: dict[str, Any]) -> int:
-    fence = data.get("fence")
-    if isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence < 2**63:
-        raise Refused(400, "invalid", "fence must be the ticket's fence (a whole number).")
-    return fence
 
 
 TAB = re.compile(r"[A-Za-z0-9]{1,8}")
@@ -173,18 +147,18 @@ def _taken_message(request: HttpRequest, number: str, by: str, station: str) -> 
 def start(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
     station = station_name(request, data)
     try:
-        ticket = order_claim_ticket(outlet=outlet, token=_token(data), station=station)
+        ticket = order_claim_ticket(outlet=outlet, token=token_of(data), station=station)
     except TicketTaken as exc:
         by = exc.context.get("claimed_by")
         order = order_by_token(token=data["token"])
         number = f"Order {order.pk}" if order else "This ticket"
         if not isinstance(by, str) or not by:
-            return _refusal(exc.status, exc.code, _sentence(exc.message), claimed_by="")
+            raise Refused(exc.status, exc.code, exc.message, claimed_by="") from None
         message = _taken_message(request, number, by, station)
         if by == station and order is not None:
             # Pressing Start again on your own ticket changes nothing and is no mistake.
             return JsonResponse({"ok": True, "message": message, "ticket": _ticket_json(order)})
-        return _refusal(exc.status, exc.code, message, claimed_by=by)
+        raise Refused(exc.status, exc.code, message, claimed_by=by) from None
     return _answer(ticket, f"Order {ticket.id} started.")
 
 
@@ -200,17 +174,17 @@ def start_next(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> Js
 
 @kitchen_action
 def ready(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
-    ticket = order_mark_ready(token=_token(data), fence=_fence(data), outlet=outlet)
+    ticket = order_mark_ready(token=token_of(data), fence=fence_of(data), outlet=outlet)
     return _answer(ticket, f"Order {ticket.id} is ready.")
 
 
 @kitchen_action
 def complete(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
-    ticket = order_complete(token=_token(data), fence=_fence(data), outlet=outlet)
+    ticket = order_complete(token=token_of(data), fence=fence_of(data), outlet=outlet)
     return _answer(ticket, f"Order {ticket.id} bumped.")
 
 
 @kitchen_action
 def recall(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
-    ticket = order_recall(token=_token(data), fence=_fence(data), outlet=outlet)
+    ticket = order_recall(token=token_of(data), fence=fence_of(data), outlet=outlet)
     return _answer(ticket, f"Order {ticket.id} recalled to the pass.")

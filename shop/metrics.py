@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from typing import Any
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
@@ -48,13 +49,14 @@ class QueueCollector(Collector):
             labels=["outlet"],
         )
         for outlet in selectors.outlets_health():
+            health: Any = outlet  # annotated by the selector: heartbeat_age, oldest_age, counts
             for choice in OutletState:
                 state.add_metric([outlet.slug, choice.value], float(outlet.state == choice))
-            if outlet.heartbeat_age is not None:
-                heartbeat.add_metric([outlet.slug], outlet.heartbeat_age.total_seconds())
+            if health.heartbeat_age is not None:
+                heartbeat.add_metric([outlet.slug], health.heartbeat_age.total_seconds())
             for order_state in QUEUE_STATES:
-                depth.add_metric([outlet.slug, order_state.value], getattr(outlet, order_state))
-            age = outlet.oldest_age.total_seconds() if outlet.oldest_age else 0.0
+                depth.add_metric([outlet.slug, order_state.value], getattr(health, order_state))
+            age = health.oldest_age.total_seconds() if health.oldest_age else 0.0
             oldest.add_metric([outlet.slug], age)
         yield from (state, heartbeat, depth, oldest)
 
@@ -79,7 +81,7 @@ class QueueCollector(Collector):
             value=selectors.orders_waiting_count(),
         )
 
-        status = selectors.notifier_status()
+        status: Any = selectors.notifier_status()  # annotated with tick_age
         leader = GaugeMetricFamily(
             "hearth_notifier_leader", "1 for the leading notifier", labels=["leader"]
         )

@@ -60,3 +60,14 @@ class IdempotentRequest(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class RateCounter(models.Model):
+    """Requests one client made in the current window, per limit (``key`` = "<limit>:<client>")."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    window_start = models.DateTimeField(db_default=Now())
+    hits = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.hits}"

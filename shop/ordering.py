@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,32 +13,31 @@ from queueing.models import Order, OrderKind, Outlet
 from queueing.services import order_enqueue
 from queueing.tickets import Ticket
 from shop.models import IdempotentRequest, MenuItem
+from shop.refusal import Refused
 
 MAX_QTY = 50
 MAX_LINES = 30
 MAX_NOTE = 200
 QUICK_PREP_LIMIT_KEY = "HEARTH_QUICK_PREP_SECONDS"
+# A delivery zone: ASCII letters and digits, inner spaces and dashes, at most 40 ("N1", "SE-12").
+ZONE_PATTERN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 -]{0,38}[A-Za-z0-9])?")
 
 
-class OrderInvalid(Exception):
+IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+
+
+def invalid(field: str, message: str, *, status: int = 400) -> Refused:
     """The order request is wrong; ``field`` names the part to fix."""
-
-    status = 400
-
-    def __init__(self, field: str, message: str, *, status: int = 400) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-        self.status = status
+    return Refused(status, "invalid", message, field=field)
 
 
-class IdempotencyConflict(OrderInvalid):
-    def __init__(self) -> None:
-        super().__init__(
-            "Idempotency-Key",
-            "this key was already used for a different order request",
-            status=422,
-        )
+def idempotency_conflict() -> Refused:
+    return Refused(
+        422,
+        IDEMPOTENCY_CONFLICT,
+        "this key was already used for a different order request",
+        field="Idempotency-Key",
+    )
 
 
 @dataclass(frozen=True)
@@ -56,34 +56,34 @@ class OrderRequest:
 def _text(value: Any, name: str, *, required: bool, limit: int = 200) -> str:
     if value is None or value == "":
         if required:
-            raise OrderInvalid(name, "is required")
+            raise invalid(name, "is required")
         return ""
     if not isinstance(value, str):
-        raise OrderInvalid(name, "must be a string")
+        raise invalid(name, "must be a string")
     if "\x00" in value:  # PostgreSQL cannot store NUL in text
-        raise OrderInvalid(name, "must not contain NUL characters")
+        raise invalid(name, "must not contain NUL characters")
+    if len(value) > limit:  # as sent, spaces included: the limit the API documents
+        raise invalid(name, f"must be at most {limit} characters")
     value = value.strip()
     if required and not value:
-        raise OrderInvalid(name, "is required")
-    if len(value) > limit:
-        raise OrderInvalid(name, f"must be at most {limit} characters")
+        raise invalid(name, "is required")
     return value
 
 
 def order_request_parse(payload: Any) -> OrderRequest:
-    """Check an order request (the JSON body or the form); raises OrderInvalid naming the field."""
+    """Check an order request (the JSON body or the form); raises Refused naming the field."""
     from django.conf import settings
 
     if not isinstance(payload, dict):
-        raise OrderInvalid("body", "must be a JSON object")
+        raise invalid("body", "must be a JSON object")
     kind = payload.get("kind")
     if kind not in OrderKind.values:
-        raise OrderInvalid("kind", "must be 'takeaway' or 'delivery'")
+        raise invalid("kind", "must be 'takeaway' or 'delivery'")
     raw_lines = payload.get("lines")
     if not isinstance(raw_lines, list) or not raw_lines:
-        raise OrderInvalid("lines", "must be a non-empty list of {item, qty, note}")
+        raise invalid("lines", "must be a non-empty list of {item, qty, note}")
     if len(raw_lines) > MAX_LINES:
-        raise OrderInvalid("lines", f"at most {MAX_LINES} lines per order")
+        raise invalid("lines", f"at most {MAX_LINES} lines per order")
     slugs = [line.get("item") for line in raw_lines if isinstance(line, dict)]
     menu = {
         m.slug: m
@@ -93,16 +93,16 @@ def order_request_parse(payload: Any) -> OrderRequest:
     for i, line in enumerate(raw_lines):
         where = f"lines[{i}]"
         if not isinstance(line, dict):
-            raise OrderInvalid(where, "must be an object with item and qty")
+            raise invalid(where, "must be an object with item and qty")
         slug = line.get("item")
         item = menu.get(slug) if isinstance(slug, str) else None
         if item is None:
-            raise OrderInvalid(f"{where}.item", f"unknown menu item {line.get('item')!r}")
+            raise invalid(f"{where}.item", f"unknown menu item {line.get('item')!r}")
         if not item.available:
-            raise OrderInvalid(f"{where}.item", f"{item.name} is not available today")
+            raise invalid(f"{where}.item", f"{item.name} is not available today")
         qty = line.get("qty", 1)
         if isinstance(qty, bool) or not isinstance(qty, int) or not 1 <= qty <= MAX_QTY:
-            raise OrderInvalid(f"{where}.qty", f"must be a whole number from 1 to {MAX_QTY}")
+            raise invalid(f"{where}.qty", f"must be a whole number from 1 to {MAX_QTY}")
         note = _text(line.get("note"), f"{where}.note", required=False, limit=MAX_NOTE)
         lines.append(
             {
@@ -115,7 +115,7 @@ def order_request_parse(payload: Any) -> OrderRequest:
         )
     raw_customer = payload.get("customer") or {}
     if not isinstance(raw_customer, dict):
-        raise OrderInvalid("customer", "must be an object with name (and phone, address)")
+        raise invalid("customer", "must be an object with name (and phone, address)")
     customer = {
         "name": _text(raw_customer.get("name"), "customer.name", required=True, limit=100),
         "phone": _text(raw_customer.get("phone"), "customer.phone", required=False, limit=40),
@@ -125,20 +125,28 @@ def order_request_parse(payload: Any) -> OrderRequest:
     }
     rush = payload.get("rush", False)
     if not isinstance(rush, bool):
-        raise OrderInvalid("rush", "must be true or false")
+        raise invalid("rush", "must be true or false")
+    # Checked whatever the kind, so a request never carries a field this did not look at.
+    for name in ("zone", "outlet"):
+        if name in payload and not isinstance(payload[name], str):
+            raise invalid(name, "must be a string")
+    if "zone" in payload and not ZONE_PATTERN.fullmatch(payload["zone"]):
+        raise invalid("zone", "must be letters A-Z and digits (spaces and dashes inside), e.g. N1")
     zone = ""
     outlet = None
     if kind == OrderKind.DELIVERY:
         zone = _text(payload.get("zone"), "zone", required=True, limit=40)
+        if not ZONE_PATTERN.fullmatch(payload["zone"]):
+            raise invalid(
+                "zone", "must be letters A-Z and digits (spaces and dashes inside), e.g. N1"
+            )
     else:
         slug = _text(payload.get("outlet"), "outlet", required=True, limit=50)
         outlet = Outlet.objects.filter(slug=slug).first()
         if outlet is None:
-            raise OrderInvalid("outlet", f"unknown outlet {slug!r}")
+            raise invalid("outlet", f"unknown outlet {slug!r}")
         if not outlet.takes_new_orders:
-            raise OrderInvalid(
-                "outlet", f"outlet {slug} is not taking orders right now", status=422
-            )
+            raise invalid("outlet", f"outlet {slug} is not taking orders right now", status=422)
     # Kitchens cook an order's lines side by side; the slowest line sets its time.
     prep_seconds = max(line["prep_seconds"] for line in lines)
     quick = prep_seconds <= settings.HEARTH_QUICK_PREP_SECONDS
@@ -172,7 +180,7 @@ def order_place(
                     key=idempotency_key
                 )
                 if first.body_hash != body_hash:
-                    raise IdempotencyConflict() from None
+                    raise idempotency_conflict() from None
                 assert first.order is not None
                 return first.order, False
         ticket: Ticket = order_enqueue(
@@ -192,7 +200,7 @@ def order_place(
 
 
 def order_replay(*, idempotency_key: str, body: bytes) -> Order | None:
-    """The order an earlier request with this key placed; IdempotencyConflict when its body differed."""
+    """The order an earlier request with this key placed; a 422 Refused when its body differed."""
     first = (
         IdempotentRequest.objects.select_related("order__outlet")
         .filter(key=idempotency_key, order__isnull=False)
@@ -201,7 +209,7 @@ def order_replay(*, idempotency_key: str, body: bytes) -> Order | None:
     if first is None:
         return None
     if first.body_hash != hashlib.sha256(body).hexdigest():
-        raise IdempotencyConflict()
+        raise idempotency_conflict()
     return first.order
 
 

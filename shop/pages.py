@@ -43,7 +43,9 @@ from queueing.services.routing import OUTLET_UNAVAILABLE
 from shop.access import is_manager, kitchen_outlet, works_at
 from shop.forms import OrderForm
 from shop.models import MenuItem
-from shop.ordering import IdempotencyConflict, OrderInvalid, order_place, order_request_parse
+from shop.ordering import IDEMPOTENCY_CONFLICT, order_place, order_request_parse
+from shop.rate_limit import order_limit, rate_limit_check
+from shop.refusal import Refused
 
 # The customer's stepper, one step per state an order goes through. Delivery and
 # takeaway differ only in what "ready" means to the customer.
@@ -56,8 +58,6 @@ STEP_OF_STATE: dict[str, int] = {
     OrderState.READY: 2,
     OrderState.COMPLETED: 4,
 }
-# How many recent orders the order form looks through for the zones customers use.
-RECENT_ORDERS_FOR_ZONES = 500
 
 
 def nav_kitchens(request: HttpRequest) -> dict[str, Any]:
@@ -90,21 +90,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def known_delivery_zones() -> list[str]:
-    """Zones to offer on the order form: the configured ones and those of recent delivery orders.
-
-    Only the newest orders are looked at (by the primary key's index), so the
-    form costs the same however long the order history grows.
-    """
-    recent = Order.objects.order_by("-id").values("id")[:RECENT_ORDERS_FOR_ZONES]
-    used = (
-        Order.objects.filter(id__in=recent, kind=OrderKind.DELIVERY)
-        .exclude(zone="")
-        .values_list("zone", flat=True)
-        .distinct()
-    )
-    zones = set(settings.HEARTH_DELIVERY_ZONES) | set(used)
+    """Zones the order form offers: the configured ones only, never what other customers typed."""
     return sorted(
-        zones, key=lambda z: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", z)]
+        settings.HEARTH_DELIVERY_ZONES,
+        key=lambda z: [int(p) if p.isascii() and p.isdigit() else p for p in re.split(r"(\d+)", z)],
     )
 
 
@@ -123,6 +112,15 @@ def order_form(request: HttpRequest) -> HttpResponse:
         return render(request, "shop/order_form.html", {"form": _order_form()})
     form = _order_form(request.POST)
     status = 400
+    try:
+        rate_limit_check(limit=order_limit(), request=request)
+    except Refused as exc:
+        form.add_error(
+            None, f"Too many orders from here just now: try again in {exc.extra['retry_after']} s."
+        )
+        response = render(request, "shop/order_form.html", {"form": form}, status=429)
+        response["Retry-After"] = str(exc.extra["retry_after"])
+        return response
     if form.is_valid():
         payload = form.payload()
         try:
@@ -131,18 +129,19 @@ def order_form(request: HttpRequest) -> HttpResponse:
                 idempotency_key=form.idempotency_key(),
                 body=json.dumps(payload, sort_keys=True).encode(),
             )
-        except IdempotencyConflict:
-            # Back in the browser, changed, and sent again: a new order needs a new form id.
-            form.renew_id()
-            form.add_error(
-                None,
-                "This form already placed an order. Check your items and press Place order "
-                "again to place another one.",
-            )
-            status = 409
-        except OrderInvalid as exc:
-            form.add_order_error(exc)
-            status = exc.status
+        except Refused as exc:
+            if exc.code == IDEMPOTENCY_CONFLICT:
+                # Back in the browser, changed, and sent again: a new order needs a new form id.
+                form.renew_id()
+                form.add_error(
+                    None,
+                    "This form already placed an order. Check your items and press Place order "
+                    "again to place another one.",
+                )
+                status = 409
+            else:
+                form.add_order_error(exc)
+                status = exc.status
         except QueueError as exc:  # the outlet stopped taking orders between check and queue
             field = exc.context.get("field")
             form.add_error(field if field in form.fields else None, exc.message)

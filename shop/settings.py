@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -79,6 +80,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
+    "csp",
     "queueing",
     "shop",
     "lab",
@@ -92,7 +95,24 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it answers a locked-out sign-in with 429.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a sign-in from a client that has failed too often.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Sign-in guesses: after this many failures for one username from one address, 429
+# with Retry-After until the cool-off ends (counted in the database: every web process).
+AXES_FAILURE_LIMIT = int(os.environ.get("HEARTH_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = env_seconds("HEARTH_LOGIN_COOLOFF", 900) / 3600  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "shop.refusal.login_locked_out"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "shop.urls"
 ASGI_APPLICATION = "shop.asgi.application"
@@ -153,6 +173,8 @@ CHANNEL_LAYERS = {
         },
     }
 }
+# Staff sockets (kitchen, ops) check their user's access again this often, and on each heartbeat.
+HEARTH_SOCKET_RECHECK = env_seconds("HEARTH_SOCKET_RECHECK", 3)
 # The LISTEN connection's reconnect backoff: doubles from MIN up to MAX (seconds).
 HEARTH_LISTENER_RETRY_MIN = env_seconds("HEARTH_LISTENER_RETRY_MIN", 0.1)
 HEARTH_LISTENER_RETRY_MAX = env_seconds("HEARTH_LISTENER_RETRY_MAX", 5)
@@ -182,6 +204,40 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the kitchen screen's fetch() reads it for its header
 X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# Behind HTTPS (a TLS-terminating proxy that sets X-Forwarded-Proto): secure cookies,
+# HSTS and redirects to https. Off by default so a laptop on http://127.0.0.1 works.
+HEARTH_HTTPS = env_bool("HEARTH_HTTPS", False)
+if HEARTH_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("HEARTH_HSTS_SECONDS", str(365 * 86_400)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HEARTH_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("HEARTH_HSTS_PRELOAD", False)
+    if env_bool("HEARTH_HSTS_PRELOAD", False) is False:
+        # check --deploy asks for preload (W021); it is a commitment a site makes on purpose.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
+# Content-Security-Policy on every page (django-csp): scripts and styles only from this
+# site's files, no inline code; websockets and fetch() to this site only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 LOGGING = {
     "version": 1,
@@ -229,7 +285,14 @@ HEARTH_QUICK_PREP_SECONDS = env_seconds("HEARTH_QUICK_PREP_SECONDS", 30)
 # What happens to an outlet's open orders when it goes down, per kind.
 HEARTH_ON_OUTLET_DOWN = {"delivery": "reroute", "takeaway": "cancel"}
 HEARTH_STATIONS_PER_OUTLET = int(os.environ.get("HEARTH_STATIONS_PER_OUTLET", "2"))
-# Delivery zones the order form offers (comma-separated), besides those recent orders used.
+# Delivery zones the order form offers (comma-separated); each must match shop.ordering's pattern.
 HEARTH_DELIVERY_ZONES = [
     z.strip() for z in os.environ.get("HEARTH_DELIVERY_ZONES", "").split(",") if z.strip()
 ]
+for _zone in HEARTH_DELIVERY_ZONES:
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9 -]{0,38}[A-Za-z0-9])?", _zone):
+        raise ImproperlyConfigured(f"HEARTH_DELIVERY_ZONES: {_zone!r} is not a zone (e.g. N1)")
+
+# Order placement (API and form) per client address: at most this many per window; 0: off.
+HEARTH_ORDER_RATE_LIMIT = int(os.environ.get("HEARTH_ORDER_RATE_LIMIT", "60"))
+HEARTH_ORDER_RATE_WINDOW = env_seconds("HEARTH_ORDER_RATE_WINDOW", 600)

@@ -8,6 +8,8 @@ from django.views.generic import RedirectView
 from shop import kitchen, metrics, ops, pages
 from shop.api import agents, openapi, orders
 
+handler404 = "shop.refusal.not_found"
+
 api = [
     path("orders", orders.order_create, name="api-order-create"),
     path("orders/<str:token>", orders.order_detail, name="api-order-detail"),

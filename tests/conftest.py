@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -59,3 +60,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
     if database.started_here:
         database.embedded_server_stop()
+
+
+@pytest.fixture(autouse=True)
+def no_order_rate_limit(settings: Any) -> None:
+    """One test client places many orders; tests/shop/test_abuse.py turns the limit back on."""
+    settings.HEARTH_ORDER_RATE_LIMIT = 0

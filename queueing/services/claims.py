@@ -162,7 +162,11 @@ def _explain_refusals(
     for token, fence in missing:
         row = current.get(token)
         if row is None:
-            errors.append(NotFound(f"no order with token {token}", token=token))
+            errors.append(NotFound("no order with this token", token=token))
+            continue
+        if outlet is not None and row["outlet_id"] != outlet.pk:
+            # Another outlet's order, whatever the fence: said exactly as for no order at all.
+            errors.append(NotFound("no order with this token", token=token))
             continue
         act = ACTIONS[action]
         if row["fence"] != fence:
@@ -175,10 +179,6 @@ def _explain_refusals(
                     fence=fence,
                     current_fence=row["fence"],
                 )
-            )
-        elif outlet is not None and row["outlet_id"] != outlet.pk:
-            errors.append(
-                Forbidden(f"order {row['id']} is not an order of {outlet.slug}", token=token)
             )
         else:
             what = act.format(order=f"order {row['id']}")

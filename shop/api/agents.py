@@ -19,7 +19,6 @@ from queueing.services import (
 )
 from queueing.tickets import Ticket
 from shop.api.common import (
-    ApiError,
     agent_outlet,
     api_view,
     fence_of,
@@ -27,6 +26,7 @@ from shop.api.common import (
     order_token,
     whole_number,
 )
+from shop.refusal import Refused, refused_from
 
 MAX_CLAIM_BATCH = 50
 MAX_COMPLETE_BATCH = 200
@@ -74,7 +74,7 @@ def acknowledged(ticket: Ticket) -> dict[str, Any]:
 def _station(data: dict[str, Any], outlet_slug: str) -> str:
     station = data.get("station", f"{outlet_slug}-api")
     if not isinstance(station, str) or not station.strip() or len(station) > 60:
-        raise ApiError(
+        raise Refused(
             400, "invalid", "station must be a name of 1 to 60 characters", field="station"
         )
     return station.strip()
@@ -87,9 +87,7 @@ def heartbeat(request: HttpRequest, slug: str) -> JsonResponse:
     seq = whole_number(data, "seq", default=0)
     source = data.get("source", "agent")
     if not isinstance(source, str) or not source.strip() or len(source) > 60:
-        raise ApiError(
-            400, "invalid", "source must be a name of 1 to 60 characters", field="source"
-        )
+        raise Refused(400, "invalid", "source must be a name of 1 to 60 characters", field="source")
     row = outlet_heartbeat(outlet=outlet, source=source.strip(), seq=seq)
     return JsonResponse(
         {
@@ -109,7 +107,7 @@ def claim(request: HttpRequest, slug: str) -> HttpResponse:
     if limit is not None and (
         isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_CLAIM_BATCH
     ):
-        raise ApiError(
+        raise Refused(
             400,
             "invalid",
             f"limit must be a whole number from 1 to {MAX_CLAIM_BATCH}",
@@ -136,7 +134,7 @@ def release(request: HttpRequest, slug: str) -> JsonResponse:
         or not 1 <= len(stations) <= MAX_STATIONS
         or not all(isinstance(s, str) and 1 <= len(s.strip()) <= 60 for s in stations)
     ):
-        raise ApiError(
+        raise Refused(
             400,
             "invalid",
             f"stations must be a list of 1 to {MAX_STATIONS} station names (1 to 60 characters)",
@@ -177,7 +175,7 @@ def order_token_ok(token: str) -> bool:
     """Whether this could be an order token at all (so the database need not be asked)."""
     try:
         order_token(token)
-    except ApiError:
+    except Refused:
         return False
     return True
 
@@ -185,7 +183,7 @@ def order_token_ok(token: str) -> bool:
 def _claims_of(data: dict[str, Any]) -> list[tuple[str, int]]:
     raw = data.get("claims")
     if not isinstance(raw, list) or not raw or len(raw) > MAX_COMPLETE_BATCH:
-        raise ApiError(
+        raise Refused(
             400,
             "invalid",
             f"claims must be a list of 1 to {MAX_COMPLETE_BATCH} {{token, fence}} objects",
@@ -196,25 +194,24 @@ def _claims_of(data: dict[str, Any]) -> list[tuple[str, int]]:
     for i, item in enumerate(raw):
         where = f"claims[{i}]"
         if not isinstance(item, dict):
-            raise ApiError(400, "invalid", "must be an object with token and fence", field=where)
+            raise Refused(400, "invalid", "must be an object with token and fence", field=where)
         token = item.get("token")
         if not isinstance(token, str) or not token:
-            raise ApiError(400, "invalid", "token must be an order token", field=f"{where}.token")
+            raise Refused(400, "invalid", "token must be an order token", field=f"{where}.token")
         if token in seen:
-            raise ApiError(400, "invalid", "this order is listed twice", field=f"{where}.token")
+            raise Refused(400, "invalid", "this order is listed twice", field=f"{where}.token")
         seen.add(token)
         try:
             fence = fence_of(item)
-        except ApiError as exc:
-            exc.extra["field"] = f"{where}.fence"
+        except Refused as exc:
+            exc.field = f"{where}.fence"
             raise
         claims.append((token, fence))
     return claims
 
 
 def _refusal(token: str, exc: QueueError) -> dict[str, Any]:
-    extra = {k: v for k, v in exc.context.items() if isinstance(v, str | int) and k != "token"}
-    return {"token": token, "error": exc.code, "message": exc.message, **extra}
+    return {**refused_from(exc).as_json(), "token": token}
 
 
 @api_view("POST")

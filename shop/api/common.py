@@ -8,29 +8,16 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
 from queueing.errors import QueueError
 from queueing.models import Outlet
 from queueing.services.outlets import outlet_by_token
-from shop.ordering import OrderInvalid
+from shop.refusal import Refused, refusal_response
 
 MAX_BODY = 64 * 1024  # settings.DATA_UPLOAD_MAX_MEMORY_SIZE says the same to Django
 BIGINT_MAX = 2**63 - 1  # fences and sequence numbers are PostgreSQL bigints
 ORDER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,40}")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-
-def error_response(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
-    return JsonResponse({"error": code, "message": message, **extra}, status=status)
 
 
 def _storable_text_check(data: Any) -> None:
@@ -45,39 +32,50 @@ def _storable_text_check(data: Any) -> None:
             stack.extend(value)
         elif isinstance(value, str):
             if "\x00" in value:
-                raise ApiError(400, "invalid_text", "text must not contain NUL characters")
+                raise Refused(400, "invalid_text", "text must not contain NUL characters")
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise ApiError(
+                raise Refused(
                     400, "invalid_text", "text must be valid Unicode (no lone surrogates)"
                 ) from None
 
 
 def json_body(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
-    """The request's JSON object; ApiError 413 when too big, 400 when malformed."""
+    """The request's JSON object; Refused 413 when too big, 415 when not JSON, 400 when malformed."""
+    has_body = request.META.get("CONTENT_LENGTH") not in (None, "", "0") or (
+        "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    )
+    media_type = request.content_type or ""
+    # Only JSON: a form on another site cannot send it without the browser asking first (CORS).
+    if has_body and media_type != "application/json":
+        raise Refused(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with 'Content-Type: application/json'",
+        )
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
     if declared > MAX_BODY:
-        raise ApiError(413, "too_large", "request body is larger than 64 KiB")
+        raise Refused(413, "too_large", "request body is larger than 64 KiB")
     # Read one byte past the limit, never the whole of a body sent without a length.
     raw = request.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
-        raise ApiError(413, "too_large", "request body is larger than 64 KiB")
+        raise Refused(413, "too_large", "request body is larger than 64 KiB")
     if not raw.strip():
         if required:
-            raise ApiError(400, "malformed_json", "request body must be a JSON object")
+            raise Refused(400, "malformed_json", "request body must be a JSON object")
         return {}
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
+        raise Refused(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
     except RecursionError:
-        raise ApiError(400, "malformed_json", "request body is nested too deeply") from None
+        raise Refused(400, "malformed_json", "request body is nested too deeply") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "malformed_json", "request body must be a JSON object")
+        raise Refused(400, "malformed_json", "request body must be a JSON object")
     _storable_text_check(data)
     return data
 
@@ -92,22 +90,19 @@ def api_view(*methods: str) -> Callable[[Callable[..., HttpResponse]], Callable[
             if request.method not in methods and not (
                 request.method == "HEAD" and "GET" in methods
             ):
-                response = error_response(
-                    405,
-                    "method_not_allowed",
-                    f"{request.method} is not allowed here; use {allowed}",
+                response = refusal_response(
+                    Refused(
+                        405,
+                        "method_not_allowed",
+                        f"{request.method} is not allowed here; use {allowed}",
+                    )
                 )
                 response["Allow"] = allowed
                 return response
             try:
                 return view(request, *args, **kwargs)
-            except ApiError as exc:
-                return error_response(exc.status, exc.code, exc.message, **exc.extra)
-            except OrderInvalid as exc:
-                return error_response(exc.status, "invalid", exc.message, field=exc.field)
-            except QueueError as exc:
-                extra = {k: v for k, v in exc.context.items() if isinstance(v, str | int)}
-                return error_response(exc.status, exc.code, exc.message, **extra)
+            except (Refused, QueueError) as exc:
+                return refusal_response(exc)
 
         # A machine API authenticated by tokens, not cookies: there is no session to forge.
         wrapper.csrf_exempt = True  # type: ignore[attr-defined]
@@ -120,7 +115,7 @@ def bearer_token(request: HttpRequest) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
+        raise Refused(
             401,
             "unauthenticated",
             "send the outlet's agent token as 'Authorization: Bearer <token>'",
@@ -132,23 +127,24 @@ def agent_outlet(request: HttpRequest, slug: str | None = None) -> Outlet:
     """The outlet the bearer token belongs to: 401 when it is no outlet's, 403 when another's."""
     outlet = outlet_by_token(token=bearer_token(request))
     if outlet is None:
-        raise ApiError(401, "unauthenticated", "this is not a valid agent token")
+        raise Refused(401, "unauthenticated", "this is not a valid agent token")
     if slug is not None and outlet.slug != slug:
-        raise ApiError(403, "forbidden", f"this token belongs to another outlet, not {slug}")
+        raise Refused(403, "forbidden", f"this token belongs to another outlet, not {slug}")
     return outlet
 
 
 def order_token(token: str) -> str:
     """An order token from the URL; 404 for anything that cannot be one."""
     if not ORDER_TOKEN.fullmatch(token):
-        raise ApiError(404, "not_found", "no order with this token")
+        raise Refused(404, "not_found", "no order with this token")
     return token
 
 
 def whole_number(data: dict[str, Any], name: str, *, minimum: int = 0, default: Any = None) -> int:
+    """A bounded whole number from a JSON body (fences, sequence numbers); 400 naming it otherwise."""
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= BIGINT_MAX:
-        raise ApiError(
+        raise Refused(
             400,
             "invalid",
             f"{name} must be a whole number from {minimum} to {BIGINT_MAX}",
@@ -158,12 +154,21 @@ def whole_number(data: dict[str, Any], name: str, *, minimum: int = 0, default: 
 
 
 def fence_of(data: dict[str, Any]) -> int:
+    """The one parser of a fence, for the agents' API and the kitchen screen's actions."""
     fence = data.get("fence")
     if isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence <= BIGINT_MAX:
-        raise ApiError(
+        raise Refused(
             400,
             "invalid",
             "fence must be the non-negative integer the claim returned",
             field="fence",
         )
     return fence
+
+
+def token_of(data: dict[str, Any]) -> str:
+    """The one parser of an order token in a JSON body (kitchen actions, batches)."""
+    token = data.get("token")
+    if not isinstance(token, str) or not ORDER_TOKEN.fullmatch(token):
+        raise Refused(400, "invalid", "token must be an order token", field="token")
+    return token

@@ -56,15 +56,32 @@ AGENT_SECURITY: list[dict[str, list[str]]] = [{"outletToken": []}]
 
 # Every endpoint can answer these; each operation lists the ones that apply to it.
 MALFORMED = error("The body is not a JSON object, or a field is wrong (`field` names it).")
-TOO_LARGE = error("The body is larger than 64 KiB.")
+TOO_LARGE = error(
+    "The body is larger than 64 KiB (by `Content-Length`, or counted as a chunked body "
+    "arrives): refused before the rest is read, and the connection is closed."
+)
+NOT_JSON = error("The body is not sent as `Content-Type: application/json`.")
+RATE_LIMITED = {
+    **error("Too many orders from this client address in the window; `retry_after` says when."),
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds until this client may place orders again.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
 WRONG_METHOD = error("This method is not allowed on this path (see the Allow header).")
 UNAUTHENTICATED = error("No bearer token, or one that is no outlet's agent token.")
-OTHER_OUTLET = error("The token is another outlet's, or the order is not this outlet's.")
+OTHER_OUTLET = error("The token is another outlet's.")
 STALE = error(
-    "The fence is stale (`stale_fence`: the claim was lost, the order moved on; drop the work) "
-    "or the order is in a state that does not allow this (`invalid_state`)."
+    "The fence is stale for an order of this outlet (`stale_fence`: the claim was lost; drop "
+    "the work) or the order is in a state that does not allow this (`invalid_state`)."
 )
 NO_ORDER = error("No order with this token.")
+NOT_OURS = error(
+    "No order with this token at this outlet: it never existed, or it is another outlet's "
+    "(perhaps moved there); said the same way whatever the fence. Drop the work."
+)
 
 
 def _agent_errors(*, order: bool) -> dict[str, Any]:
@@ -74,9 +91,12 @@ def _agent_errors(*, order: bool) -> dict[str, Any]:
         "403": OTHER_OUTLET,
         "405": WRONG_METHOD,
         "413": TOO_LARGE,
+        "415": NOT_JSON,
     }
     if order:
-        answers |= {"404": NO_ORDER, "409": STALE}
+        answers |= {"404": NOT_OURS, "409": STALE}
+    else:
+        answers["404"] = error("Nothing at this address (a slug that cannot be one).")
     return answers
 
 
@@ -88,7 +108,18 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "error": {
                 "type": "string",
-                "examples": ["invalid", "stale_fence", "unauthenticated", "forbidden"],
+                "examples": [
+                    "invalid",
+                    "malformed_json",
+                    "stale_fence",
+                    "unauthenticated",
+                    "forbidden",
+                    "not_found",
+                    "method_not_allowed",
+                    "too_large",
+                    "unsupported_media_type",
+                    "rate_limited",
+                ],
             },
             "message": {"type": "string"},
             "field": {
@@ -98,6 +129,7 @@ SCHEMAS: dict[str, Any] = {
             "token": {"type": "string"},
             "fence": {"type": "integer"},
             "current_fence": {"type": "integer"},
+            "retry_after": {"type": "integer", "description": "With 429: seconds to wait."},
         },
     },
     "OrderLineRequest": {
@@ -110,7 +142,7 @@ SCHEMAS: dict[str, Any] = {
                 "examples": ["margherita"],
             },
             "qty": {"type": "integer", "minimum": 1, "maximum": MAX_QTY, "default": 1},
-            "note": {"type": "string", "maxLength": 200},
+            "note": {"type": ["string", "null"], "maxLength": 200},
         },
     },
     "Customer": {
@@ -118,9 +150,9 @@ SCHEMAS: dict[str, Any] = {
         "required": ["name"],
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 100},
-            "phone": {"type": "string", "maxLength": 40},
+            "phone": {"type": ["string", "null"], "maxLength": 40},
             "address": {
-                "type": "string",
+                "type": ["string", "null"],
                 "maxLength": 300,
                 "description": "Required for delivery orders.",
             },
@@ -138,7 +170,11 @@ SCHEMAS: dict[str, Any] = {
             "zone": {
                 "type": "string",
                 "maxLength": 40,
-                "description": "Delivery only: the routing key.",
+                "pattern": "^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,38}[A-Za-z0-9])?$",
+                "description": (
+                    "Delivery only: the routing key. ASCII letters and digits, spaces and dashes "
+                    "inside, e.g. `N1`, `SE-12`."
+                ),
             },
             "outlet": {"type": "string", "description": "Takeaway only: the outlet's slug."},
             "lines": {
@@ -438,8 +474,11 @@ PATHS: dict[str, Any] = {
                     "content": json_content(ref("PlacedOrder")),
                 },
                 "400": MALFORMED,
+                "403": error("`rush` is set by a client that is not staff or an agent token."),
                 "405": WRONG_METHOD,
                 "413": TOO_LARGE,
+                "415": NOT_JSON,
+                "429": RATE_LIMITED,
                 "422": error(
                     "The takeaway outlet is not taking orders, or the Idempotency-Key was used "
                     "for a different order request."
@@ -633,8 +672,13 @@ OPENAPI: dict[str, Any] = {
         "description": (
             "Customers place and follow orders. Outlet agents (an outlet's computer) heartbeat, "
             "claim orders and acknowledge them with the claim's fence; a write with a stale fence "
-            "is refused with 409, so an order is never made twice. Every error is a JSON object "
-            "with `error` (a stable code) and `message`."
+            "is refused with 409, so an order is never made twice. Every error, on every path "
+            "under /api/ (unknown paths too), is one JSON object with `error` (a stable code) "
+            "and `message`, and `field` when one input is to blame: 400 malformed or invalid, "
+            "401 no agent token, 403 not allowed, 404 nothing here (another outlet's order "
+            "included), 405 wrong method, 409 stale fence or state, 413 body over 64 KiB "
+            "(refused before it is read), 415 not `application/json`, 422 cannot be done now, "
+            "429 too many requests (with `Retry-After`)."
         ),
     },
     "servers": [{"url": "/"}],

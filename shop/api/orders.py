@@ -10,8 +10,11 @@ from django.urls import reverse
 
 from queueing.models import Order
 from queueing.selectors import order_by_token, order_events, order_ready_estimate
-from shop.api.common import ApiError, api_view, json_body, order_token
+from shop.access import customer_detail, may_rush
+from shop.api.common import api_view, json_body, order_token
 from shop.ordering import order_submit
+from shop.rate_limit import order_limit, rate_limit_check
+from shop.refusal import Refused
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -41,7 +44,7 @@ def order_summary(order: Order, request: HttpRequest | None = None) -> dict[str,
 def _idempotency_key(request: HttpRequest) -> str:
     key = request.headers.get("Idempotency-Key", "").strip()
     if len(key) > MAX_IDEMPOTENCY_KEY or "\x00" in key:
-        raise ApiError(
+        raise Refused(
             400,
             "invalid",
             f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} characters",
@@ -52,7 +55,12 @@ def _idempotency_key(request: HttpRequest) -> str:
 
 @api_view("POST")
 def order_create(request: HttpRequest) -> JsonResponse:
+    rate_limit_check(limit=order_limit(), request=request)
     data = json_body(request)
+    if data.get("rush") is True and not may_rush(request):
+        raise Refused(
+            403, "forbidden", "only staff or a trusted integration may rush an order", field="rush"
+        )
     key = _idempotency_key(request)
     # The same order written with other spacing or key order is the same request.
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
@@ -68,7 +76,7 @@ def order_create(request: HttpRequest) -> JsonResponse:
 def order_detail(request: HttpRequest, token: str) -> JsonResponse:
     order = order_by_token(token=order_token(token))
     if order is None:
-        raise ApiError(404, "not_found", "no order with this token")
+        raise Refused(404, "not_found", "no order with this token")
     answer = order_summary(order, request)
     answer["timeline"] = [
         {
@@ -78,7 +86,7 @@ def order_detail(request: HttpRequest, token: str) -> JsonResponse:
             "at": ev.at.isoformat(),
             "outlet": ev.outlet.slug if ev.outlet else None,
             "from_outlet": ev.from_outlet.slug if ev.from_outlet else None,
-            "detail": ev.detail,
+            "detail": customer_detail(ev.detail),
         }
         for ev in order_events(order=order)
     ]

@@ -21,6 +21,13 @@
     if (e.target.id === "retired-outlets") retiredOpen = e.target.open;
   }, true);
 
+  // Bar widths come from data-percent: the CSP allows no inline style attributes.
+  function sizeBars() {
+    var bars = root.querySelectorAll("[data-percent]");
+    for (var i = 0; i < bars.length; i++) bars[i].style.width = bars[i].getAttribute("data-percent") + "%";
+  }
+  sizeBars();
+
   var part = new H.LivePart({
     container: root,
     partUrl: root.getAttribute("data-part-url"),
@@ -28,6 +35,7 @@
     debounce: 400,
     onSwap: function () {
       H.localTimes(root);
+      sizeBars();
       var retired = document.getElementById("retired-outlets");
       if (retired) retired.open = retiredOpen;
     },

@@ -123,7 +123,7 @@ def test_agent_endpoints__another_outlets_token__403_and_nothing_written(
     assert row_counts() == before
 
 
-def test_acknowledging__another_outlets_order__403_and_nothing_written(
+def test_acknowledging__another_outlets_order__404_and_nothing_written(
     client: Client, north: tuple[Outlet, str], east: tuple[Outlet, str]
 ) -> None:
     place(kind="takeaway", outlet="north")
@@ -137,7 +137,8 @@ def test_acknowledging__another_outlets_order__403_and_nothing_written(
             east[1],
             {"fence": claim["fence"]},
         )
-        assert response.status_code == 403, action
+        assert response.status_code == 404, action
+        assert response.json()["message"] == "no order with this token"
     assert row_counts() == before
 
 
@@ -386,7 +387,7 @@ def test_ready_then_complete__with_the_fence__moves_the_order_on(
 
 
 @pytest.mark.parametrize("action", ["ready", "complete", "renew"])
-def test_acknowledging__stale_fence_after_a_reroute__409_and_nothing_written(
+def test_acknowledging__after_a_reroute__404_like_no_order_and_nothing_written(
     client: Client, north: tuple[Outlet, str], east: tuple[Outlet, str], action: str
 ) -> None:
     place(kind="delivery", zone="N1")
@@ -400,10 +401,13 @@ def test_acknowledging__stale_fence_after_a_reroute__409_and_nothing_written(
         client, f"/api/orders/{order.token}/{action}", owner[1], {"fence": claim["fence"]}
     )
 
-    assert response.status_code == 409
-    answer = response.json()
-    assert answer["error"] == "stale_fence"
-    assert answer["current_fence"] > claim["fence"]
+    # the order is the other outlet's now: nothing about it (not its fence, state or outlet)
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": "not_found",
+        "message": "no order with this token",
+        "token": order.token,
+    }
     order.refresh_from_db()
     assert (order.state, order.outlet_id) == ("queued", other[0].pk)
     assert row_counts() == before

@@ -65,6 +65,13 @@ class Command(BaseCommand):
         env["DATABASE_URL"] = database.database_url()
         env.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
         env["PYTHONUNBUFFERED"] = "1"
+        if demo:
+            # The demo's customers are one client placing an order every few seconds.
+            env.setdefault("HEARTH_ORDER_RATE_LIMIT", "0")
+            # The order form offers only configured zones: offer the demo's.
+            from shop.demo import DEMO_ZONES
+
+            env.setdefault("HEARTH_DELIVERY_ZONES", ",".join(DEMO_ZONES))
         if database.started_here:
             self.stdout.write(f"Started the embedded PostgreSQL in {database.EMBEDDED_DATA_DIR}")
         elif "DATABASE_URL" not in os.environ:
