@@ -38,19 +38,29 @@ INVARIANTS = {
 # event type -> (states the order may be in before it, the state it leaves the order in)
 TRANSITIONS: dict[str, tuple[set[str | None], set[str]]] = {
     "placed": ({None}, {"queued"}),
-    "waiting": ({None, "queued", "preparing"}, {"queued"}),
-    "claimed": ({"queued"}, {"preparing"}),
+    "waiting": ({None, "queued", "preparing", "ready"}, {"queued"}),
+    # A ready order that lost its holder is handed over by the next claim: it stays ready.
+    "claimed": ({"queued", "ready"}, {"preparing", "ready"}),
     "ready": ({"preparing"}, {"ready"}),
-    "completed": ({"preparing", "ready"}, {"completed"}),
+    # A manager hands over (completes) or sends on an order set aside for attention.
+    "completed": ({"preparing", "ready", "attention"}, {"completed"}),
     "recalled": ({"completed"}, {"ready"}),
-    "rerouted": ({"queued", "preparing"}, {"queued"}),
-    "lease_expired": ({"preparing"}, {"queued"}),
+    "rerouted": ({"queued", "preparing", "ready", "attention"}, {"queued"}),
+    "lease_expired": ({"preparing", "ready"}, {"queued", "ready"}),
+    "released": ({"preparing", "ready"}, {"queued", "ready"}),
     "cancelled": ({"queued", "preparing", "ready", "attention"}, {"cancelled"}),
     "attention": ({"preparing", "queued"}, {"attention"}),
 }
 # Events that hand the order to a new claim or a new outlet: the fence must grow.
-FENCE_BUMPS = {"claimed", "rerouted", "lease_expired", "waiting", "cancelled", "attention"}
-# Events written under the holder's fence: they must carry the fence the order had.
+FENCE_BUMPS = {
+    "claimed",
+    "rerouted",
+    "lease_expired",
+    "released",
+    "waiting",
+    "cancelled",
+    "attention",
+}
 FENCED_WRITES = {"ready", "completed"}
 DOWN = {"down", "draining", "retired"}
 

@@ -419,7 +419,9 @@ def test_chaos__agent_killed_mid_load__its_orders_finish_elsewhere_exactly_once(
         assert event.order.state == "completed" and event.order.outlet_id != dead.pk
     for order in Order.objects.filter(outlet=dead, state="cancelled"):
         assert (order.kind, order.cancel_reason) == ("takeaway", "outlet unavailable")
-    flapped = OrderEvent.objects.filter(order=None, state="down").exclude(outlet=dead)
+    flapped = OrderEvent.objects.filter(order=None, state="down", detail__action="down").exclude(
+        outlet=dead
+    )
     if flapped.exists():  # a starved agent on a busy machine; the invariants still hold
         print(f"note: survivors declared down too: {[e.outlet_id for e in flapped]}")
     assert counts.by_state["completed"] > 100
@@ -552,7 +554,12 @@ def test_chaos__leading_notifier_frozen__standby_takes_over_and_the_woken_one_wr
     assert not [line for line in woke.splitlines() if any(w in line for w in WRITE_LINES)]
     # One take-down of the victim, by the new leader; no outlet event since the wake-up
     # but the new leader's (the victim is the only outlet that changed at all).
-    assert OrderEvent.objects.filter(order=None, outlet__slug=victim, state="down").count() == 1
+    assert (
+        OrderEvent.objects.filter(
+            order=None, outlet__slug=victim, state="down", detail__action="down"
+        ).count()
+        == 1
+    )
     assert not OrderEvent.objects.filter(id__gt=at_wake, order=None).exists()
     status = NotifierStatus.objects.get(pk=1)
     assert status.term >= taken.term and status.leader != old_name
@@ -664,7 +671,9 @@ def test_chaos__notifiers_paused_longer_than_the_timeout__no_live_outlet_declare
     assert "was paused" in after_wake or "grace after" in after_wake, after_wake
     time.sleep(TIMEOUT + 1)  # past its grace: it would have acted by now
     assert {outlet_state(s) for s in slugs} == {OutletState.ACTIVE}
-    assert not OrderEvent.objects.filter(id__gt=before, order=None, state="down").exists()
+    assert not OrderEvent.objects.filter(
+        id__gt=before, order=None, state="down", detail__action="down"
+    ).exists()
     run.wait_finished()
     run.check("notifiers paused")
 
