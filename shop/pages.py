@@ -39,7 +39,7 @@ from queueing.selectors import (
     outlets_for_user,
     outlets_taking_orders,
 )
-from queueing.services.routing import OUTLET_UNAVAILABLE
+from queueing.services.routing import OUTLET_CLOSED, OUTLET_UNAVAILABLE
 from shop.access import is_manager, kitchen_outlet, works_at
 from shop.forms import OrderForm
 from shop.models import MenuItem
@@ -160,6 +160,8 @@ def _notice(order: Order, events: list[OrderEvent]) -> dict[str, str] | None:
         where = order.outlet.name if order.outlet else "The shop"
         if order.cancel_reason == OUTLET_UNAVAILABLE:
             text = f"{where} closed unexpectedly, so it cannot make your order."
+        elif order.cancel_reason == OUTLET_CLOSED:
+            text = f"{where} has closed for now, so it cannot make your order."
         else:
             text = f"{where} could not make it ({order.cancel_reason or 'no reason given'})."
         return {

@@ -531,9 +531,10 @@ def test_customer__every_form_error_at_once_and_a_cancelled_order_says_what_to_d
         )
         expect(step_now(customer)).to_have_text("Received")
         with orm():
-            outlet_mark_down(outlet=shop.north)  # takeaway orders of a dead outlet are cancelled
+            outlet_mark_down(outlet=shop.north)  # a planned outage: takeaway orders are cancelled
         notice = customer.locator("#order-notice")
-        expect(notice).to_contain_text("Hearth North closed unexpectedly")
+        expect(notice).to_contain_text("Hearth North has closed for now")
+        expect(notice).not_to_contain_text("unexpectedly")  # the manager planned it
         expect(notice.locator("a")).to_have_attribute("href", "/order/")
         expect(customer.locator(".stepper")).to_have_count(0)
         expect(customer.locator("#order-outlet")).to_have_count(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from queueing.models import NotifierStatus, Order, OrderEvent, OrderState, Outlet
 from queueing.services import (
@@ -22,6 +24,7 @@ from queueing.services import (
     outlet_authenticate,
     outlet_mark_down,
 )
+from queueing.services.outlets import outlet_take_down
 from shop.forms import OrderForm
 from shop.kitchen import TICKET_GONE
 from shop.models import Membership, MenuItem
@@ -408,7 +411,13 @@ def test_order_page__says_it_was_cancelled_and_why(
     menu: None, north: Outlet, south: Outlet
 ) -> None:
     order = enqueue(north)
-    outlet_mark_down(outlet=north)  # takeaway orders of a dead outlet are cancelled
+    # The notifier takes a silent outlet down: its takeaway orders are cancelled.
+    outlet_take_down(
+        outlet_id=north.pk,
+        reason="silent",
+        silent_before=timezone.now() + timedelta(hours=1),
+        timeout=0,
+    )
     html = Client().get(f"/o/{order.token}/").content.decode()
     assert "Your order was cancelled" in html
     assert "Hearth North closed unexpectedly, so it cannot make your order." in html
@@ -416,6 +425,18 @@ def test_order_page__says_it_was_cancelled_and_why(
     assert '<a class="btn btn--primary" href="/order/">Please place a new order</a>' in html
     assert "Made by" not in html and 'class="stepper' not in html  # nothing is on its way
     assert "Cancelled: outlet unavailable" in html  # the timeline keeps the reason
+
+
+def test_order_page__a_planned_mark_down_is_not_called_unexpected(
+    menu: None, north: Outlet, south: Outlet
+) -> None:
+    order = enqueue(north)
+    outlet_mark_down(outlet=north)  # a manager's planned outage
+    html = Client().get(f"/o/{order.token}/").content.decode()
+    assert "Your order was cancelled" in html
+    assert "Hearth North has closed for now, so it cannot make your order." in html
+    assert "unexpectedly" not in html
+    assert "Cancelled: outlet closed by a manager" in html
 
 
 def test_order_page__unknown_token_is_404(db: None) -> None:
