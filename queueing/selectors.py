@@ -129,6 +129,11 @@ def outlet_last_bumped(*, outlet: Outlet) -> Order | None:
     return event.order
 
 
+def outlet_open_orders_count(*, outlet: Outlet) -> int:
+    """Open orders at the outlet (retiring waits for none)."""
+    return Order.objects.filter(outlet=outlet, state__in=OPEN_STATES).count()
+
+
 def outlets_taking_orders() -> QuerySet[Outlet]:
     """Outlets a customer can order from now, by name."""
     return Outlet.objects.filter(state=OutletState.ACTIVE).order_by("name")

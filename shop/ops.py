@@ -33,6 +33,7 @@ from queueing.selectors import (
     open_delivery_zones,
     orders_needing_attention,
     orders_stranded,
+    outlet_open_orders_count,
     outlets_health,
 )
 from queueing.services import (
@@ -191,7 +192,8 @@ def overview_context() -> dict[str, Any]:
         outlet.silent = outlet.state in (OutletState.ACTIVE, OutletState.DRAINING) and (  # type: ignore[attr-defined]
             outlet.heartbeat_seconds is None or outlet.heartbeat_seconds > timeout  # type: ignore[attr-defined]
         )
-        outlet.actions = [a for a in ACTIONS.values() if outlet.state in a.allowed_from]  # type: ignore[attr-defined]
+        open_orders = outlet.queued + outlet.preparing + outlet.ready  # type: ignore[attr-defined]
+        outlet.actions = [a for a in ACTIONS.values() if not action_refusal(a, outlet, open_orders)]  # type: ignore[attr-defined]
         outlet.waiting_words = outlet_waiting_words(outlet)  # type: ignore[attr-defined]
     return {
         "outlets": outlets,
@@ -341,6 +343,19 @@ ACTIONS = {
 }
 
 
+def action_refusal(action: OutletAction, outlet: Outlet, open_orders: int) -> str:
+    """Why the action cannot be done to the outlet now ("" when it can): nothing is offered to be refused."""
+    if outlet.state not in action.allowed_from:
+        return f"{outlet.name} is {outlet.state}: {action.label} is not possible from there."
+    if action.slug == "retire" and open_orders:
+        return (
+            f"{outlet.name} still has {_orders(open_orders, 'open')}. Let them finish, or use "
+            "Drain and move or Mark down; orders left ready at a down outlet are under Stranded "
+            "orders: hand them over, send or cancel them, then retire it."
+        )
+    return ""
+
+
 @require_http_methods(["GET", "POST"])
 @manager_required
 def outlet_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
@@ -349,10 +364,17 @@ def outlet_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
     if todo is None or outlet is None:
         raise Http404("no such outlet or action")
     if request.method == "GET":
+        refusal = action_refusal(todo, outlet, outlet_open_orders_count(outlet=outlet))
         return render(
             request,
             "shop/ops_confirm.html",
-            {"outlet": outlet, "action": todo, "explain": todo.explain.format(name=outlet.name)},
+            {
+                "outlet": outlet,
+                "action": todo,
+                "explain": todo.explain.format(name=outlet.name),
+                "refusal": refusal,
+            },
+            status=409 if refusal else 200,
         )
     try:
         messages.success(request, todo.run(outlet))

@@ -25,7 +25,9 @@ from queueing.models import Outlet, OutletState
 from queueing.ring import HashRing
 from queueing.tickets import Ticket
 
-OUTLET_UNAVAILABLE = "outlet unavailable"  # it went silent: the customer is told it closed unexpectedly
+OUTLET_UNAVAILABLE = (
+    "outlet unavailable"  # it went silent: the customer is told it closed unexpectedly
+)
 OUTLET_CLOSED = "outlet closed by a manager"  # a planned mark-down: told it has closed for now
 
 

@@ -792,6 +792,29 @@ def test_ops_action__retire_with_open_orders_is_refused_with_a_message(
     assert north.state == "draining"
 
 
+def test_ops_action__retire_is_offered_only_when_it_is_allowed(
+    manager: Client, menu: None, north: Outlet, south: Outlet
+) -> None:
+    enqueue(north)
+    manager.post("/ops/outlets/north/drain/")
+    manager.post("/ops/outlets/south/drain/")
+    html = manager.get("/ops/overview/").content.decode()
+    assert "/ops/outlets/north/retire/" not in html  # draining, but an order is open
+    assert "/ops/outlets/south/retire/" in html  # draining and empty
+    for slug in ("north",):  # an open order: the confirmation says why, and has no Yes
+        page = manager.get(f"/ops/outlets/{slug}/retire/")
+        assert page.status_code == 409
+        text = page.content.decode()
+        assert "Not possible now" in text and "1 open order." in text
+        assert "Yes, retire" not in text
+    manager.post("/ops/outlets/south/activate/")
+    page = manager.get("/ops/outlets/south/retire/")  # active: not from there either
+    assert page.status_code == 409 and "Yes, retire" not in page.content.decode()
+    assert "/ops/outlets/south/retire/" not in manager.get("/ops/overview/").content.decode()
+    page = manager.get("/ops/outlets/south/drain/")
+    assert page.status_code == 200 and "Yes, drain Hearth South" in page.content.decode()
+
+
 def test_ops_action__mark_down_counts_in_words_with_plurals(
     manager: Client, menu: None, north: Outlet, south: Outlet
 ) -> None:
