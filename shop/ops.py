@@ -220,9 +220,16 @@ def ops_screen(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@manager_required
 def ops_overview_part(request: HttpRequest) -> HttpResponse:
-    """The live part of the operations screen, fetched again on events and every few seconds."""
+    """The live part of the operations screen, fetched again on events and every few seconds.
+
+    Signed out, it answers 401 rather than redirecting: a fetch would follow the
+    redirect and put the login page inside the screen; the script shows a banner.
+    """
+    if not request.user.is_authenticated:
+        return HttpResponse("Signed out: sign in again.", status=401, content_type="text/plain")
+    if not is_manager(request.user):
+        raise PermissionDenied("operations is for managers")
     response = render(request, "shop/_ops_overview.html", overview_context())
     response["Cache-Control"] = "no-store"
     return response
