@@ -599,3 +599,35 @@ EVENTS_SINCE = f"""
                ORDER BY e.id DESC LIMIT %(limit)s
            ) newest), '[]')::text AS events
 """
+
+# --- The operations screen's last hour (selectors.outlets_last_hour) ---------------
+
+# Per outlet and %(bucket)s-second bucket (aligned to the clock, so a bucket keeps its
+# figures between refreshes; the newest one is still filling), over the last
+# %(buckets)s buckets: orders placed there, the median wait from placing to a claim
+# there (seconds), and reroutes away from it. Only the window's events are read (the
+# BRIN index on ``at``); each claim joins its order by primary key for its placing time.
+# Bucket 0 is the oldest. Outlets and buckets with nothing in them have no row.
+OUTLETS_LAST_HOUR = """
+    WITH bounds AS (
+        SELECT date_bin(make_interval(secs => %(bucket)s), now(), 'epoch'::timestamptz)
+               - make_interval(secs => %(bucket)s * (%(buckets)s - 1)) AS start
+    ), recent AS (
+        SELECT CASE WHEN e.type = 'rerouted' THEN e.from_outlet_id ELSE e.outlet_id END
+                   AS outlet_id,
+               e.type, e.order_id, e.at,
+               floor(extract(epoch FROM e.at - b.start) / %(bucket)s)::int AS bucket
+        FROM queueing_orderevent e, bounds b
+        WHERE e.at >= b.start
+          AND e.type IN ('placed', 'claimed', 'rerouted')
+    )
+    SELECT r.outlet_id, r.bucket,
+           count(*) FILTER (WHERE r.type = 'placed') AS placed,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.at - o.created_at))
+               FILTER (WHERE r.type = 'claimed') AS wait_median,
+           count(*) FILTER (WHERE r.type = 'rerouted') AS reroutes
+    FROM recent r
+    LEFT JOIN queueing_order o ON r.type = 'claimed' AND o.id = r.order_id
+    WHERE r.outlet_id IS NOT NULL AND r.bucket BETWEEN 0 AND %(buckets)s - 1
+    GROUP BY r.outlet_id, r.bucket
+"""

@@ -28,6 +28,7 @@ from queueing.errors import OutletNotEmpty, QueueError
 from queueing.events import events_cursor
 from queueing.models import EventType, Order, OrderEvent, Outlet, OutletState
 from queueing.selectors import (
+    LastHour,
     events_notable,
     notifier_status,
     open_delivery_zones,
@@ -35,6 +36,7 @@ from queueing.selectors import (
     orders_stranded,
     outlet_open_orders_count,
     outlets_health,
+    outlets_last_hour,
 )
 from queueing.services import (
     order_cancel,
@@ -177,6 +179,68 @@ def outlet_waiting_words(outlet: Outlet) -> str:
     return f"comes back {comes_back} after {guard} of unbroken heartbeats"
 
 
+# --- The last hour, as small charts ------------------------------------------------
+
+SPARK_WIDTH = 96  # the SVG's viewBox; CSS sizes it
+SPARK_HEIGHT = 20
+
+
+@dataclass(frozen=True)
+class Spark:
+    kind: str  # placed | wait | reroutes: the CSS class that colours it
+    name: str
+    path: str  # the SVG path's d; gaps (no claims in a bucket) break the line
+    now: str  # the newest bucket's figure, in words
+    label: str  # the whole series for screen readers
+
+
+def spark_path(values: list[float | None]) -> str:
+    """An SVG path through the values, scaled to the box (0 at the bottom); None breaks the line."""
+    top = max((v for v in values if v is not None), default=0) or 1
+    step = SPARK_WIDTH / (len(values) - 1)
+    parts, pen_down = [], False
+    for i, value in enumerate(values):
+        if value is None:
+            pen_down = False
+            continue
+        y = SPARK_HEIGHT - 1 - (SPARK_HEIGHT - 2) * value / top
+        parts.append(f"{'L' if pen_down else 'M'}{i * step:.1f} {y:.1f}")
+        pen_down = True
+    return "".join(parts)
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} s"
+
+
+QUIET = LastHour()
+
+
+def last_hour_sparks(hour: LastHour) -> list[Spark]:
+    """The three charts of one outlet's row."""
+    if hour is QUIET:
+        return QUIET_SPARKS
+    series = (
+        ("placed", "placed", hour.placed, str),
+        ("wait", "wait", hour.wait, _seconds),
+        ("reroutes", "moved away", hour.reroutes, str),
+    )
+    return [
+        Spark(
+            kind=kind,
+            name=name,
+            path=spark_path(values),  # type: ignore[arg-type]
+            now=words(values[-1]),  # type: ignore[operator]
+            label=f"{name}, last hour per 5 minutes: " + ", ".join(words(v) for v in values),  # type: ignore[operator]
+        )
+        for kind, name, values, words in series
+    ]
+
+
+QUIET_SPARKS: list[Spark] = []  # filled below, once: most outlets of a big chain share it
+QUIET_SPARKS.extend(last_hour_sparks(LastHour()))
+
+
 def overview_context() -> dict[str, Any]:
     cursor, newest = events_cursor()  # read first: the overview below is at least this fresh
     everyone = list(outlets_health())
@@ -184,6 +248,7 @@ def overview_context() -> dict[str, Any]:
     outlets = [o for o in everyone if o.state != OutletState.RETIRED]
     retired = [o for o in everyone if o.state == OutletState.RETIRED]
     timeout = settings.HEARTH_HEARTBEAT_TIMEOUT
+    hours = outlets_last_hour()
     for outlet in outlets:
         age = outlet.heartbeat_age  # type: ignore[attr-defined]
         outlet.heartbeat_seconds = None if age is None else max(0, int(age.total_seconds()))  # type: ignore[attr-defined]
@@ -195,6 +260,7 @@ def overview_context() -> dict[str, Any]:
         open_orders = outlet.queued + outlet.preparing + outlet.ready  # type: ignore[attr-defined]
         outlet.actions = [a for a in ACTIONS.values() if not action_refusal(a, outlet, open_orders)]  # type: ignore[attr-defined]
         outlet.waiting_words = outlet_waiting_words(outlet)  # type: ignore[attr-defined]
+        outlet.sparks = last_hour_sparks(hours.get(outlet.pk, QUIET))  # type: ignore[attr-defined]
     return {
         "outlets": outlets,
         "retired": retired,

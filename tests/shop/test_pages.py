@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from queueing.models import NotifierStatus, Order, OrderEvent, OrderState, Outlet
+from queueing.selectors import outlets_last_hour
 from queueing.services import (
     order_claim_next,
     order_complete,
@@ -28,7 +29,7 @@ from queueing.services.outlets import outlet_take_down
 from shop.forms import OrderForm
 from shop.kitchen import TICKET_GONE
 from shop.models import Membership, MenuItem
-from shop.ops import whole_percents
+from shop.ops import spark_path, whole_percents
 from shop.ordering import invalid
 from shop.pages import KITCHEN_MAX_TICKETS
 
@@ -650,7 +651,7 @@ def test_ops__shows_health_ring_attention_and_the_notifier_alert(
     html = manager.get("/ops/").content.decode()
     row = re.search(r'<tr class="outlet-row[^"]*" data-outlet="north">(.*?)</tr>', html, re.S)
     assert row is not None
-    cells = re.findall(r'<td class="num[^"]*">([^<]*)</td>', row.group(1))
+    cells = re.findall(r'<td class="num[^"]*"[^>]*>([^<]*)</td>', row.group(1))
     assert cells[1:4] == ["1", "1", "0"]  # queued, in progress, ready
     assert "The ring" in html and "If it died" in html
     assert "south takes 100%" in html
@@ -735,6 +736,46 @@ def test_ops__overview_is_a_fixed_number_of_queries_whatever_the_outlets(
     with CaptureQueriesContext(connection) as many:
         assert manager.get("/ops/overview/").status_code == 200
     assert len(many.captured_queries) == len(few.captured_queries)
+
+
+def test_ops__the_last_hour_per_outlet_in_5_minute_buckets(
+    manager: Client, menu: None, north: Outlet, south: Outlet
+) -> None:
+    zone = next(
+        z
+        for z in (f"Z{i}" for i in range(100))
+        if enqueue(None, kind="delivery", zone=z).outlet == north
+    )
+    enqueue(north)
+    enqueue(north)
+    old = enqueue(north)
+    # Placed 40 minutes ago, claimed now: a wait of about 2,400 s in the newest bucket.
+    then = timezone.now() - timedelta(minutes=40)
+    Order.objects.filter(pk=old.pk).update(created_at=then, sort_key=then)  # claimed first
+    OrderEvent.objects.filter(order=old, type="placed").update(at=then)
+    order_claim_next(outlet=north, station="s1")
+    OrderEvent.objects.filter(type="placed").exclude(order=old).update(at=timezone.now())
+    manager.post("/ops/outlets/north/down/")  # its delivery order moves to south
+    hours = outlets_last_hour()
+    hour = hours[north.pk]
+    assert hour.placed[-1] == 3 and sum(hour.placed) == 4  # the moved one was placed here too
+    assert hour.placed[-9] + hour.placed[-8] == 1  # 40 minutes ago: 8 or 9 buckets back
+    assert hour.wait[-1] is not None and 2300 < hour.wait[-1] < 2500
+    assert hour.reroutes[-1] == 1 and sum(hours[south.pk].reroutes) == 0  # counted where it left
+    assert zone
+    html = manager.get("/ops/overview/").content.decode()
+    row = re.search(r'<tr class="outlet-row[^"]*" data-outlet="north">(.*?)</tr>', html, re.S)
+    assert row is not None
+    assert row.group(1).count("<svg") == 3
+    assert 'aria-label="placed, last hour per 5 minutes: ' in row.group(1)
+    assert "moved away <b>1</b>" in row.group(1)
+    assert "style=" not in html and "<script" not in html  # the CSP allows neither
+
+
+def test_spark_path__scales_to_the_box_and_breaks_at_gaps() -> None:
+    assert spark_path([0, 2, 1]) == "M0.0 19.0L48.0 1.0L96.0 10.0"
+    assert spark_path([None, 3, None, 3]) == "M32.0 1.0M96.0 1.0"
+    assert spark_path([0, 0]) == "M0.0 19.0L96.0 19.0"  # nothing: flat on the floor
 
 
 def test_ops_action__asks_for_confirmation_first(manager: Client, north: Outlet) -> None:
