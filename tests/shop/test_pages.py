@@ -675,6 +675,18 @@ def test_ops__ring_shares_and_heirs_are_whole_percents_that_add_up_to_100(
         assert sum(int(p) for p in re.findall(r"takes (\d+)%", line)) == 100, line
 
 
+def test_ops__a_big_chain_names_three_heirs_and_the_rest_together(
+    manager: Client, make_outlet: Callable[..., tuple[Outlet, str]]
+) -> None:
+    for i in range(12):
+        make_outlet(f"o{i:02d}")
+    html = manager.get("/ops/overview/").content.decode()
+    for line in re.findall(r"If it died:(.*?)</p>", html, re.S):
+        assert line.count('class="heir"') <= 4
+        assert sum(int(p) for p in re.findall(r"takes (\d+)%", line)) == 100, line
+    assert re.search(r"the rest \(\d+ outlets\) takes \d+%", html)
+
+
 @pytest.mark.parametrize(
     ("parts", "percents"),
     [
