@@ -117,16 +117,27 @@ def outlet_names() -> dict[int, str]:
     return dict(Outlet.objects.values_list("id", "name"))
 
 
-def outlet_last_bumped(*, outlet: Outlet) -> Order | None:
-    """The order the outlet bumped last, while it is still done: the one a recall brings back."""
+RECALL_LOOKBACK = 50  # of an outlet's newest bumps: a station's own last bump is among them
+
+
+def outlet_last_bumped(*, outlet: Outlet, station: str | None = None) -> Order | None:
+    """The order the outlet (or only ``station`` of it) bumped last, while it is still done.
+
+    That is what a recall brings back: a station is offered only what it bumped itself.
+    """
     # Read from the outlet's events (newest first on its index) rather than from the
     # orders: the outlet's completed orders are most of the table and have no index.
-    event = (
+    events = (
         OrderEvent.objects.filter(outlet=outlet, type=EventType.COMPLETED)
         .select_related("order")
         .order_by("-id")
-        .first()
     )
+    if station is None:
+        event = events.first()
+    else:
+        event = next(
+            (e for e in events[:RECALL_LOOKBACK] if (e.detail or {}).get("by") == station), None
+        )
     if event is None or event.order is None or event.order.state != OrderState.COMPLETED:
         return None
     return event.order

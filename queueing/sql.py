@@ -248,7 +248,8 @@ ORDER_COMPLETE = with_events(f"""
     SET state = 'completed', finished_at = now(), lease_expires_at = NULL,
         ready_at = coalesce(o.ready_at, now())
     FROM target WHERE o.id = target.id
-    {_RETURNING}, NULL::bigint AS from_outlet_id, '{{}}'::jsonb AS event_detail
+    {_RETURNING}, NULL::bigint AS from_outlet_id,
+        coalesce(%(detail)s::jsonb, '{{}}'::jsonb) AS event_detail
 """)
 
 # Bring a bumped (completed) ticket back to the pass as ready; same fence, and a

@@ -541,6 +541,25 @@ def test_kitchen_action__start_next_ready_bump_recall(
     ]  # fmt: skip
 
 
+def test_kitchen__recall_offers_only_what_this_station_bumped(
+    cook: Client, menu: None, north: Outlet
+) -> None:
+    first, second = enqueue(north), enqueue(north)
+    for tab, order in (("t1", first), ("t2", second)):  # each station makes and bumps one
+        started = post_json(cook, "/kitchen/north/next", {"tab": tab}).json()["ticket"]
+        assert started["token"] == order.token
+        claim = {"token": order.token, "fence": started["fence"], "tab": tab}
+        assert post_json(cook, "/kitchen/north/complete", claim).json()["ok"]
+    t1 = cook.get("/kitchen/north/tickets/?tab=t1").content.decode()
+    assert f"Recall #{first.pk}" in t1 and f"Recall #{second.pk}" not in t1
+    t2 = cook.get("/kitchen/north/tickets/?tab=t2").content.decode()
+    assert f"Recall #{second.pk}" in t2
+    t3 = cook.get("/kitchen/north/tickets/?tab=t3").content.decode()
+    assert "Recall #" not in t3  # a station that bumped nothing recalls nothing
+    event = OrderEvent.objects.get(order=first, type="completed")
+    assert event.detail == {"by": "cook-north·t1"}
+
+
 def test_kitchen_action__next_with_nothing_waiting_says_so(cook: Client, north: Outlet) -> None:
     answer = post_json(cook, "/kitchen/north/next", {})
     assert answer.status_code == 200
