@@ -616,19 +616,21 @@ OUTLETS_LAST_HOUR = """
     ), recent AS (
         SELECT CASE WHEN e.type = 'rerouted' THEN e.from_outlet_id ELSE e.outlet_id END
                    AS outlet_id,
-               e.type, e.order_id, e.at,
+               e.type,
+               -- Only a claim looks up its order (a CASE evaluates its branch only when taken).
+               CASE WHEN e.type = 'claimed' THEN extract(epoch FROM e.at - (
+                   SELECT o.created_at FROM queueing_order o WHERE o.id = e.order_id
+               )) END AS wait,
                floor(extract(epoch FROM e.at - b.start) / %(bucket)s)::int AS bucket
         FROM queueing_orderevent e, bounds b
         WHERE e.at >= b.start
           AND e.type IN ('placed', 'claimed', 'rerouted')
     )
-    SELECT r.outlet_id, r.bucket,
-           count(*) FILTER (WHERE r.type = 'placed') AS placed,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.at - o.created_at))
-               FILTER (WHERE r.type = 'claimed') AS wait_median,
-           count(*) FILTER (WHERE r.type = 'rerouted') AS reroutes
-    FROM recent r
-    LEFT JOIN queueing_order o ON r.type = 'claimed' AND o.id = r.order_id
-    WHERE r.outlet_id IS NOT NULL AND r.bucket BETWEEN 0 AND %(buckets)s - 1
-    GROUP BY r.outlet_id, r.bucket
+    SELECT outlet_id, bucket,
+           count(*) FILTER (WHERE type = 'placed') AS placed,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY wait) AS wait_median,
+           count(*) FILTER (WHERE type = 'rerouted') AS reroutes
+    FROM recent
+    WHERE outlet_id IS NOT NULL AND bucket BETWEEN 0 AND %(buckets)s - 1
+    GROUP BY outlet_id, bucket
 """
