@@ -609,11 +609,12 @@ EVENTS_SINCE = f"""
 # there (seconds), and reroutes away from it. Only the window's events are read (the
 # BRIN index on ``at``); each claim joins its order by primary key for its placing time.
 # Bucket 0 is the oldest. Outlets and buckets with nothing in them have no row.
-OUTLETS_LAST_HOUR = """
-    WITH bounds AS (
-        SELECT date_bin(make_interval(secs => %(bucket)s), now(), 'epoch'::timestamptz)
-               - make_interval(secs => %(bucket)s * (%(buckets)s - 1)) AS start
-    ), recent AS (
+_LAST_HOUR_START = """(date_bin(make_interval(secs => %(bucket)s), now(), 'epoch'::timestamptz)
+               - make_interval(secs => %(bucket)s * (%(buckets)s - 1)))"""
+# The start is written out, not joined from a CTE: a stable expression of now() is an
+# index condition the BRIN index on ``at`` can use.
+OUTLETS_LAST_HOUR = f"""
+    WITH recent AS (
         SELECT CASE WHEN e.type = 'rerouted' THEN e.from_outlet_id ELSE e.outlet_id END
                    AS outlet_id,
                e.type,
@@ -621,9 +622,9 @@ OUTLETS_LAST_HOUR = """
                CASE WHEN e.type = 'claimed' THEN extract(epoch FROM e.at - (
                    SELECT o.created_at FROM queueing_order o WHERE o.id = e.order_id
                )) END AS wait,
-               floor(extract(epoch FROM e.at - b.start) / %(bucket)s)::int AS bucket
-        FROM queueing_orderevent e, bounds b
-        WHERE e.at >= b.start
+               floor(extract(epoch FROM e.at - {_LAST_HOUR_START}) / %(bucket)s)::int AS bucket
+        FROM queueing_orderevent e
+        WHERE e.at >= {_LAST_HOUR_START}
           AND e.type IN ('placed', 'claimed', 'rerouted')
     )
     SELECT outlet_id, bucket,
