@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,8 @@ from django.db.models import (
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from queueing import sql
+from queueing.db import fetch_all
 from queueing.models import (
     OPEN_STATES,
     EventType,
@@ -114,19 +117,35 @@ def outlet_names() -> dict[int, str]:
     return dict(Outlet.objects.values_list("id", "name"))
 
 
-def outlet_last_bumped(*, outlet: Outlet) -> Order | None:
-    """The order the outlet bumped last, while it is still done: the one a recall brings back."""
+RECALL_LOOKBACK = 50  # of an outlet's newest bumps: a station's own last bump is among them
+
+
+def outlet_last_bumped(*, outlet: Outlet, station: str | None = None) -> Order | None:
+    """The order the outlet (or only ``station`` of it) bumped last, while it is still done.
+
+    That is what a recall brings back: a station is offered only what it bumped itself.
+    """
     # Read from the outlet's events (newest first on its index) rather than from the
     # orders: the outlet's completed orders are most of the table and have no index.
-    event = (
+    events = (
         OrderEvent.objects.filter(outlet=outlet, type=EventType.COMPLETED)
         .select_related("order")
         .order_by("-id")
-        .first()
     )
+    if station is None:
+        event = events.first()
+    else:
+        event = next(
+            (e for e in events[:RECALL_LOOKBACK] if (e.detail or {}).get("by") == station), None
+        )
     if event is None or event.order is None or event.order.state != OrderState.COMPLETED:
         return None
     return event.order
+
+
+def outlet_open_orders_count(*, outlet: Outlet) -> int:
+    """Open orders at the outlet (retiring waits for none)."""
+    return Order.objects.filter(outlet=outlet, state__in=OPEN_STATES).count()
 
 
 def outlets_taking_orders() -> QuerySet[Outlet]:
@@ -252,3 +271,31 @@ def orders_waiting_count() -> int:
 
 def orders_needing_attention_count() -> int:
     return Order.objects.filter(state=OrderState.ATTENTION).count()
+
+
+LAST_HOUR_BUCKET = 300  # seconds: the operations screen's charts, 12 buckets of 5 minutes
+LAST_HOUR_BUCKETS = 12
+
+
+@dataclass
+class LastHour:
+    """One outlet's last hour, oldest bucket first (a bucket with no claims has no median)."""
+
+    placed: list[int] = field(default_factory=lambda: [0] * LAST_HOUR_BUCKETS)
+    wait: list[float | None] = field(default_factory=lambda: [None] * LAST_HOUR_BUCKETS)
+    reroutes: list[int] = field(default_factory=lambda: [0] * LAST_HOUR_BUCKETS)
+
+
+def outlets_last_hour() -> dict[int, LastHour]:
+    """Orders placed, median wait to claim and reroutes away, per outlet and 5 minutes, in one query."""
+    hours: dict[int, LastHour] = {}
+    rows = fetch_all(
+        sql.OUTLETS_LAST_HOUR, {"bucket": LAST_HOUR_BUCKET, "buckets": LAST_HOUR_BUCKETS}
+    )
+    for row in rows:
+        hour = hours.setdefault(row["outlet_id"], LastHour())
+        i = row["bucket"]
+        hour.placed[i] = row["placed"]
+        hour.wait[i] = row["wait_median"]
+        hour.reroutes[i] = row["reroutes"]
+    return hours

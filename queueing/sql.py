@@ -248,7 +248,8 @@ ORDER_COMPLETE = with_events(f"""
     SET state = 'completed', finished_at = now(), lease_expires_at = NULL,
         ready_at = coalesce(o.ready_at, now())
     FROM target WHERE o.id = target.id
-    {_RETURNING}, NULL::bigint AS from_outlet_id, '{{}}'::jsonb AS event_detail
+    {_RETURNING}, NULL::bigint AS from_outlet_id,
+        coalesce(%(detail)s::jsonb, '{{}}'::jsonb) AS event_detail
 """)
 
 # Bring a bumped (completed) ticket back to the pass as ready; same fence, and a
@@ -598,4 +599,39 @@ EVENTS_SINCE = f"""
                  AND (%(order_id)s::bigint IS NULL OR e.order_id = %(order_id)s)
                ORDER BY e.id DESC LIMIT %(limit)s
            ) newest), '[]')::text AS events
+"""
+
+# --- The operations screen's last hour (selectors.outlets_last_hour) ---------------
+
+# Per outlet and %(bucket)s-second bucket (aligned to the clock, so a bucket keeps its
+# figures between refreshes; the newest one is still filling), over the last
+# %(buckets)s buckets: orders placed there, the median wait from placing to a claim
+# there (seconds), and reroutes away from it. Only the window's events are read (the
+# BRIN index on ``at``); each claim joins its order by primary key for its placing time.
+# Bucket 0 is the oldest. Outlets and buckets with nothing in them have no row.
+_LAST_HOUR_START = """(date_bin(make_interval(secs => %(bucket)s), now(), 'epoch'::timestamptz)
+               - make_interval(secs => %(bucket)s * (%(buckets)s - 1)))"""
+# The start is written out, not joined from a CTE: a stable expression of now() is an
+# index condition the BRIN index on ``at`` can use.
+OUTLETS_LAST_HOUR = f"""
+    WITH recent AS (
+        SELECT CASE WHEN e.type = 'rerouted' THEN e.from_outlet_id ELSE e.outlet_id END
+                   AS outlet_id,
+               e.type,
+               -- Only a claim looks up its order (a CASE evaluates its branch only when taken).
+               CASE WHEN e.type = 'claimed' THEN extract(epoch FROM e.at - (
+                   SELECT o.created_at FROM queueing_order o WHERE o.id = e.order_id
+               )) END AS wait,
+               floor(extract(epoch FROM e.at - {_LAST_HOUR_START}) / %(bucket)s)::int AS bucket
+        FROM queueing_orderevent e
+        WHERE e.at >= {_LAST_HOUR_START}
+          AND e.type IN ('placed', 'claimed', 'rerouted')
+    )
+    SELECT outlet_id, bucket,
+           count(*) FILTER (WHERE type = 'placed') AS placed,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY wait) AS wait_median,
+           count(*) FILTER (WHERE type = 'rerouted') AS reroutes
+    FROM recent
+    WHERE outlet_id IS NOT NULL AND bucket BETWEEN 0 AND %(buckets)s - 1
+    GROUP BY outlet_id, bucket
 """

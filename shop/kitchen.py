@@ -180,7 +180,9 @@ def ready(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonRes
 
 @kitchen_action
 def complete(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
-    ticket = order_complete(token=token_of(data), fence=fence_of(data), outlet=outlet)
+    ticket = order_complete(
+        token=token_of(data), fence=fence_of(data), outlet=outlet, by=station_name(request, data)
+    )
     return _answer(ticket, f"Order {ticket.id} bumped.")
 
 

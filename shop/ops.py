@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django.conf import settings
 from django.contrib import messages
@@ -22,18 +23,23 @@ from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
 from queueing.errors import OutletNotEmpty, QueueError
 from queueing.events import events_cursor
 from queueing.models import EventType, Order, OrderEvent, Outlet, OutletState
+from queueing.ring import HashRing
 from queueing.selectors import (
+    LastHour,
     events_notable,
     notifier_status,
     open_delivery_zones,
     orders_needing_attention,
     orders_stranded,
+    outlet_open_orders_count,
     outlets_health,
+    outlets_last_hour,
 )
 from queueing.services import (
     order_cancel,
@@ -89,6 +95,38 @@ def whole_percents(parts: list[float]) -> list[int]:
     return percents
 
 
+HEIRS_SHOWN = 3  # per outlet; at 1,000 outlets each dead one spreads over dozens
+
+
+_RING_FIGURES: WeakKeyDictionary[
+    HashRing, tuple[dict[str, float], dict[str, list[tuple[str, int]]]]
+]
+_RING_FIGURES = WeakKeyDictionary()
+
+
+def ring_figures(
+    ring: HashRing,
+) -> tuple[dict[str, float], dict[str, list[tuple[str, int]]]]:
+    """Each outlet's share, and its heirs in whole percents (the first few, then the rest).
+
+    Worked out once per ring (``ring_of`` keeps one ring per set of active outlets and
+    weights): at 1,000 outlets it costs more than the rest of the overview.
+    """
+    figures = _RING_FIGURES.get(ring)
+    if figures is None:
+        heirs: dict[str, list[tuple[str, int]]] = {}
+        for slug, gains in ring.heirs().items():
+            by_gain = sorted((s for s, g in gains.items() if g > 1e-9), key=lambda s: -gains[s])
+            percents = whole_percents([gains[s] for s in by_gain])
+            if len(by_gain) > HEIRS_SHOWN:  # a big chain: the first few, then the rest together
+                rest = len(by_gain) - HEIRS_SHOWN
+                by_gain = [*by_gain[:HEIRS_SHOWN], f"the rest ({rest} outlets)"]
+                percents = [*percents[:HEIRS_SHOWN], sum(percents[HEIRS_SHOWN:])]
+            heirs[slug] = list(zip(by_gain, percents, strict=True))
+        figures = _RING_FIGURES[ring] = (ring.shares(), heirs)
+    return figures
+
+
 def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
     """The ring of active outlets, and for each live outlet where its orders would go if it died.
 
@@ -100,16 +138,12 @@ def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
     active = [o for o in outlets if o.state == OutletState.ACTIVE]
     live = [o for o in outlets if o.state in (OutletState.ACTIVE, OutletState.DRAINING)]
     ring = ring_of(active) if active else None
-    shares = ring.shares() if ring else {}
-    gains_by_outlet = ring.heirs() if ring else {}
+    shares, heirs_by_outlet = ring_figures(ring) if ring else ({}, {})
     zones_by_outlet: dict[int, list[tuple[str, int]]] = {}
     for outlet_id, zone, count in open_delivery_zones():
         zones_by_outlet.setdefault(outlet_id, []).append((zone, count))
     rows = []
     for outlet in live:
-        gains = gains_by_outlet.get(outlet.slug, {})
-        heirs_by_gain = sorted((s for s, g in gains.items() if g > 1e-9), key=lambda s: -gains[s])
-        percents = whole_percents([gains[s] for s in heirs_by_gain])
         zones: list[tuple[str, int, str]] = []
         for zone, count in zones_by_outlet.get(outlet.pk, []):
             heir = ring.heir(zone, leaving=outlet.slug) if ring and zone else None
@@ -122,7 +156,7 @@ def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
             RingRow(
                 outlet=outlet,
                 share=shares.get(outlet.slug, 0.0),
-                heirs=list(zip(heirs_by_gain, percents, strict=True)),
+                heirs=heirs_by_outlet.get(outlet.slug, []),
                 zones=zones,
             )
         )
@@ -176,6 +210,63 @@ def outlet_waiting_words(outlet: Outlet) -> str:
     return f"comes back {comes_back} after {guard} of unbroken heartbeats"
 
 
+# --- The last hour, as small charts ------------------------------------------------
+
+SPARK_WIDTH = 96  # the SVG's viewBox; CSS sizes it
+SPARK_HEIGHT = 20
+
+
+def spark_path(values: list[float | None]) -> str:
+    """An SVG path through the values, scaled to the box (0 at the bottom); None breaks the line."""
+    top = max((v for v in values if v is not None), default=0) or 1
+    step = SPARK_WIDTH / (len(values) - 1)
+    parts, pen_down = [], False
+    for i, value in enumerate(values):
+        if value is None:
+            pen_down = False
+            continue
+        y = SPARK_HEIGHT - 1 - (SPARK_HEIGHT - 2) * value / top
+        parts.append(f"{'L' if pen_down else 'M'}{i * step:.1f} {y:.1f}")
+        pen_down = True
+    return "".join(parts)
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} s"
+
+
+def _spark(kind: str, name: str, values: list[Any], words: Callable[[Any], str]) -> str:
+    """One chart; every part is a constant or a number, so nothing needs escaping."""
+    path = spark_path(values)
+    line = (
+        f'<path d="{path}" stroke="currentColor" stroke-width="1.5" fill="none" '
+        'stroke-linejoin="round"/>'
+        if path
+        else ""
+    )
+    return (
+        f'<span class="spark spark--{kind}"><svg viewBox="0 0 {SPARK_WIDTH} {SPARK_HEIGHT}" '
+        f'width="{SPARK_WIDTH}" height="{SPARK_HEIGHT}" role="img" '
+        f'aria-label="{name}, last hour per 5 minutes: {", ".join(words(v) for v in values)}" '
+        f'focusable="false"><path d="M0 {SPARK_HEIGHT - 1}H{SPARK_WIDTH}" class="spark-base" '
+        f'stroke="currentColor" stroke-width="1" fill="none"/>{line}</svg>'
+        f'<span class="spark-words">{name} <b>{words(values[-1])}</b></span></span>'
+    )
+
+
+def last_hour_sparks(hour: LastHour) -> str:
+    """The three charts of one outlet's row, as HTML (drawn here: a template loop per outlet
+    costs more than the rest of the row at 1,000 outlets)."""
+    return mark_safe(  # noqa: S308 - constants and numbers only
+        _spark("placed", "placed", hour.placed, str)
+        + _spark("wait", "wait", hour.wait, _seconds)
+        + _spark("reroutes", "moved away", hour.reroutes, str)
+    )
+
+
+QUIET_SPARKS = last_hour_sparks(LastHour())  # most outlets of a big chain share it
+
+
 def overview_context() -> dict[str, Any]:
     cursor, newest = events_cursor()  # read first: the overview below is at least this fresh
     everyone = list(outlets_health())
@@ -183,6 +274,7 @@ def overview_context() -> dict[str, Any]:
     outlets = [o for o in everyone if o.state != OutletState.RETIRED]
     retired = [o for o in everyone if o.state == OutletState.RETIRED]
     timeout = settings.HEARTH_HEARTBEAT_TIMEOUT
+    hours = outlets_last_hour()
     for outlet in outlets:
         age = outlet.heartbeat_age  # type: ignore[attr-defined]
         outlet.heartbeat_seconds = None if age is None else max(0, int(age.total_seconds()))  # type: ignore[attr-defined]
@@ -191,8 +283,11 @@ def overview_context() -> dict[str, Any]:
         outlet.silent = outlet.state in (OutletState.ACTIVE, OutletState.DRAINING) and (  # type: ignore[attr-defined]
             outlet.heartbeat_seconds is None or outlet.heartbeat_seconds > timeout  # type: ignore[attr-defined]
         )
-        outlet.actions = [a for a in ACTIONS.values() if outlet.state in a.allowed_from]  # type: ignore[attr-defined]
+        open_orders = outlet.queued + outlet.preparing + outlet.ready  # type: ignore[attr-defined]
+        outlet.actions = [a for a in ACTIONS.values() if not action_refusal(a, outlet, open_orders)]  # type: ignore[attr-defined]
         outlet.waiting_words = outlet_waiting_words(outlet)  # type: ignore[attr-defined]
+        hour = hours.get(outlet.pk)
+        outlet.sparks = last_hour_sparks(hour) if hour else QUIET_SPARKS  # type: ignore[attr-defined]
     return {
         "outlets": outlets,
         "retired": retired,
@@ -218,9 +313,16 @@ def ops_screen(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@manager_required
 def ops_overview_part(request: HttpRequest) -> HttpResponse:
-    """The live part of the operations screen, fetched again on events and every few seconds."""
+    """The live part of the operations screen, fetched again on events and every few seconds.
+
+    Signed out, it answers 401 rather than redirecting: a fetch would follow the
+    redirect and put the login page inside the screen; the script shows a banner.
+    """
+    if not request.user.is_authenticated:
+        return HttpResponse("Signed out: sign in again.", status=401, content_type="text/plain")
+    if not is_manager(request.user):
+        raise PermissionDenied("operations is for managers")
     response = render(request, "shop/_ops_overview.html", overview_context())
     response["Cache-Control"] = "no-store"
     return response
@@ -341,6 +443,19 @@ ACTIONS = {
 }
 
 
+def action_refusal(action: OutletAction, outlet: Outlet, open_orders: int) -> str:
+    """Why the action cannot be done to the outlet now ("" when it can): nothing is offered to be refused."""
+    if outlet.state not in action.allowed_from:
+        return f"{outlet.name} is {outlet.state}: {action.label} is not possible from there."
+    if action.slug == "retire" and open_orders:
+        return (
+            f"{outlet.name} still has {_orders(open_orders, 'open')}. Let them finish, or use "
+            "Drain and move or Mark down; orders left ready at a down outlet are under Stranded "
+            "orders: hand them over, send or cancel them, then retire it."
+        )
+    return ""
+
+
 @require_http_methods(["GET", "POST"])
 @manager_required
 def outlet_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
@@ -349,10 +464,17 @@ def outlet_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
     if todo is None or outlet is None:
         raise Http404("no such outlet or action")
     if request.method == "GET":
+        refusal = action_refusal(todo, outlet, outlet_open_orders_count(outlet=outlet))
         return render(
             request,
             "shop/ops_confirm.html",
-            {"outlet": outlet, "action": todo, "explain": todo.explain.format(name=outlet.name)},
+            {
+                "outlet": outlet,
+                "action": todo,
+                "explain": todo.explain.format(name=outlet.name),
+                "refusal": refusal,
+            },
+            status=409 if refusal else 200,
         )
     try:
         messages.success(request, todo.run(outlet))

@@ -39,9 +39,10 @@ from queueing.selectors import (
     outlets_for_user,
     outlets_taking_orders,
 )
-from queueing.services.routing import OUTLET_UNAVAILABLE
+from queueing.services.routing import OUTLET_CLOSED, OUTLET_UNAVAILABLE
 from shop.access import is_manager, kitchen_outlet, works_at
 from shop.forms import OrderForm
+from shop.kitchen import station_of
 from shop.models import MenuItem
 from shop.ordering import IDEMPOTENCY_CONFLICT, order_place, order_request_parse
 from shop.rate_limit import order_limit, rate_limit_check
@@ -160,6 +161,8 @@ def _notice(order: Order, events: list[OrderEvent]) -> dict[str, str] | None:
         where = order.outlet.name if order.outlet else "The shop"
         if order.cancel_reason == OUTLET_UNAVAILABLE:
             text = f"{where} closed unexpectedly, so it cannot make your order."
+        elif order.cancel_reason == OUTLET_CLOSED:
+            text = f"{where} has closed for now, so it cannot make your order."
         else:
             text = f"{where} could not make it ({order.cancel_reason or 'no reason given'})."
         return {
@@ -326,7 +329,7 @@ def all_day(orders_lines: list[list[dict[str, Any]]]) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def _kitchen_context(outlet: Outlet) -> dict[str, Any]:
+def _kitchen_context(outlet: Outlet, station: str) -> dict[str, Any]:
     cursor, newest = events_cursor()  # read first: the tickets below are at least this fresh
     queue = kitchen_tickets(outlet=outlet)
     tickets = list(queue[:KITCHEN_MAX_TICKETS])
@@ -348,11 +351,16 @@ def _kitchen_context(outlet: Outlet) -> dict[str, Any]:
         "tickets": tickets,
         "more_tickets": more,
         "all_day": all_day(outlet_lines_to_make(outlet=outlet)),
-        "last_bumped": outlet_last_bumped(outlet=outlet),
+        "last_bumped": outlet_last_bumped(outlet=outlet, station=station),  # what it may recall
         "last_event_id": newest,
         "cursor": cursor,
         "server_now": now,
     }
+
+
+def _station(request: HttpRequest) -> str:
+    """The screen asking: its user and the tab id it sends (``?tab=``), as its actions name it."""
+    return station_of(request.user.get_username(), request.GET.get("tab"))
 
 
 @require_GET
@@ -360,7 +368,7 @@ def kitchen_screen(request: HttpRequest, slug: str) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     outlet = kitchen_outlet(user=request.user, slug=slug)
-    context = _kitchen_context(outlet)
+    context = _kitchen_context(outlet, _station(request))
     context["heartbeat_interval"] = settings.HEARTH_HEARTBEAT_INTERVAL
     context["watching_only"] = not works_at(request.user, outlet)
     response = render(request, "shop/kitchen.html", context)
@@ -376,7 +384,7 @@ def kitchen_tickets_part(request: HttpRequest, slug: str) -> HttpResponse:
     response = render(
         request,
         "shop/_kitchen_tickets.html",
-        _kitchen_context(kitchen_outlet(user=request.user, slug=slug)),
+        _kitchen_context(kitchen_outlet(user=request.user, slug=slug), _station(request)),
     )
     response["Cache-Control"] = "no-store"
     return response

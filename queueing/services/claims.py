@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, transaction
 from psycopg.errors import LockNotAvailable
+from psycopg.types.json import Jsonb
 
 from queueing import sql
 from queueing.db import execute, fetch_all, fetch_one
@@ -192,6 +194,7 @@ def _fenced_write(
     claims: Sequence[tuple[str, int]],
     action: str,
     outlet: Outlet | None,
+    detail: dict[str, Any] | None = None,
 ) -> tuple[list[Ticket], list[Refusal]]:
     tokens = [t for t, _ in claims]
     fences = [int(f) for _, f in claims]
@@ -203,6 +206,7 @@ def _fenced_write(
             "event_type": event_type,
             "outlet_id": outlet.pk if outlet else None,
             "lease": _lease_seconds(None),
+            "detail": Jsonb(detail) if detail else None,
         },
     )
     done = [Ticket.from_row(r) for r in rows]
@@ -220,10 +224,14 @@ def orders_mark_ready(
 
 
 def orders_complete(
-    *, claims: Sequence[tuple[str, int]], outlet: Outlet | None = None
+    *, claims: Sequence[tuple[str, int]], outlet: Outlet | None = None, by: str = ""
 ) -> tuple[list[Ticket], list[Refusal]]:
-    """Complete a batch in one statement; returns (completed, refusals): stale rows never complete."""
-    return _fenced_write(sql.ORDER_COMPLETE, "completed", claims, "complete", outlet)
+    """Complete a batch in one statement; returns (completed, refusals): stale rows never complete.
+
+    ``by`` (a kitchen station) is kept in the events: a station recalls only what it bumped.
+    """
+    detail = {"by": by} if by else None
+    return _fenced_write(sql.ORDER_COMPLETE, "completed", claims, "complete", outlet, detail)
 
 
 def _one(result: tuple[list[Ticket], list[Refusal]]) -> Ticket:
@@ -238,9 +246,9 @@ def order_mark_ready(*, token: str, fence: int, outlet: Outlet | None = None) ->
     return _one(orders_mark_ready(claims=[(token, fence)], outlet=outlet))
 
 
-def order_complete(*, token: str, fence: int, outlet: Outlet | None = None) -> Ticket:
+def order_complete(*, token: str, fence: int, outlet: Outlet | None = None, by: str = "") -> Ticket:
     """Complete (bump) one order; raises StaleFence when the fence is not the current one."""
-    return _one(orders_complete(claims=[(token, fence)], outlet=outlet))
+    return _one(orders_complete(claims=[(token, fence)], outlet=outlet, by=by))
 
 
 def order_recall(*, token: str, fence: int, outlet: Outlet | None = None) -> Ticket:

@@ -18,7 +18,13 @@ from queueing.db import fetch_all, fetch_one
 from queueing.errors import InvalidState, NotFound, OutletNotEmpty
 from queueing.models import OPEN_STATES, Order, Outlet, OutletState
 from queueing.services.leadership import leader_fence
-from queueing.services.routing import moves_described, orders_move, outlets_reroute
+from queueing.services.routing import (
+    OUTLET_CLOSED,
+    OUTLET_UNAVAILABLE,
+    moves_described,
+    orders_move,
+    outlets_reroute,
+)
 from queueing.tickets import Ticket
 
 log = logging.getLogger("hearth.outlets")
@@ -229,7 +235,11 @@ def _take_down(
         update_fields=["state", "resume_state", "down_by_manager", "back_since", "back_beats"]
     )
     outlet_event(outlet=locked, state=locked.state, detail={"action": "down", "reason": reason})
-    moved, cancelled = outlets_reroute(outlet_ids=[locked.pk], reason=f"{locked.slug} {reason}")
+    moved, cancelled = outlets_reroute(
+        outlet_ids=[locked.pk],
+        reason=f"{locked.slug} {reason}",
+        cancel_reason=OUTLET_CLOSED if by_manager else OUTLET_UNAVAILABLE,
+    )
     log.info(
         "outlet %s down (%s): %d delivery orders moved (%s), %d takeaway orders cancelled",
         locked.slug,

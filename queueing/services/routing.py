@@ -25,7 +25,10 @@ from queueing.models import Outlet, OutletState
 from queueing.ring import HashRing
 from queueing.tickets import Ticket
 
-OUTLET_UNAVAILABLE = "outlet unavailable"
+OUTLET_UNAVAILABLE = (
+    "outlet unavailable"  # it went silent: the customer is told it closed unexpectedly
+)
+OUTLET_CLOSED = "outlet closed by a manager"  # a planned mark-down: told it has closed for now
 
 
 @lru_cache(maxsize=32)
@@ -216,6 +219,7 @@ def orders_move(
     outlet_lost: bool = True,
     wait_if_no_outlet: bool = True,
     event_type: str = "rerouted",
+    cancel_reason: str = OUTLET_UNAVAILABLE,
 ) -> tuple[list[Ticket], list[Ticket]]:
     """Move locked order rows through the ring; takeaway orders are cancelled instead.
 
@@ -262,7 +266,7 @@ def orders_move(
     if to_cancel:
         result = fetch_all(
             sql.ORDERS_CANCEL,
-            {"ids": to_cancel, "reason": OUTLET_UNAVAILABLE, "event_type": "cancelled"},
+            {"ids": to_cancel, "reason": cancel_reason, "event_type": "cancelled"},
         )
         cancelled = [Ticket.from_row(r) for r in result]
     return moved, cancelled
@@ -292,7 +296,11 @@ def _move(
 
 
 def outlets_reroute(
-    *, outlet_ids: Sequence[int], reason: str, bounded: bool = True
+    *,
+    outlet_ids: Sequence[int],
+    reason: str,
+    bounded: bool = True,
+    cancel_reason: str = OUTLET_UNAVAILABLE,
 ) -> tuple[list[Ticket], list[Ticket]]:
     """Move the open (queued or preparing) orders of these outlets. Caller logs the decision.
 
@@ -301,4 +309,4 @@ def outlets_reroute(
     """
     with transaction.atomic():
         rows = fetch_all(sql.ORDERS_TO_MOVE, {"outlet_ids": list(outlet_ids), "order_ids": []})
-        return orders_move(rows=rows, reason=reason, bounded=bounded)
+        return orders_move(rows=rows, reason=reason, bounded=bounded, cancel_reason=cancel_reason)

@@ -370,7 +370,7 @@
 
   part = new H.LivePart({
     container: root,
-    partUrl: root.getAttribute("data-part-url"),
+    partUrl: root.getAttribute("data-part-url") + "?tab=" + encodeURIComponent(tab),  // Recall: this station's
     // The socket holds this station's tickets while it is open (see docs/live.md).
     socketPath: root.getAttribute("data-socket-path") + "?tab=" + encodeURIComponent(tab),
     heartbeat: parseFloat(root.getAttribute("data-heartbeat-interval")) || 5,

@@ -8,8 +8,26 @@
   var banner = document.getElementById("conn-banner");
   var pill = document.getElementById("live-pill");
 
+  var bannerWords = banner.textContent;
   function showStatus(state) {
     var ok = state.socket === "live" && state.fetchOk;
+    if (state.signedOut || state.reason === "signed out") {
+      // The session ended: say so, with a way back, instead of showing stale figures.
+      banner.textContent = "Signed out: these figures are no longer updated. ";
+      var a = document.createElement("a");
+      a.href = "/accounts/login/?next=" + encodeURIComponent(location.pathname);
+      a.textContent = "Sign in again";
+      banner.appendChild(a);
+      banner.hidden = false;
+      banner.classList.add("banner--signed-out");
+      pill.textContent = "signed out";
+      pill.className = "live-pill live-pill--down";
+      return;
+    }
+    if (banner.classList.contains("banner--signed-out")) {
+      banner.classList.remove("banner--signed-out");
+      banner.textContent = bannerWords;
+    }
     banner.hidden = ok || state.socket === "connecting";
     pill.textContent = ok ? "live" : state.socket === "connecting" ? "connecting…" : "reconnecting…";
     pill.className = "live-pill " + (ok ? "live-pill--live" : "live-pill--down");

@@ -509,6 +509,68 @@ def test_ops__a_rows_actions_share_one_line_and_retired_outlets_stay_folded(
         expect(ops.locator("#retired-outlets")).to_have_attribute("open", "")
 
 
+# Everything on a phone that must be reachable without scrolling sideways, and where it ends.
+OVERFLOW = """sel => {
+    const width = document.documentElement.clientWidth;
+    const out = [...document.querySelectorAll(sel)]
+        .filter(el => el.getClientRects().length)
+        .map(el => [el.textContent.trim().slice(0, 30), el.getBoundingClientRect()])
+        .filter(([, r]) => r.left < 0 || r.right > width + 0.5)
+        .map(([text, r]) => `${text}: ${Math.round(r.left)}..${Math.round(r.right)}`);
+    return [document.documentElement.scrollWidth - width, out];
+}"""
+
+
+def test_ops__on_a_phone_every_action_and_count_fits_and_so_do_the_api_docs(
+    tmp_path: Path, shop: Shop, browser: Any, screenshot: Callable[..., None]
+) -> None:
+    with orm():
+        outlet_mark_down(outlet=shop.north)  # a down outlet has Retire and Reactivate
+    place_directly(outlet="south", name="Ada", items=[("margherita", 2, "")])
+    with web_server(tmp_path, **FAST) as (_, base):
+        phone = new_page(browser, PHONE, is_mobile=True, has_touch=True)
+        sign_in(phone, base, "manager", "/ops/")
+        expect(phone.locator("#live-pill")).to_have_text("live")
+        expect(phone.locator('.health tr[data-outlet="north"] .actions a')).to_have_count(2)
+        wider, outside = phone.evaluate(
+            OVERFLOW, ".ops-head a, .health .actions a, .health td, .health th, .spark"
+        )
+        assert outside == [], "outside a 390 px screen"
+        assert wider <= 0, f"the ops page is {wider} px wider than the phone"
+        screenshot(phone, "ops-phone", full_page=True)
+
+        phone.goto(f"{base}/api/docs/")
+        wider, outside = phone.evaluate(OVERFLOW, "h1, h2, .op")
+        assert wider <= 0, f"the API docs are {wider} px wider than the phone"
+        assert outside == []
+
+
+def test_ops__a_lost_session_shows_a_banner_with_a_sign_in_link_never_the_login_page(
+    tmp_path: Path, shop: Shop, browser: Any
+) -> None:
+    with web_server(tmp_path, **FAST) as (_, base):
+        ops = new_page(browser, {"width": 1280, "height": 900})
+        sign_in(ops, base, "manager", "/ops/")
+        expect(ops.locator("#live-pill")).to_have_text("live")
+        mark_no_reload(ops)
+        ops.context.clear_cookies()  # the session ends (signed out elsewhere, or expired)
+        banner = ops.locator("#conn-banner")
+        expect(banner).to_be_visible()
+        expect(banner).to_contain_text("Signed out")
+        expect(banner.locator("a")).to_have_attribute("href", "/accounts/login/?next=%2Fops%2F")
+        expect(ops.locator("#live-pill")).to_have_text("signed out")
+        expect(ops.locator("#ops-live #id_username")).to_have_count(0)  # no login form inside
+        expect(ops.locator("#ops-live .health")).to_have_count(1)  # the last figures stay
+        assert_not_reloaded(ops)
+        banner.locator("a").click()
+        ops.fill("#id_username", "manager")
+        ops.fill("#id_password", PASSWORDS["manager"])
+        ops.click("button[type=submit]")
+        ops.wait_for_url(f"{base}/ops/")
+        expect(ops.locator("#live-pill")).to_have_text("live")
+        expect(ops.locator("#conn-banner")).to_be_hidden()
+
+
 def test_customer__every_form_error_at_once_and_a_cancelled_order_says_what_to_do(
     tmp_path: Path, shop: Shop, browser: Any, screenshot: Callable[..., None]
 ) -> None:
@@ -531,9 +593,10 @@ def test_customer__every_form_error_at_once_and_a_cancelled_order_says_what_to_d
         )
         expect(step_now(customer)).to_have_text("Received")
         with orm():
-            outlet_mark_down(outlet=shop.north)  # takeaway orders of a dead outlet are cancelled
+            outlet_mark_down(outlet=shop.north)  # a planned outage: takeaway orders are cancelled
         notice = customer.locator("#order-notice")
-        expect(notice).to_contain_text("Hearth North closed unexpectedly")
+        expect(notice).to_contain_text("Hearth North has closed for now")
+        expect(notice).not_to_contain_text("unexpectedly")  # the manager planned it
         expect(notice.locator("a")).to_have_attribute("href", "/order/")
         expect(customer.locator(".stepper")).to_have_count(0)
         expect(customer.locator("#order-outlet")).to_have_count(0)

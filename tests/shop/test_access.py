@@ -183,6 +183,16 @@ def test_ops__a_cook_gets_403(cook_north: User) -> None:
     assert client_for(cook_north).get("/ops/overview/").status_code == 403
 
 
+def test_ops__signed_out_the_page_redirects_but_its_live_part_answers_401() -> None:
+    client = Client()
+    assert client.get("/ops/").status_code == 302  # a person is sent to sign in
+    part = client.get("/ops/overview/")  # a fetch is told, not redirected into the login page
+    assert part.status_code == 401
+    assert "login" not in part.content.decode().lower()
+    tickets = client.get("/kitchen/north/tickets/")
+    assert tickets.status_code == 401
+
+
 def test_ops__a_manager_opens_it(manager: User, north: Outlet) -> None:
     response = client_for(manager).get("/ops/")
     assert response.status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,8 +13,10 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from queueing.models import NotifierStatus, Order, OrderEvent, OrderState, Outlet
+from queueing.selectors import outlets_last_hour
 from queueing.services import (
     order_claim_next,
     order_complete,
@@ -22,10 +25,11 @@ from queueing.services import (
     outlet_authenticate,
     outlet_mark_down,
 )
+from queueing.services.outlets import outlet_take_down
 from shop.forms import OrderForm
 from shop.kitchen import TICKET_GONE
 from shop.models import Membership, MenuItem
-from shop.ops import whole_percents
+from shop.ops import spark_path, whole_percents
 from shop.ordering import invalid
 from shop.pages import KITCHEN_MAX_TICKETS
 
@@ -408,7 +412,13 @@ def test_order_page__says_it_was_cancelled_and_why(
     menu: None, north: Outlet, south: Outlet
 ) -> None:
     order = enqueue(north)
-    outlet_mark_down(outlet=north)  # takeaway orders of a dead outlet are cancelled
+    # The notifier takes a silent outlet down: its takeaway orders are cancelled.
+    outlet_take_down(
+        outlet_id=north.pk,
+        reason="silent",
+        silent_before=timezone.now() + timedelta(hours=1),
+        timeout=0,
+    )
     html = Client().get(f"/o/{order.token}/").content.decode()
     assert "Your order was cancelled" in html
     assert "Hearth North closed unexpectedly, so it cannot make your order." in html
@@ -416,6 +426,18 @@ def test_order_page__says_it_was_cancelled_and_why(
     assert '<a class="btn btn--primary" href="/order/">Please place a new order</a>' in html
     assert "Made by" not in html and 'class="stepper' not in html  # nothing is on its way
     assert "Cancelled: outlet unavailable" in html  # the timeline keeps the reason
+
+
+def test_order_page__a_planned_mark_down_is_not_called_unexpected(
+    menu: None, north: Outlet, south: Outlet
+) -> None:
+    order = enqueue(north)
+    outlet_mark_down(outlet=north)  # a manager's planned outage
+    html = Client().get(f"/o/{order.token}/").content.decode()
+    assert "Your order was cancelled" in html
+    assert "Hearth North has closed for now, so it cannot make your order." in html
+    assert "unexpectedly" not in html
+    assert "Cancelled: outlet closed by a manager" in html
 
 
 def test_order_page__unknown_token_is_404(db: None) -> None:
@@ -517,6 +539,25 @@ def test_kitchen_action__start_next_ready_bump_recall(
     assert list(OrderEvent.objects.filter(order=order).values_list("type", flat=True)) == [
         "placed", "claimed", "ready", "completed", "recalled",
     ]  # fmt: skip
+
+
+def test_kitchen__recall_offers_only_what_this_station_bumped(
+    cook: Client, menu: None, north: Outlet
+) -> None:
+    first, second = enqueue(north), enqueue(north)
+    for tab, order in (("t1", first), ("t2", second)):  # each station makes and bumps one
+        started = post_json(cook, "/kitchen/north/next", {"tab": tab}).json()["ticket"]
+        assert started["token"] == order.token
+        claim = {"token": order.token, "fence": started["fence"], "tab": tab}
+        assert post_json(cook, "/kitchen/north/complete", claim).json()["ok"]
+    t1 = cook.get("/kitchen/north/tickets/?tab=t1").content.decode()
+    assert f"Recall #{first.pk}" in t1 and f"Recall #{second.pk}" not in t1
+    t2 = cook.get("/kitchen/north/tickets/?tab=t2").content.decode()
+    assert f"Recall #{second.pk}" in t2
+    t3 = cook.get("/kitchen/north/tickets/?tab=t3").content.decode()
+    assert "Recall #" not in t3  # a station that bumped nothing recalls nothing
+    event = OrderEvent.objects.get(order=first, type="completed")
+    assert event.detail == {"by": "cook-north·t1"}
 
 
 def test_kitchen_action__next_with_nothing_waiting_says_so(cook: Client, north: Outlet) -> None:
@@ -629,7 +670,7 @@ def test_ops__shows_health_ring_attention_and_the_notifier_alert(
     html = manager.get("/ops/").content.decode()
     row = re.search(r'<tr class="outlet-row[^"]*" data-outlet="north">(.*?)</tr>', html, re.S)
     assert row is not None
-    cells = re.findall(r'<td class="num[^"]*">([^<]*)</td>', row.group(1))
+    cells = re.findall(r'<td class="num[^"]*"[^>]*>([^<]*)</td>', row.group(1))
     assert cells[1:4] == ["1", "1", "0"]  # queued, in progress, ready
     assert "The ring" in html and "If it died" in html
     assert "south takes 100%" in html
@@ -651,6 +692,18 @@ def test_ops__ring_shares_and_heirs_are_whole_percents_that_add_up_to_100(
     assert sum(ring_percents(html)) == 100
     for line in re.findall(r"If it died:(.*?)</p>", html, re.S):
         assert sum(int(p) for p in re.findall(r"takes (\d+)%", line)) == 100, line
+
+
+def test_ops__a_big_chain_names_three_heirs_and_the_rest_together(
+    manager: Client, make_outlet: Callable[..., tuple[Outlet, str]]
+) -> None:
+    for i in range(12):
+        make_outlet(f"o{i:02d}")
+    html = manager.get("/ops/overview/").content.decode()
+    for line in re.findall(r"If it died:(.*?)</p>", html, re.S):
+        assert line.count('class="heir"') <= 4
+        assert sum(int(p) for p in re.findall(r"takes (\d+)%", line)) == 100, line
+    assert re.search(r"the rest \(\d+ outlets\) takes \d+%", html)
 
 
 @pytest.mark.parametrize(
@@ -716,6 +769,46 @@ def test_ops__overview_is_a_fixed_number_of_queries_whatever_the_outlets(
     assert len(many.captured_queries) == len(few.captured_queries)
 
 
+def test_ops__the_last_hour_per_outlet_in_5_minute_buckets(
+    manager: Client, menu: None, north: Outlet, south: Outlet
+) -> None:
+    zone = next(
+        z
+        for z in (f"Z{i}" for i in range(100))
+        if enqueue(None, kind="delivery", zone=z).outlet == north
+    )
+    enqueue(north)
+    enqueue(north)
+    old = enqueue(north)
+    # Placed 40 minutes ago, claimed now: a wait of about 2,400 s in the newest bucket.
+    then = timezone.now() - timedelta(minutes=40)
+    Order.objects.filter(pk=old.pk).update(created_at=then, sort_key=then)  # claimed first
+    OrderEvent.objects.filter(order=old, type="placed").update(at=then)
+    order_claim_next(outlet=north, station="s1")
+    OrderEvent.objects.filter(type="placed").exclude(order=old).update(at=timezone.now())
+    manager.post("/ops/outlets/north/down/")  # its delivery order moves to south
+    hours = outlets_last_hour()
+    hour = hours[north.pk]
+    assert hour.placed[-1] == 3 and sum(hour.placed) == 4  # the moved one was placed here too
+    assert hour.placed[-9] + hour.placed[-8] == 1  # 40 minutes ago: 8 or 9 buckets back
+    assert hour.wait[-1] is not None and 2300 < hour.wait[-1] < 2500
+    assert hour.reroutes[-1] == 1 and sum(hours[south.pk].reroutes) == 0  # counted where it left
+    assert zone
+    html = manager.get("/ops/overview/").content.decode()
+    row = re.search(r'<tr class="outlet-row[^"]*" data-outlet="north">(.*?)</tr>', html, re.S)
+    assert row is not None
+    assert row.group(1).count("<svg") == 3
+    assert 'aria-label="placed, last hour per 5 minutes: ' in row.group(1)
+    assert "moved away <b>1</b>" in row.group(1)
+    assert "style=" not in html and "<script" not in html  # the CSP allows neither
+
+
+def test_spark_path__scales_to_the_box_and_breaks_at_gaps() -> None:
+    assert spark_path([0, 2, 1]) == "M0.0 19.0L48.0 1.0L96.0 10.0"
+    assert spark_path([None, 3, None, 3]) == "M32.0 1.0M96.0 1.0"
+    assert spark_path([0, 0]) == "M0.0 19.0L96.0 19.0"  # nothing: flat on the floor
+
+
 def test_ops_action__asks_for_confirmation_first(manager: Client, north: Outlet) -> None:
     page = manager.get("/ops/outlets/north/down/")
     assert page.status_code == 200
@@ -769,6 +862,29 @@ def test_ops_action__retire_with_open_orders_is_refused_with_a_message(
     )
     north.refresh_from_db()
     assert north.state == "draining"
+
+
+def test_ops_action__retire_is_offered_only_when_it_is_allowed(
+    manager: Client, menu: None, north: Outlet, south: Outlet
+) -> None:
+    enqueue(north)
+    manager.post("/ops/outlets/north/drain/")
+    manager.post("/ops/outlets/south/drain/")
+    html = manager.get("/ops/overview/").content.decode()
+    assert "/ops/outlets/north/retire/" not in html  # draining, but an order is open
+    assert "/ops/outlets/south/retire/" in html  # draining and empty
+    for slug in ("north",):  # an open order: the confirmation says why, and has no Yes
+        page = manager.get(f"/ops/outlets/{slug}/retire/")
+        assert page.status_code == 409
+        text = page.content.decode()
+        assert "Not possible now" in text and "1 open order." in text
+        assert "Yes, retire" not in text
+    manager.post("/ops/outlets/south/activate/")
+    page = manager.get("/ops/outlets/south/retire/")  # active: not from there either
+    assert page.status_code == 409 and "Yes, retire" not in page.content.decode()
+    assert "/ops/outlets/south/retire/" not in manager.get("/ops/overview/").content.decode()
+    page = manager.get("/ops/outlets/south/drain/")
+    assert page.status_code == 200 and "Yes, drain Hearth South" in page.content.decode()
 
 
 def test_ops_action__mark_down_counts_in_words_with_plurals(
