@@ -42,7 +42,8 @@ from queueing.selectors import (
 from queueing.services.routing import OUTLET_UNAVAILABLE
 from shop.access import is_manager, kitchen_outlet, works_at
 from shop.forms import OrderForm
-from shop.models import MenuItem
+from shop.models import MenuItem, Payment
+from shop.payments import money, order_total
 from shop.ordering import IDEMPOTENCY_CONFLICT, order_place, order_request_parse
 from shop.rate_limit import order_limit, rate_limit_check
 from shop.refusal import Refused
@@ -274,8 +275,11 @@ def _order_context(order: Order) -> dict[str, Any]:
     ]
     # Events are ordered by id, which a later-committing writer can undercut; the
     # newest id overall bounds what this snapshot has seen.
+    total = order_total(order.lines)
     return {
         "order": order,
+        "total": money(total) if total is not None else None,
+        "payment": Payment.objects.filter(order=order).first(),
         "timeline": _timeline(events),
         "stepper": stepper,
         "estimate": order_ready_estimate(order=order),
