@@ -43,8 +43,8 @@ from queueing.services.routing import OUTLET_UNAVAILABLE
 from shop.access import is_manager, kitchen_outlet, works_at
 from shop.forms import OrderForm
 from shop.models import MenuItem, Payment
-from shop.payments import money, order_total
 from shop.ordering import IDEMPOTENCY_CONFLICT, order_place, order_request_parse
+from shop.payments import money, order_total
 from shop.rate_limit import order_limit, rate_limit_check
 from shop.refusal import Refused
 

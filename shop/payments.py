@@ -71,7 +71,7 @@ def payment_parse(data: dict[str, Any], *, order: Order) -> PaymentTaken | None:
 
 def _amount(value: Any) -> Decimal:
     # A string only: a JSON number is a float to most clients, and money is never a float.
-    message = "amount must be a non-negative decimal string, e.g. \"12.50\""
+    message = 'amount must be a non-negative decimal string, e.g. "12.50"'
     if not isinstance(value, str) or len(value) > 12:
         raise Refused(400, "invalid", message, field="amount")
     try:

@@ -248,7 +248,9 @@ def test_ops_hand_over__bad_method_refused_and_order_left_open(menu: None, north
     order = Order.objects.get(token=placed["token"])
     client = manager_client()
     url = f"/ops/orders/{order.pk}/handover/"
-    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get(url).content.decode())
+    csrf = re.search(
+        r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get(url).content.decode()
+    )
     assert csrf is not None
 
     client.post(url, {"csrfmiddlewaretoken": csrf.group(1), "paid": "on", "method": "iou"})
