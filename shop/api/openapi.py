@@ -503,22 +503,6 @@ DELIVERY_EXAMPLE = {
 }
 
 PATHS: dict[str, Any] = {
-    "/api/menu": {
-        "get": {
-            "operationId": "menuGet",
-            "tags": ["customers"],
-            "summary": "What is on sale",
-            "description": (
-                "The items available today, with their prices, so a client can build its own "
-                "order form. No sign-in; the answer may be cached for 60 seconds. An item taken "
-                "off the menu since is refused when ordered (400 naming the line)."
-            ),
-            "responses": {
-                "200": {"description": "The menu.", "content": json_content(ref("Menu"))},
-                "405": WRONG_METHOD,
-            },
-        }
-    },
     "/api/orders": {
         "post": {
             "operationId": "orderPlace",
@@ -576,6 +560,22 @@ PATHS: dict[str, Any] = {
                     "content": json_content(ref("OrderWithTimeline")),
                 },
                 "404": NO_ORDER,
+                "405": WRONG_METHOD,
+            },
+        }
+    },
+    "/api/menu": {
+        "get": {
+            "operationId": "menuGet",
+            "tags": ["customers"],
+            "summary": "What is on sale",
+            "description": (
+                "The items available today, with their prices, so a client can build its own "
+                "order form. No sign-in; the answer may be cached for 60 seconds. An item taken "
+                "off the menu since is refused when ordered (400 naming the line)."
+            ),
+            "responses": {
+                "200": {"description": "The menu.", "content": json_content(ref("Menu"))},
                 "405": WRONG_METHOD,
             },
         }
