@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import SKIP_REASON
+
 # `shop` is the screens' fixture (menu, outlets, staff), shared rather than copied.
 from tests.browser.test_screens import FAST, PHONE, expect, new_page, shop  # noqa: F401
 from tests.processes import web_server
