@@ -42,9 +42,9 @@ from queueing.selectors import (
 from queueing.services.routing import OUTLET_UNAVAILABLE
 from shop.access import is_manager, kitchen_outlet, works_at
 from shop.forms import OrderForm
-from shop.models import MenuItem, Payment
+from shop.models import MenuItem
 from shop.ordering import IDEMPOTENCY_CONFLICT, order_place, order_request_parse
-from shop.payments import money, order_total
+from shop.payments import money, order_payment, order_total
 from shop.rate_limit import order_limit, rate_limit_check
 from shop.refusal import Refused
 
@@ -279,7 +279,7 @@ def _order_context(order: Order) -> dict[str, Any]:
     return {
         "order": order,
         "total": money(total) if total is not None else None,
-        "payment": Payment.objects.filter(order=order).first(),
+        "payment": order_payment(order),
         "timeline": _timeline(events),
         "stepper": stepper,
         "estimate": order_ready_estimate(order=order),

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, Sum
 
-from queueing.models import Order, OrderKind, Outlet
+from queueing.models import Order, OrderKind, OrderState, Outlet
 from queueing.services import order_complete, order_hand_over
 from queueing.tickets import Ticket
 from shop.models import Payment, PaymentMethod, PaymentPlace
@@ -81,6 +81,13 @@ def _amount(value: Any) -> Decimal:
     if not amount.is_finite() or amount < 0 or amount != amount.quantize(PENNY):
         raise Refused(400, "invalid", message, field="amount")
     return amount
+
+
+def order_payment(order: Order) -> Payment | None:
+    """The order's payment; only a completed order can have one, so open orders cost no query."""
+    if order.state != OrderState.COMPLETED:
+        return None
+    return Payment.objects.filter(order=order).first()
 
 
 def payment_record(*, order: Order, taken: PaymentTaken, by: str) -> Payment:

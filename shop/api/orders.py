@@ -14,7 +14,7 @@ from shop.access import customer_detail, may_rush
 from shop.api.common import api_view, json_body, order_token
 from shop.models import MenuItem, Payment
 from shop.ordering import order_submit
-from shop.payments import money, order_total
+from shop.payments import money, order_payment, order_total
 from shop.rate_limit import order_limit, rate_limit_check
 from shop.refusal import Refused
 
@@ -26,7 +26,7 @@ def order_summary(order: Order, request: HttpRequest | None = None) -> dict[str,
     status_path = reverse("order-status", args=[order.token])
     estimate = order_ready_estimate(order=order)
     total = order_total(order.lines)
-    payment = Payment.objects.filter(order=order).first()
+    payment = order_payment(order)
     return {
         "number": order.pk,
         "token": order.token,

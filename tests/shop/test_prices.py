@@ -280,3 +280,11 @@ def test_takings_by_outlet__sums_payments_since(
         ("north", 2, Decimal("19.00"))
     ]
     assert takings_by_outlet(since=timezone.now() + timedelta(minutes=1)) == []
+
+
+def test_order_api__an_open_order_costs_no_payment_query(menu: None, north: Outlet) -> None:
+    placed = place()
+    client = Client()
+    with CaptureQueriesContext(connection) as queries:
+        client.get(f"/api/orders/{placed['token']}")
+    assert not any("shop_payment" in q["sql"] for q in queries.captured_queries)
