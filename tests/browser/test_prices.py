@@ -8,10 +8,19 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import SKIP_REASON
+from shop.models import Payment
+from tests.browser.conftest import SKIP_REASON, orm
 
 # `shop` is the screens' fixture (menu, outlets, staff), shared rather than copied.
-from tests.browser.test_screens import FAST, PHONE, expect, new_page, shop  # noqa: F401
+from tests.browser.test_screens import (  # noqa: F401
+    FAST,
+    PHONE,
+    expect,
+    new_page,
+    open_kitchen,
+    place_directly,
+    shop,
+)
 from tests.processes import web_server
 
 pytestmark = [
@@ -51,3 +60,27 @@ def test_order_form__total_follows_the_quantities_and_the_order_page_says_what_i
         page.wait_for_url("**/o/*/")
         expect(page.locator("#order-paid")).to_have_text("To pay: £4.50 (at the counter)")
         assert blocked == []
+
+
+@pytest.mark.usefixtures("shop")
+def test_kitchen__paid_bump_records_the_payment_and_the_customer_sees_it(
+    tmp_path: Path, browser: Any
+) -> None:
+    with web_server(tmp_path, **FAST) as (_, base):
+        kitchen = open_kitchen(browser, base, "north")
+        order = place_directly(outlet="north", name="Grace", items=[("pepperoni", 1, "")])
+        customer = new_page(browser, PHONE)
+        customer.goto(f"{base}/o/{order.token}/")
+        expect(customer.locator("#order-paid")).to_have_text("To pay: £10.00 (at the counter)")
+        ticket = kitchen.locator(f'.ticket[data-number="{order.pk}"]')
+        expect(ticket).to_contain_text("£10.00")
+        ticket.locator("button[data-action=start]").click()
+        ticket.locator("button[data-action=ready]").click()
+        expect(ticket).to_have_attribute("data-state", "ready")
+        ticket.locator("button[data-paid=card]").click()
+        expect(ticket).to_have_count(0)
+
+        expect(customer.locator("#order-paid")).to_contain_text("Paid at the counter (card")
+        with orm():
+            payment = Payment.objects.get(order_id=order.pk)
+        assert (str(payment.amount), payment.method) == ("10.00", "card")
