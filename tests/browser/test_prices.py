@@ -10,6 +10,7 @@ import pytest
 
 from shop.models import Payment
 from tests.browser.conftest import SKIP_REASON, orm
+from tests.browser.test_accessibility import violations
 
 # `shop` is the screens' fixture (menu, outlets, staff), shared rather than copied.
 from tests.browser.test_screens import (  # noqa: F401
@@ -77,6 +78,8 @@ def test_kitchen__paid_bump_records_the_payment_and_the_customer_sees_it(
         ticket.locator("button[data-action=start]").click()
         ticket.locator("button[data-action=ready]").click()
         expect(ticket).to_have_attribute("data-state", "ready")
+        assert violations(kitchen) == []  # the paid buttons are named within their group
+        assert violations(customer) == []
         ticket.locator("button[data-paid=card]").click()
         expect(ticket).to_have_count(0)
 
