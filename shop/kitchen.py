@@ -24,13 +24,13 @@ from queueing.selectors import order_by_token
 from queueing.services import (
     order_claim_next,
     order_claim_ticket,
-    order_complete,
     order_mark_ready,
     order_recall,
 )
 from queueing.tickets import Ticket
 from shop.access import kitchen_outlet
 from shop.api.common import fence_of, json_body, token_of
+from shop.payments import order_bump_paid
 from shop.refusal import Refused, refusal_response
 
 STATE_WORDS = {
@@ -180,10 +180,17 @@ def ready(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonRes
 
 @kitchen_action
 def complete(request: HttpRequest, outlet: Outlet, data: dict[str, Any]) -> JsonResponse:
-    ticket = order_complete(
-        token=token_of(data), fence=fence_of(data), outlet=outlet, by=station_name(request, data)
+    # Handed over: ``paid: true`` with ``method`` records the payment taken at the same time.
+    ticket = order_bump_paid(
+        token=token_of(data),
+        fence=fence_of(data),
+        outlet=outlet,
+        data=data,
+        by=request.user.get_username(),
+        station=station_name(request, data),
     )
-    return _answer(ticket, f"Order {ticket.id} bumped.")
+    paid = " and marked paid" if data.get("paid") is True else ""
+    return _answer(ticket, f"Order {ticket.id} bumped{paid}.")
 
 
 @kitchen_action

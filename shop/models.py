@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models.functions import Now
 
@@ -17,7 +20,9 @@ class MenuItemManager(models.Manager["MenuItem"]):
 class MenuItem(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=100)
-    price = models.DecimalField(max_digits=7, decimal_places=2)
+    price = models.DecimalField(
+        max_digits=7, decimal_places=2, validators=[MinValueValidator(Decimal("0"))]
+    )
     prep_seconds = models.PositiveIntegerField(help_text="Time to prepare one, in seconds.")
     available = models.BooleanField(default=True)
 
@@ -26,6 +31,11 @@ class MenuItem(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(price__gte=0), name="menuitem_price_not_negative"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -71,3 +81,40 @@ class RateCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.hits}"
+
+
+class PaymentMethod(models.TextChoices):
+    CASH = "cash", "Cash"
+    CARD = "card", "Card"
+
+
+class PaymentPlace(models.TextChoices):
+    COUNTER = "counter", "at the counter"
+    DELIVERY = "delivery", "on delivery"
+
+
+class Payment(models.Model):
+    """An order was paid for when it was handed over: how much, how, where, when and who took it.
+
+    Kept in the shop, not on the engine's order row: the queue knows nothing of money.
+    """
+
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="payment")
+    amount = models.DecimalField(
+        max_digits=9, decimal_places=2, validators=[MinValueValidator(Decimal("0"))]
+    )
+    method = models.CharField(max_length=10, choices=PaymentMethod.choices)
+    where = models.CharField(max_length=10, choices=PaymentPlace.choices)
+    paid_at = models.DateTimeField(db_default=Now())
+    by = models.CharField(max_length=150, help_text="Who took the money.")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount__gte=0), name="payment_amount_not_negative"
+            )
+        ]
+        indexes = [models.Index(fields=["paid_at"], name="payment_paid_at")]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id}: £{self.amount} {self.method} {self.get_where_display()}"

@@ -43,7 +43,6 @@ from queueing.selectors import (
 )
 from queueing.services import (
     order_cancel,
-    order_hand_over,
     order_send,
     outlet_create,
     outlet_drain,
@@ -54,6 +53,8 @@ from queueing.services.outlets import outlet_activate, outlet_get
 from queueing.services.routing import ring_of
 from shop.access import is_manager
 from shop.forms import OutletForm
+from shop.payments import order_hand_over_paid, payment_parse
+from shop.refusal import Refused
 
 
 def manager_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -528,8 +529,11 @@ def _order_action_run(request: HttpRequest, order: Order, action: str) -> str:
         order_send(order_id=order.pk, outlet=outlet, by=by)
         return f"Order {order.pk} sent to {outlet.name}: it is queued there."
     if action == "handover":
-        order_hand_over(order_id=order.pk, by=by)
-        return f"Order {order.pk} marked handed over: it is completed."
+        paid = {"paid": request.POST.get("paid") == "on", "method": request.POST.get("method")}
+        taken = payment_parse(paid, order=order)
+        order_hand_over_paid(order=order, taken=taken, by=by)
+        was_paid = " and paid" if taken else ""
+        return f"Order {order.pk} marked handed over{was_paid}: it is completed."
     order_cancel(order_id=order.pk, reason=request.POST.get("reason", ""), by=by)
     return f"Order {order.pk} cancelled; its customer sees why."
 
@@ -553,7 +557,7 @@ def order_action(request: HttpRequest, number: int, action: str) -> HttpResponse
         )
     try:
         messages.success(request, _order_action_run(request, order, action))
-    except QueueError as exc:
+    except (QueueError, Refused) as exc:
         messages.error(request, f"{todo.label}, order {order.pk}: {exc.message}")
     return redirect("ops")
 

@@ -111,6 +111,8 @@ def order_request_parse(payload: Any) -> OrderRequest:
                 "qty": qty,
                 "note": note,
                 "prep_seconds": item.prep_seconds,
+                # The price it was ordered at: a later menu change leaves this order alone.
+                "price": str(item.price),
             }
         )
     raw_customer = payload.get("customer") or {}

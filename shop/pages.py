@@ -45,6 +45,7 @@ from shop.forms import OrderForm
 from shop.kitchen import station_of
 from shop.models import MenuItem
 from shop.ordering import IDEMPOTENCY_CONFLICT, order_place, order_request_parse
+from shop.payments import money, order_payment, order_total
 from shop.rate_limit import order_limit, rate_limit_check
 from shop.refusal import Refused
 
@@ -277,8 +278,11 @@ def _order_context(order: Order) -> dict[str, Any]:
     ]
     # Events are ordered by id, which a later-committing writer can undercut; the
     # newest id overall bounds what this snapshot has seen.
+    total = order_total(order.lines)
     return {
         "order": order,
+        "total": money(total) if total is not None else None,
+        "payment": order_payment(order),
         "timeline": _timeline(events),
         "stepper": stepper,
         "estimate": order_ready_estimate(order=order),

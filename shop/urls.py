@@ -11,6 +11,7 @@ from shop.api import agents, openapi, orders
 handler404 = "shop.refusal.not_found"
 
 api = [
+    path("menu", orders.menu, name="api-menu"),
     path("orders", orders.order_create, name="api-order-create"),
     path("orders/<str:token>", orders.order_detail, name="api-order-detail"),
     path("orders/<str:token>/ready", agents.ready, name="api-order-ready"),

@@ -17,6 +17,9 @@ from django.shortcuts import render
 from shop.api.common import api_view
 
 MAX_QTY = 50
+# Money is a decimal string with two places, never a JSON number (a float to most clients).
+MONEY = {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$"}
+MONEY_OR_NULL = {"type": ["string", "null"], "pattern": MONEY["pattern"]}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -195,6 +198,45 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "qty": {"type": "integer"},
             "note": {"type": "string"},
+            "price": {
+                **MONEY_OR_NULL,
+                "description": "The unit price the line was ordered at (null: placed before "
+                "prices were recorded).",
+            },
+        },
+    },
+    "Money": {**MONEY, "examples": ["12.50"]},
+    "Payment": {
+        "type": "object",
+        "required": ["amount", "method", "where", "at"],
+        "properties": {
+            "amount": ref("Money"),
+            "method": {"type": "string", "enum": ["cash", "card"]},
+            "where": {
+                "type": "string",
+                "enum": ["counter", "delivery"],
+                "description": "Paid at the counter (takeaway) or on delivery.",
+            },
+            "at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "MenuItem": {
+        "type": "object",
+        "required": ["slug", "name", "price", "prep_seconds", "available"],
+        "properties": {
+            "slug": {"type": "string", "description": "What an order line's `item` names."},
+            "name": {"type": "string"},
+            "price": ref("Money"),
+            "prep_seconds": {"type": "integer", "minimum": 0},
+            "available": {"type": "boolean"},
+        },
+    },
+    "Menu": {
+        "type": "object",
+        "required": ["currency", "items"],
+        "properties": {
+            "currency": {"type": "string", "description": "ISO 4217 code.", "examples": ["GBP"]},
+            "items": {"type": "array", "items": ref("MenuItem")},
         },
     },
     "OrderState": {
@@ -203,7 +245,17 @@ SCHEMAS: dict[str, Any] = {
     },
     "Order": {
         "type": "object",
-        "required": ["number", "token", "kind", "state", "outlet", "status_url", "lines"],
+        "required": [
+            "number",
+            "token",
+            "kind",
+            "state",
+            "outlet",
+            "status_url",
+            "lines",
+            "total",
+            "paid",
+        ],
         "properties": {
             "number": {"type": "integer", "description": "The short number the customer is told."},
             "token": {
@@ -219,6 +271,15 @@ SCHEMAS: dict[str, Any] = {
             "zone": {"type": "string"},
             "rush": {"type": "boolean"},
             "lines": {"type": "array", "items": ref("OrderLine")},
+            "total": {
+                **MONEY_OR_NULL,
+                "description": "What the order costs, at the prices it was placed at (null: "
+                "placed before prices were recorded).",
+            },
+            "paid": {
+                "oneOf": [ref("Payment"), {"type": "null"}],
+                "description": "How it was paid, marked by staff at hand-over; null: still owed.",
+            },
             "cancel_reason": {"type": "string"},
             "estimated_ready_at": {"type": ["string", "null"], "format": "date-time"},
             "status_url": {"type": "string", "description": "The customer's live page."},
@@ -499,6 +560,22 @@ PATHS: dict[str, Any] = {
                     "content": json_content(ref("OrderWithTimeline")),
                 },
                 "404": NO_ORDER,
+                "405": WRONG_METHOD,
+            },
+        }
+    },
+    "/api/menu": {
+        "get": {
+            "operationId": "menuGet",
+            "tags": ["customers"],
+            "summary": "What is on sale",
+            "description": (
+                "The items available today, with their prices, so a client can build its own "
+                "order form. No sign-in; the answer may be cached for 60 seconds. An item taken "
+                "off the menu since is refused when ordered (400 naming the line)."
+            ),
+            "responses": {
+                "200": {"description": "The menu.", "content": json_content(ref("Menu"))},
                 "405": WRONG_METHOD,
             },
         }

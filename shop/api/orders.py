@@ -12,7 +12,9 @@ from queueing.models import Order
 from queueing.selectors import order_by_token, order_events, order_ready_estimate
 from shop.access import customer_detail, may_rush
 from shop.api.common import api_view, json_body, order_token
+from shop.models import MenuItem, Payment
 from shop.ordering import order_submit
+from shop.payments import money, order_payment, order_total
 from shop.rate_limit import order_limit, rate_limit_check
 from shop.refusal import Refused
 
@@ -23,6 +25,8 @@ def order_summary(order: Order, request: HttpRequest | None = None) -> dict[str,
     """The order as every API answer shows it."""
     status_path = reverse("order-status", args=[order.token])
     estimate = order_ready_estimate(order=order)
+    total = order_total(order.lines)
+    payment = order_payment(order)
     return {
         "number": order.pk,
         "token": order.token,
@@ -32,12 +36,29 @@ def order_summary(order: Order, request: HttpRequest | None = None) -> dict[str,
         "zone": order.zone,
         "rush": order.rush,
         "lines": [
-            {"item": ln["item"], "name": ln["name"], "qty": ln["qty"], "note": ln["note"]}
+            {
+                "item": ln["item"],
+                "name": ln["name"],
+                "qty": ln["qty"],
+                "note": ln["note"],
+                "price": ln.get("price"),
+            }
             for ln in order.lines
         ],
+        "total": money(total) if total is not None else None,
+        "paid": _paid(payment) if payment else None,
         "cancel_reason": order.cancel_reason,
         "estimated_ready_at": estimate.isoformat() if estimate else None,
         "status_url": request.build_absolute_uri(status_path) if request else status_path,
+    }
+
+
+def _paid(payment: Payment) -> dict[str, Any]:
+    return {
+        "amount": money(payment.amount),
+        "method": payment.method,
+        "where": payment.where,
+        "at": payment.paid_at.isoformat(),
     }
 
 
@@ -91,3 +112,21 @@ def order_detail(request: HttpRequest, token: str) -> JsonResponse:
         for ev in order_events(order=order)
     ]
     return JsonResponse(answer)
+
+
+# A phone app may cache the menu briefly; an item taken off is refused at ordering anyway.
+MENU_MAX_AGE = 60
+
+
+@api_view("GET")
+def menu(request: HttpRequest) -> JsonResponse:
+    """The items on sale today, in one query."""
+    items = [
+        {**item, "price": money(item["price"])}
+        for item in MenuItem.objects.filter(available=True)
+        .order_by("name")
+        .values("slug", "name", "price", "prep_seconds", "available")
+    ]
+    response = JsonResponse({"currency": "GBP", "items": items})
+    response["Cache-Control"] = f"public, max-age={MENU_MAX_AGE}"
+    return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django import template
 from django.utils.html import escape
@@ -20,3 +21,13 @@ def code_spans(text: object) -> SafeString:
     # Escaping first leaves backticks alone and makes every other character inert,
     # so the only markup in the result is the <code> tags added here.
     return mark_safe(_CODE_SPAN.sub(r"<code>\1</code>", escape(str(text))))  # noqa: S308
+
+
+@register.filter
+def order_total(lines: list[dict[str, Any]]) -> str:
+    """An order's total from its line snapshot ("16.00"); empty when it has no prices."""
+    from shop.payments import money
+    from shop.payments import order_total as total_of
+
+    total = total_of(lines)
+    return money(total) if total is not None else ""

@@ -294,7 +294,7 @@
       });
   }
 
-  function onTicket(action, el) {
+  function onTicket(action, el, button) {
     if (!el) {
       say("Select a ticket first (arrows or 1–9).", false);
       return;
@@ -318,6 +318,9 @@
     }
     if (action === "complete") {
       if (state === "queued") return say("Order " + number + " is not started yet.", false);
+      // Handed over at the counter and paid: the bump records the payment with it.
+      var paid = button ? button.getAttribute("data-paid") : null;
+      if (paid) return act("complete", { token: token, fence: fence, paid: true, method: paid });
       return act("complete", { token: token, fence: fence });
     }
   }
@@ -337,7 +340,7 @@
     var action = button.getAttribute("data-action");
     if (action === "next") return act("next", {});
     if (action === "recall") return recall();
-    onTicket(action, ticket);
+    onTicket(action, ticket, button);
   });
 
   document.addEventListener("keydown", function (e) {

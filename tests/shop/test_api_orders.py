@@ -72,8 +72,9 @@ def test_place_delivery__answers_202_with_number_token_outlet_and_status_url(
     assert answer["outlet"] == "north"  # the only active outlet
     assert answer["status_url"] == f"http://testserver/o/{order.token}/"
     assert answer["lines"] == [
-        {"item": "margherita", "name": "Margherita", "qty": 2, "note": "no basil"}
+        {"item": "margherita", "name": "Margherita", "qty": 2, "note": "no basil", "price": "8.50"}
     ]
+    assert answer["total"] == "17.00"
     assert response["Idempotent-Replayed"] == "false"
     assert list(order.events.values_list("type", flat=True)) == ["placed"]
 
