@@ -311,8 +311,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
         f"process as before (target 3×: {'met' if get >= 3 else 'not met'}). "
         '"As before" is the full middleware stack through Django\'s ASGI handler, with '
         "Daphne's access log written to a file as `up` used to; both paths already read the "
-        "ready estimate in one statement (the before figures of that change are the rows "
-        "recorded with the first commit of this bench, in git history)."
+        "ready estimate in one statement (that change is in both rows)."
     )
     body = (
         f"Targets: `POST /api/orders` through the web tier ≥ 0.8× the in-process "
