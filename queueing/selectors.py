@@ -19,13 +19,12 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
-    Sum,
 )
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from queueing import sql
-from queueing.db import fetch_all
+from queueing.db import fetch_all, fetch_one
 from queueing.models import (
     OPEN_STATES,
     EventType,
@@ -70,18 +69,12 @@ def order_ready_estimate(*, order: Order, now: datetime | None = None) -> dateti
     if order.state == OrderState.PREPARING:
         started = order.claimed_at or now
         return max(now, started + timedelta(seconds=order.prep_seconds))
-    ahead = (
-        Order.objects.filter(
-            outlet_id=order.outlet_id, state=OrderState.QUEUED, sort_key__lt=order.sort_key
-        ).aggregate(total=Sum("prep_seconds"))["total"]
-        or 0
+    work = fetch_one(
+        sql.ORDER_WORK_AHEAD,
+        {"outlet_id": order.outlet_id, "sort_key": order.sort_key, "now": now},
     )
-    in_progress = Order.objects.filter(
-        outlet_id=order.outlet_id, state=OrderState.PREPARING
-    ).values_list("claimed_at", "prep_seconds")
-    remaining = sum(
-        max(0.0, prep - (now - (claimed or now)).total_seconds()) for claimed, prep in in_progress
-    )
+    assert work is not None
+    ahead, remaining = work["ahead"], work["remaining"]
     wait = (ahead + remaining) / stations
     return now + timedelta(seconds=wait + order.prep_seconds)
 

@@ -295,6 +295,23 @@ OUTLET_LOAD = """
     WHERE state IN ('queued', 'preparing', 'ready') AND outlet_id = %(outlet_id)s
 """
 
+# The work ahead of a queued order at its outlet, in one round trip: the queued orders
+# before it (seconds), and what is left of those being prepared (a claim without a time
+# counts whole). Two index range scans; an order's estimate reads nothing else.
+ORDER_WORK_AHEAD = """
+    SELECT
+        (SELECT coalesce(sum(prep_seconds), 0)
+         FROM queueing_order
+         WHERE outlet_id = %(outlet_id)s AND state = 'queued' AND sort_key < %(sort_key)s
+        )::float8 AS ahead,
+        (SELECT coalesce(sum(greatest(0, prep_seconds
+                    - extract(epoch FROM %(now)s::timestamptz
+                                         - coalesce(claimed_at, %(now)s::timestamptz)))), 0)
+         FROM queueing_order
+         WHERE outlet_id = %(outlet_id)s AND state = 'preparing'
+        )::float8 AS remaining
+"""
+
 # The active outlets' open orders together: the total the bounded-load caps share out.
 OPEN_ORDERS_TOTAL = """
     SELECT count(*) AS open

@@ -182,6 +182,12 @@ HEARTH_LISTENER_RETRY_MAX = env_seconds("HEARTH_LISTENER_RETRY_MAX", 5)
 HEARTH_METRICS_TOKEN = os.environ.get("HEARTH_METRICS_TOKEN", "")
 # Web processes `manage.py up` runs on its one port (each with its own LISTEN connection).
 HEARTH_WEB_PROCESSES = int(os.environ.get("HEARTH_WEB_PROCESSES", "0")) or os.cpu_count() or 1
+# Daphne's access log (a file path, "-" for the console); empty: none, the default, since
+# every line is written by the process's one event loop (a proxy in front logs requests).
+HEARTH_ACCESS_LOG = os.environ.get("HEARTH_ACCESS_LOG", "")
+# The hot API endpoints' short path (shop.api.fast); 0 serves them like every page, for
+# `bench web` to measure the difference.
+HEARTH_API_FAST = env_bool("HEARTH_API_FAST", True)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -98,29 +98,16 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
-        access_log = Path(settings.BASE_DIR) / "var" / "access.log"
-        access_log.parent.mkdir(parents=True, exist_ok=True)
+        access_log = settings.HEARTH_ACCESS_LOG
+        if access_log:
+            Path(access_log).parent.mkdir(parents=True, exist_ok=True)
         trickle = None
         try:
             listening = _listening_socket(host, port)
             for n in range(web_processes):
                 start(
                     f"web {n + 1}",
-                    [
-                        sys.executable,
-                        "-m",
-                        "daphne",
-                        "--fd",
-                        str(listening.fileno()),
-                        "--ping-interval",
-                        "20",
-                        "--ping-timeout",
-                        "30",
-                        # One line per request would bury the console; keep them in a file.
-                        "--access-log",
-                        str(access_log),
-                        "shop.asgi:application",
-                    ],
+                    web_argv(listening.fileno(), access_log=access_log),
                     pass_fds=(listening.fileno(),),
                 )
             # The children hold the socket now; up keeps no copy, so the port closes with them.
@@ -197,6 +184,26 @@ class Command(BaseCommand):
                 database.embedded_server_stop()
                 self.stdout.write("Stopped the embedded PostgreSQL")
             self.stdout.write("Hearth stopped")
+
+
+def web_argv(fd: int, *, access_log: str | None) -> list[str]:
+    """One web process serving on the listening socket ``fd``; with an access log or none."""
+    # One line per request would bury the console: in a file, or (the default) not at all,
+    # since writing it costs each request time in the process's one event loop.
+    log = ["--access-log", access_log] if access_log else []
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "--fd",
+        str(fd),
+        "--ping-interval",
+        "20",
+        "--ping-timeout",
+        "30",
+        *log,
+        "shop.asgi:application",
+    ]
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

@@ -1,0 +1,113 @@
+"""The hot API endpoints' short path: one pool thread per request instead of a hop per middleware.
+
+Under ASGI, Django runs every request in a thread made for it (a
+``ThreadSensitiveContext``) and hops between the event loop and that thread for
+each middleware's request and response halves and for the view: about 18 hand-offs
+and one new thread per request, each paid on the process's one event loop. The
+order endpoints (``/api/orders``, ``/api/orders/<token>``: placing and following an
+order, the paths a chain's customers hit hardest) need none of that: this ASGI
+wrapper answers them with a synchronous Django handler run whole in one thread of
+the loop's pool, so requests wait for PostgreSQL side by side.
+
+The handler is Django's own (URL resolution, the views, refusals, the
+``request_started``/``request_finished`` signals that hand connections back to the
+pool) with a shorter middleware list: these endpoints are anonymous or
+token-authenticated, so they skip messages, CSRF (the views are exempt anyway) and
+django-axes (sign-ins only). Sessions and authentication stay, lazily, because a
+signed-in member of staff may rush an order; a request that carries no session
+cookie never touches the session table. ``HEARTH_API_FAST=0`` turns this off.
+"""
+
+from __future__ import annotations
+
+import re
+from io import BytesIO
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core import signals
+from django.core.handlers.asgi import ASGIRequest
+from django.core.handlers.base import BaseHandler
+from django.http import HttpResponse
+from django.urls import set_script_prefix
+
+from shop.body_limit import ASGIApp, Message, Receive, Scope, Send
+
+# The paths answered here: the order endpoints, not the agents' (they long-poll) or pages.
+FAST_PATH = re.compile(r"/api/orders(?:/[A-Za-z0-9_-]{1,40})?")
+# Every page's middleware, less what an anonymous or token-authenticated API call never uses.
+SKIPPED = {
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "axes.middleware.AxesMiddleware",
+}
+
+
+class ApiHandler(BaseHandler):
+    """Django's request handling, synchronous, with the API's middleware."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.load_middleware(is_async=False)
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        full = settings.MIDDLEWARE
+        try:
+            settings.MIDDLEWARE = [m for m in full if m not in SKIPPED]
+            super().load_middleware(is_async=False)
+        finally:
+            settings.MIDDLEWARE = full
+
+    def respond(self, scope: Scope, body: bytes) -> HttpResponse:
+        """The whole request in this (pool) thread: signals, middleware, view, close."""
+        set_script_prefix(scope.get("root_path", "") or "/")
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request = ASGIRequest(scope, BytesIO(body))
+        response = self.get_response(request)
+        response._handler_class = self.__class__  # type: ignore[attr-defined]
+        # Sends request_finished: this thread's connection goes back to the pool now.
+        response.close()
+        return response
+
+
+class ApiFastPath:
+    """ASGI app: the order endpoints through ApiHandler, everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.enabled = settings.HEARTH_API_FAST
+        self.handler = ApiHandler() if self.enabled else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.handler is None
+            or scope["type"] != "http"
+            or not FAST_PATH.fullmatch(scope.get("path", ""))
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:  # BodyLimit, outside, has already refused a body over the limit
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        response = await sync_to_async(self.handler.respond, thread_sensitive=False)(
+            scope, b"".join(chunks)
+        )
+        await send_response(response, send)
+
+
+async def send_response(response: HttpResponse, send: Send) -> None:
+    """A whole (not streaming) response over ASGI, cookies included, as Django's handler sends it."""
+    headers: list[tuple[bytes, bytes]] = [
+        (name.encode("ascii"), value.encode("latin1")) for name, value in response.items()
+    ]
+    headers += [
+        (b"Set-Cookie", c.output(header="").encode("ascii").strip())
+        for c in response.cookies.values()
+    ]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": response.content})

@@ -1,0 +1,330 @@
+"""python manage.py bench web: the hot API endpoints through real web processes, with wrk.
+
+On its own database (``bench_web`` by default, ``HEARTH_BENCH_WEB_DB`` to change),
+one active outlet takes takeaway orders. Side by side in one run:
+
+- ``order_submit()`` called in this process by 8 threads: the rate the service
+  itself allows on this machine, the yardstick for the web tier;
+- ``POST /api/orders`` through web processes started as ``up`` starts them (one
+  listening socket passed to each daphne with ``--fd``), driven by ``wrk -s``
+  with a Lua script, at 1 process and at ``up``'s default (one per core);
+- ``GET /api/orders/<token>`` the same way.
+
+Every web configuration runs twice where a switch allows it: with the web
+path's optimisations (``HEARTH_API_FAST=1``, the default) and without
+(``HEARTH_API_FAST=0``: the full middleware stack and sync views, as before).
+The CPU time each web process used is read from /proc. The rate limit is off
+for the bench (one client places every order); the body limit stays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from django.conf import settings
+from django.db import connection
+
+from queueing.models import Outlet, OutletState
+from shop.bench.queue import _django_database
+from shop.bench.queue_peers import Server
+from shop.bench.report import write_section
+from shop.models import MenuItem
+from shop.ordering import order_submit
+
+COMMAND = "python manage.py bench web"
+DB_ENV = "HEARTH_BENCH_WEB_DB"
+CONNECTIONS = 32
+THREADS = 8  # in-process callers of order_submit()
+DURATION = 10.0
+QUICK_DURATION = 3.0
+ORDER = {
+    "kind": "takeaway",
+    "outlet": "bench",
+    "lines": [{"item": "margherita", "qty": 1}],
+    "customer": {"name": "Bench"},
+}
+POST_LUA = """
+wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+@dataclass
+class Rate:
+    what: str
+    processes: int | None  # None: in-process
+    fast: bool
+    per_second: float
+    errors: int
+    cpu_seconds: float  # the web processes' CPU (user + system) during the run
+    duration: float
+    latency: str = ""
+
+
+def _seed() -> None:
+    MenuItem.objects.create(slug="margherita", name="Margherita", price=9, prep_seconds=60)
+    Outlet.objects.create(slug="bench", name="Bench", weight=1, token_hash="bench")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE queueing_outlet SET state = %s, last_heartbeat_at = now()",
+            [OutletState.ACTIVE],
+        )
+
+
+def in_process_rate(duration: float) -> Rate:
+    """Orders per second from ``THREADS`` threads calling order_submit() for ``duration``."""
+    from django.db import connections
+
+    done = [0] * THREADS
+    errors = [0] * THREADS
+    stop = time.monotonic() + duration
+
+    def work(i: int) -> None:
+        try:
+            while time.monotonic() < stop:
+                try:
+                    order_submit(payload=ORDER)
+                    done[i] += 1
+                except Exception:
+                    errors[i] += 1
+        finally:
+            connections.close_all()
+
+    cpu = time.process_time()
+    start = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return Rate(
+        what="order_submit() in-process",
+        processes=None,
+        fast=True,
+        per_second=sum(done) / wall,
+        errors=sum(errors),
+        cpu_seconds=time.process_time() - cpu,
+        duration=wall,
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def web_processes(
+    n: int, *, database: str, fast: bool, log_dir: Path
+) -> Iterator[tuple[str, list[int]]]:
+    """``n`` daphne processes on one shared socket, started as ``up`` starts them."""
+    from shop.management.commands.up import _listening_socket, web_argv
+
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=Server.from_django(settings.DATABASES["default"]).conninfo(database),
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        PYTHONUNBUFFERED="1",
+        HEARTH_ORDER_RATE_LIMIT="0",
+        HEARTH_API_FAST="1" if fast else "0",
+    )
+    listening = _listening_socket("127.0.0.1", port)
+    children = []
+    try:
+        for k in range(n):
+            log = open(log_dir / f"web-{n}-{int(fast)}-{k}.log", "wb")  # noqa: SIM115
+            children.append(
+                (
+                    subprocess.Popen(
+                        web_argv(
+                            listening.fileno(),
+                            access_log=None if fast else str(log_dir / "access.log"),
+                        ),
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        pass_fds=(listening.fileno(),),
+                    ),
+                    log,
+                )
+            )
+        listening.close()
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/openapi.json", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"web processes did not answer on {base}")
+            time.sleep(0.2)
+        # Every process answers once (warm imports and the pool) before the clock starts.
+        _wrk(f"{base}/api/openapi.json", duration=1.0, connections=4)
+        yield base, [c.pid for c, _ in children]
+    finally:
+        listening.close()
+        for child, _ in children:
+            child.terminate()
+        for child, log in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
+            log.close()
+
+
+def _wrk(
+    url: str, *, duration: float, connections: int = CONNECTIONS, script: str | None = None
+) -> tuple[float, int, str]:
+    """(requests/s, non-2xx answers and socket errors, latency p50/p99) from one wrk run."""
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    if script:
+        argv += ["-s", script]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    if socket_errors:
+        bad += sum(int(n) for n in socket_errors.groups())
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    latency = f"{p50.group(1) if p50 else '?'} / {p99.group(1) if p99 else '?'}"
+    return rate, bad, latency
+
+
+def web_rate(
+    what: str, *, processes: int, fast: bool, database: str, token: str, duration: float, tmp: Path
+) -> Rate:
+    script = tmp / "post.lua"
+    script.write_text(POST_LUA.format(body=json.dumps(ORDER)))
+    with web_processes(processes, database=database, fast=fast, log_dir=tmp) as (base, pids):
+        cpu = sum(_cpu_seconds(p) for p in pids)
+        if what == "POST":
+            rate, bad, latency = _wrk(f"{base}/api/orders", duration=duration, script=str(script))
+        else:
+            rate, bad, latency = _wrk(f"{base}/api/orders/{token}", duration=duration)
+        cpu = sum(_cpu_seconds(p) for p in pids) - cpu
+    return Rate(
+        what=f"{what} /api/orders" + ("" if what == "POST" else "/<token>"),
+        processes=processes,
+        fast=fast,
+        per_second=rate,
+        errors=bad,
+        cpu_seconds=cpu,
+        duration=duration,
+        latency=latency,
+    )
+
+
+def table(rates: list[Rate], yardstick: Rate, one_before: dict[str, float]) -> str:
+    rows = [
+        "| what | web processes | web path | per second | × in-process | × 1 process before "
+        "| web CPU per request | p50 / p99 | errors |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        f"| {yardstick.what} ({THREADS} threads) | – | – | {yardstick.per_second:,.0f} | 1.00× | – "
+        f"| {1000 * yardstick.cpu_seconds / max(1, yardstick.per_second * yardstick.duration):.2f} ms "
+        f"| – | {yardstick.errors} |",
+    ]
+    for r in rates:
+        vs_in = f"{r.per_second / yardstick.per_second:.2f}×" if r.what.startswith("POST") else "–"
+        base = one_before.get(r.what)
+        vs_one = f"{r.per_second / base:.2f}×" if base else "–"
+        per_request = 1000 * r.cpu_seconds / max(1, r.per_second * r.duration)
+        rows.append(
+            f"| {r.what} | {r.processes} | {'optimised' if r.fast else 'as before'} "
+            f"| {r.per_second:,.0f} | {vs_in} | {vs_one} | {per_request:.2f} ms | {r.latency} "
+            f"| {r.errors} |"
+        )
+    return "\n".join(rows)
+
+
+def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
+    """Measure, print the table, and keep it in docs/benchmarks.md (not with --quick)."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("bench web needs wrk (Debian: apt-get install wrk)")
+    name = os.environ.get(DB_ENV, "bench_web")
+    duration = QUICK_DURATION if quick else DURATION
+    cores = settings.HEARTH_WEB_PROCESSES
+    server = Server.from_django(settings.DATABASES["default"])
+    server.recreate_database(name)
+    stdout.write(f"bench web: database {name}, wrk -c{CONNECTIONS}, {duration:g} s per run\n")
+    load_before = os.getloadavg()
+    rates: list[Rate] = []
+    with _django_database(name), tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        _seed()
+        token = order_submit(payload=ORDER)[0].token
+        yardstick = in_process_rate(duration)
+        stdout.write(f"in-process: {yardstick.per_second:,.0f} orders/s\n")
+        for what in ("POST", "GET"):
+            for processes, fast in ((1, False), (1, True), (cores, False), (cores, True)):
+                rate = web_rate(
+                    what,
+                    processes=processes,
+                    fast=fast,
+                    database=name,
+                    token=token,
+                    duration=duration,
+                    tmp=tmp,
+                )
+                rates.append(rate)
+                stdout.write(f"{rate.what} x{processes} fast={fast}: {rate.per_second:,.0f}/s\n")
+                stdout.flush()
+        yardstick_after = in_process_rate(duration)
+    one_before = {r.what: r.per_second for r in rates if r.processes == 1 and not r.fast}
+    load_after = os.getloadavg()
+    up = {r.what: r for r in rates if r.processes == cores and r.fast}
+    post = up["POST /api/orders"].per_second / yardstick.per_second
+    get = up["GET /api/orders/<token>"].per_second / one_before["GET /api/orders/<token>"]
+    verdict = (
+        f"With `up`'s default ({cores} processes, optimised): POST {post:.2f}× the in-process "
+        f"rate (target 0.8×: {'met' if post >= 0.8 else 'not met'}); GET {get:.2f}× one "
+        f"process as before (target 3×: {'met' if get >= 3 else 'not met'}). "
+        '"As before" is the full middleware stack through Django\'s ASGI handler, with '
+        "Daphne's access log written to a file as `up` used to; both paths already read the "
+        "ready estimate in one statement (that change is in both rows)."
+    )
+    body = (
+        f"Targets: `POST /api/orders` through the web tier ≥ 0.8× the in-process "
+        f"`order_submit()` rate; `GET /api/orders/<token>` ≥ 3× one process as before. "
+        f"wrk (2 threads, {CONNECTIONS} connections, {duration:g} s per row) runs on the same "
+        f"{os.cpu_count()} cores as the web processes and PostgreSQL. Load average (1/5/15 min) "
+        f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f} at the start, "
+        f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} at the end. "
+        f"The in-process rate, measured again after the web rows: "
+        f"{yardstick_after.per_second:,.0f}/s.\n\n"
+        f"{table(rates, yardstick, one_before)}\n\n{verdict}\n"
+    )
+    stdout.write(body)
+    if not quick:
+        write_section("web", body, command=COMMAND)
+    return rates

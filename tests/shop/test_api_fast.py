@@ -1,0 +1,127 @@
+"""The order endpoints' short path (shop.api.fast) answers exactly as Django's full stack does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from queueing.models import Outlet
+from shop.api.fast import FAST_PATH, ApiHandler
+from tests.processes import web_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+ORDER = {
+    "kind": "takeaway",
+    "outlet": "north",
+    "lines": [{"item": "margherita", "qty": 1}],
+    "customer": {"name": "Ada"},
+}
+# What every answer must carry, whichever path served it.
+SECURITY_HEADERS = (
+    "Content-Type",
+    "Content-Security-Policy",
+    "X-Frame-Options",
+    "X-Content-Type-Options",
+    "Referrer-Policy",
+    "Cross-Origin-Opener-Policy",
+)
+
+
+@pytest.fixture
+def webs(
+    tmp_path: Path, menu: None, make_outlet: Callable[..., tuple[Outlet, str]]
+) -> Iterator[dict[str, str]]:
+    """Two web processes on the same database: the short path on, and off."""
+    make_outlet("north")
+    with (
+        web_server(tmp_path, HEARTH_API_FAST="1") as (_, fast),
+        web_server(tmp_path, HEARTH_API_FAST="0") as (_, full),
+    ):
+        yield {"fast": fast, "full": full}
+
+
+def answer_of(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
+    if not response.headers.get("Content-Type", "").startswith("application/json"):
+        return response.status_code, {}, response.text
+    body = response.json()
+    for volatile in ("number", "token", "status_url", "estimated_ready_at", "message", "timeline"):
+        body.pop(volatile, None)
+    headers = {h: response.headers.get(h, "") for h in SECURITY_HEADERS}
+    # django-csp writes the same directives in an order of its own in each process.
+    headers["Content-Security-Policy"] = " ".join(
+        sorted(headers["Content-Security-Policy"].split("; "))
+    )
+    return response.status_code, headers, body
+
+
+def test_fast_path__orders_answer_as_through_the_full_stack(webs: dict[str, str]) -> None:
+    answers: dict[str, list[Any]] = {}
+    for name, base in webs.items():
+        with httpx.Client(base_url=base, timeout=30) as http:
+            placed = http.post("/api/orders", json=ORDER)
+            token = placed.json()["token"]
+            followed = http.get(f"/api/orders/{token}")
+            assert followed.json()["timeline"][0]["type"] == "placed"
+            assert "set-cookie" not in placed.headers and "set-cookie" not in followed.headers
+            answers[name] = [
+                answer_of(placed),
+                answer_of(followed),
+                answer_of(http.get("/api/orders/no-such-token")),
+                answer_of(http.put("/api/orders", json=ORDER)),
+                answer_of(
+                    http.post(
+                        "/api/orders", content=b"{", headers={"Content-Type": "application/json"}
+                    )
+                ),
+                answer_of(
+                    http.post("/api/orders", content=b"x", headers={"Content-Type": "text/plain"})
+                ),
+                answer_of(http.get(f"/api/orders/{token}", headers={"Host": "evil.example"})),
+            ]
+    assert answers["fast"] == answers["full"]
+    assert [status for status, _, _ in answers["fast"]] == [202, 200, 404, 405, 400, 415, 400]
+
+
+def test_fast_path__a_signed_in_member_of_staff_may_still_rush(webs: dict[str, str]) -> None:
+    client = Client()
+    client.force_login(User.objects.create_user("boss", is_staff=True))
+    cookie = client.cookies["sessionid"].value
+    for base in webs.values():
+        rushed = httpx.post(
+            base + "/api/orders", json={**ORDER, "rush": True}, cookies={"sessionid": cookie}
+        )
+        assert rushed.status_code == 202, rushed.text
+        assert rushed.json()["rush"] is True
+        anonymous = httpx.post(base + "/api/orders", json={**ORDER, "rush": True})
+        assert anonymous.status_code == 403
+
+
+def test_fast_path__covers_the_order_endpoints_only() -> None:
+    assert FAST_PATH.fullmatch("/api/orders") and FAST_PATH.fullmatch("/api/orders/Ab-_9")
+    for other in ("/api/orders/x/ready", "/api/outlets/n/claim", "/order/", "/api/orders/"):
+        assert not FAST_PATH.fullmatch(other), other
+
+
+def test_fast_path__skips_the_middleware_an_api_call_never_uses() -> None:
+    names = {type(m).__name__ for m in _middleware_chain(ApiHandler())}
+    assert {"MessageMiddleware", "CsrfViewMiddleware", "AxesMiddleware"}.isdisjoint(names)
+    assert {"SecurityMiddleware", "SessionMiddleware", "CSPMiddleware"} <= names
+
+
+def _middleware_chain(handler: ApiHandler) -> Iterator[Any]:
+    """The middleware instances of a handler, outermost first."""
+    layer: Any = handler._middleware_chain
+    while layer is not None:
+        middleware = getattr(layer, "__wrapped__", None) or layer
+        get_response = getattr(middleware, "get_response", None)
+        if get_response is None:
+            return
+        yield middleware
+        layer = get_response
