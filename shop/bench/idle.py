@@ -10,6 +10,9 @@ in one of two ways:
 - ``waiting`` — the agent as it is: ``POST …/claim?wait=25``, parked at the server
   until an event of its outlet may have brought work (or 204 after the wait).
 
+Two more modes split the cost (``HEARTH_BENCH_IDLE_RUNS``): ``parked`` (waiting
+stations, no heartbeats) and ``beats`` (heartbeats only, no stations: no latency).
+
 For each mode and N it samples the web process's CPU (``/proc/<pid>/stat``) over a
 window with every outlet idle, then places orders (takeaway, one at a time) at random
 idle outlets and measures commit → claim: from ``order_enqueue`` returning (its
@@ -52,6 +55,7 @@ DB_NAME = "bench_idle"
 STATIONS = 2
 CLAIM_WAIT = 25.0
 POLL_MIN, POLL_MAX = 0.1, 1.0
+START_SPREAD = 5.0  # seconds over which the stations first connect, as agents start
 LINE = {"item": "cola", "name": "Cola", "qty": 1, "note": "", "prep_seconds": 10}
 
 
@@ -63,11 +67,30 @@ class Plan:
 
 
 FULL = Plan(
-    runs=(("polling", 50), ("polling", 100), ("waiting", 100), ("waiting", 300), ("waiting", 1000)),
+    runs=(
+        ("polling", 50),
+        ("polling", 100),
+        ("waiting", 100),
+        ("waiting", 300),
+        ("parked", 1000),
+        ("beats", 1000),
+        ("waiting", 1000),
+    ),
     window=30.0,
     orders=100,
 )
 QUICK = Plan(runs=(("polling", 10), ("waiting", 10)), window=6.0, orders=10)
+# e.g. HEARTH_BENCH_IDLE_RUNS="polling:50,waiting:1000": other runs than FULL's.
+RUNS_ENV = "HEARTH_BENCH_IDLE_RUNS"
+
+
+def _plan(quick: bool) -> Plan:
+    plan = QUICK if quick else FULL
+    runs = os.environ.get(RUNS_ENV, "").strip()
+    if not runs:
+        return plan
+    parsed = tuple((m, int(n)) for m, _, n in (r.strip().partition(":") for r in runs.split(",")))
+    return Plan(runs=parsed, window=plan.window, orders=plan.orders)
 
 
 @dataclass
@@ -80,6 +103,7 @@ class Run:
     latencies: list[float] = field(default_factory=list)  # client side, seconds
     db_latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
 
 class Fleet:
@@ -95,6 +119,7 @@ class Fleet:
         )
         self.requests = 0
         self.errors = 0
+        self.error_kinds: dict[str, int] = {}
         self.first_claims = 0
         self.claimed: dict[str, float] = {}  # order token -> monotonic time the answer arrived
         self.stop = asyncio.Event()
@@ -103,8 +128,9 @@ class Fleet:
     def start(self) -> None:
         for slug, token in self.outlets.items():
             auth = {"Authorization": f"Bearer {token}"}
-            self.tasks.append(asyncio.create_task(self.heartbeats(slug, auth)))
-            for n in range(1, STATIONS + 1):
+            if self.mode != "parked":
+                self.tasks.append(asyncio.create_task(self.heartbeats(slug, auth)))
+            for n in range(1, STATIONS + 1 if self.mode != "beats" else 1):
                 self.tasks.append(asyncio.create_task(self.station(slug, f"{slug}-{n}", auth)))
 
     async def close(self) -> None:
@@ -118,8 +144,9 @@ class Fleet:
         self.requests += 1
         try:
             response = await self.client.post(path, json=body, headers=auth)
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             self.errors += 1
+            self.error_kinds[type(exc).__name__] = self.error_kinds.get(type(exc).__name__, 0) + 1
             await asyncio.sleep(1)
             return 0
         if response.status_code == 200 and "/claim" in path:
@@ -147,14 +174,14 @@ class Fleet:
             await asyncio.sleep(interval)
 
     async def station(self, slug: str, name: str, auth: dict[str, str]) -> None:
-        await asyncio.sleep(random.uniform(0, 1))
+        await asyncio.sleep(random.uniform(0, START_SPREAD))
         path = f"/api/outlets/{slug}/claim"
-        if self.mode == "waiting":
+        if self.mode in ("waiting", "parked"):
             path += f"?wait={CLAIM_WAIT:g}"
         poll = POLL_MIN
         first = True
         while True:
-            if first and self.mode == "waiting":
+            if first and self.mode != "polling":
                 self.first_claims += 1  # about to park
             status = await self.post(path, auth, {"station": name})
             if first and self.mode == "polling":
@@ -202,9 +229,11 @@ async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web
     try:
         stations = len(outlets) * STATIONS
         deadline = time.monotonic() + 120
+        if run.mode == "beats":
+            stations = 0
         while fleet.first_claims < stations and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        await asyncio.sleep(3)  # every station parked (or polling at its slowest)
+        await asyncio.sleep(5)  # every station parked (or polling at its slowest)
         requests, cpu, clock = fleet.requests, _cpu_seconds(web_pid), time.monotonic()
         await asyncio.sleep(plan.window)
         elapsed = time.monotonic() - clock
@@ -224,6 +253,7 @@ async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web
             await asyncio.sleep(random.uniform(0.05, 0.15))
         run.db_latencies = await asyncio.to_thread(_db_latencies, tokens)
         run.errors = fleet.errors + plan.orders - len(run.latencies)
+        run.error_kinds = fleet.error_kinds
     finally:
         await fleet.close()
 
@@ -241,12 +271,12 @@ def _line(r: Run) -> str:
         f"{r.requests_per_s:6.1f} req/s; commit→claim p50 {1000 * _q(r.latencies, 0.5):.0f} ms "
         f"p99 {1000 * _q(r.latencies, 0.99):.0f} ms max {1000 * max(r.latencies, default=0):.0f} ms "
         f"(db p99 {1000 * _q(r.db_latencies, 0.99):.0f} ms, {len(r.latencies)} orders); "
-        f"errors {r.errors}; load {r.load:.2f}"
+        f"errors {r.errors} {r.error_kinds or ''}; load {r.load:.2f}"
     )
 
 
 def run(*, stdout: TextIO, quick: bool = False) -> list[Run]:
-    plan = QUICK if quick else FULL
+    plan = _plan(quick)
     files = _raise_open_files()
     logs = Path(tempfile.mkdtemp(prefix="hearth-bench-idle-"))
     stdout.write(
