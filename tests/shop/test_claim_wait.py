@@ -128,3 +128,49 @@ def test_parked_claim__the_wait_is_bounded(tmp_path: Path, make_outlet: MakeOutl
             answer = http.post(f"/api/outlets/north/claim?wait={wait}", headers=auth)
             assert answer.status_code == 400, wait
             assert answer.json()["field"] == "wait"
+
+
+def test_parked_claims__orders_one_after_another__each_wakes_a_station(
+    tmp_path: Path, menu: None, make_outlet: MakeOutlet
+) -> None:
+    _, token = make_outlet("north")
+    auth = {"Authorization": f"Bearer {token}"}
+    with web_server(tmp_path) as (_, url):
+
+        async def two_stations_ten_orders() -> list[float]:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                got: asyncio.Queue[float] = asyncio.Queue()
+
+                async def station(name: str) -> None:
+                    while True:
+                        answer = await client.post(
+                            "/api/outlets/north/claim?wait=30", headers=auth, json={"station": name}
+                        )
+                        if answer.status_code == 200:
+                            fence, order = answer.json()["fence"], answer.json()["order"]["token"]
+                            for step in ("ready", "complete"):
+                                done = await client.post(
+                                    f"/api/orders/{order}/{step}",
+                                    headers=auth,
+                                    json={"fence": fence},
+                                )
+                                assert done.status_code == 200, done.text
+                            await got.put(time.monotonic())
+
+                stations = [asyncio.create_task(station(f"n-{n}")) for n in (1, 2)]
+                took = []
+                try:
+                    await asyncio.sleep(1)
+                    for _ in range(10):
+                        await asyncio.to_thread(place_takeaway, "north")
+                        placed = time.monotonic()
+                        # Well inside the 30 s wait: a claim woken late would show as a timeout.
+                        took.append(await asyncio.wait_for(got.get(), 15) - placed)
+                finally:
+                    for task in stations:
+                        task.cancel()
+                    await asyncio.gather(*stations, return_exceptions=True)
+                return took
+
+        took = asyncio.run(two_stations_ten_orders())
+        assert len(took) == 10
