@@ -319,7 +319,8 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Run]:
             runs.append(result)
             stdout.write(f"  {_line(result)}\n")
             stdout.flush()
-    path = write_section("idle", _report(plan, runs, quick=quick), command=COMMAND)
+            # After every run: a long bench stopped half-way keeps what it measured.
+            path = write_section("idle", _report(plan, runs, quick=quick), command=COMMAND)
     stdout.write(f"written to {path}\n")
     return runs
 
