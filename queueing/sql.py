@@ -425,11 +425,7 @@ ORDERS_WAITING = """
 # heartbeat after a silence longer than the timeout (or its first ever); an unbroken run
 # keeps it and counts its beats (back_beats). So an outlet that flaps starts its guard
 # again, and OUTLETS_BACK can ask for several heartbeats, never one.
-OUTLET_HEARTBEAT = """
-    WITH clock AS (
-        SELECT coalesce(%(now)s::timestamptz, now()) AS at
-    ), beat AS (
-        UPDATE queueing_outlet o
+_HEARTBEAT_SET = """
         SET last_heartbeat_at = clock.at,
             back_since = CASE
                 WHEN o.state <> 'down' THEN NULL
@@ -444,7 +440,13 @@ OUTLET_HEARTBEAT = """
                   OR o.last_heartbeat_at < clock.at - make_interval(secs => %(timeout)s)
                   THEN 1
                 ELSE o.back_beats + 1
-            END
+            END"""
+
+OUTLET_HEARTBEAT = f"""
+    WITH clock AS (
+        SELECT coalesce(%(now)s::timestamptz, now()) AS at
+    ), beat AS (
+        UPDATE queueing_outlet o{_HEARTBEAT_SET}
         FROM clock
         WHERE o.id = %(outlet_id)s AND o.state <> 'retired'
         RETURNING o.id, o.state, o.last_heartbeat_at
@@ -453,6 +455,28 @@ OUTLET_HEARTBEAT = """
         SELECT id, %(source)s, %(seq)s, last_heartbeat_at FROM beat
     )
     SELECT state, last_heartbeat_at FROM beat
+"""
+
+# An agent's heartbeat in one round trip: the outlet its token (%(token_hash)s) belongs
+# to, and OUTLET_HEARTBEAT's beat when that is %(slug)s. No row: no such token (401);
+# a row with another slug and no state: another outlet's token (403), nothing written.
+OUTLET_HEARTBEAT_BY_TOKEN = f"""
+    WITH me AS (
+        SELECT id, slug FROM queueing_outlet
+        WHERE token_hash = %(token_hash)s AND state <> 'retired'
+        LIMIT 1
+    ), clock AS (
+        SELECT now() AS at
+    ), beat AS (
+        UPDATE queueing_outlet o{_HEARTBEAT_SET}
+        FROM clock, me
+        WHERE o.id = me.id AND me.slug = %(slug)s AND o.state <> 'retired'
+        RETURNING o.id, o.state, o.last_heartbeat_at
+    ), hist AS (
+        INSERT INTO queueing_heartbeat (outlet_id, source, seq, at)
+        SELECT id, %(source)s, %(seq)s, last_heartbeat_at FROM beat
+    )
+    SELECT me.slug, beat.state, beat.last_heartbeat_at FROM me LEFT JOIN beat ON true
 """
 
 HEARTBEATS_PRUNE = """

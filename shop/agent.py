@@ -42,8 +42,12 @@ import httpx
 
 log = logging.getLogger("hearth.agent")
 
-# An idle station asks again after IDLE_POLL_MIN, doubling up to IDLE_POLL_MAX while
-# nothing is waiting: a quiet outlet's stations would otherwise keep the web busy.
+# An idle station's claim waits at the server up to CLAIM_WAIT seconds for an order
+# (``claim?wait=``: woken by the order's commit, no polling); its HTTP client waits a
+# little longer than that. A server that answers 204 at once (one without waiting
+# claims) is asked again after IDLE_POLL_MIN, doubling up to IDLE_POLL_MAX.
+CLAIM_WAIT = 25.0
+CLAIM_WAIT_SLACK = 10.0
 IDLE_POLL_MIN = 0.1
 IDLE_POLL_MAX = 1.0
 BACKOFF_START = 0.1
@@ -109,7 +113,13 @@ class Agent:
     # --- talking to the server -------------------------------------------------
 
     async def call(
-        self, path: str, payload: dict[str, Any], *, who: str, stoppable: bool = True
+        self,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        who: str,
+        stoppable: bool = True,
+        timeout: float = REQUEST_TIMEOUT,
     ) -> Answer:
         """POST until the server answers with something other than a 5xx.
 
@@ -121,7 +131,7 @@ class Agent:
         while True:
             attempt += 1
             try:
-                response = await self.client.post(path, json=payload)
+                response = await self.client.post(path, json=payload, timeout=timeout)
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
@@ -212,14 +222,18 @@ class Agent:
         name = f"{self.config.outlet}-{number}"
         who = f"{self.config.outlet} station {number}"
         idle_poll = IDLE_POLL_MIN
+        loop = asyncio.get_running_loop()
         while not self.stop.is_set():
+            asked = loop.time()
             try:
-                answer = await self.call(
-                    f"/api/outlets/{self.config.outlet}/claim", {"station": name}, who=who
-                )
+                answer = await self.claim_waiting(name, who=who)
             except Stopping:
                 return
             if answer.status == 204:
+                if loop.time() - asked >= CLAIM_WAIT / 2:
+                    idle_poll = IDLE_POLL_MIN  # it waited: ask again at once
+                    continue
+                # Answered at once: a server without waiting claims; poll, backing off.
                 if await self._sleep(idle_poll * random.uniform(0.8, 1.2)):
                     return
                 idle_poll = min(IDLE_POLL_MAX, idle_poll * 2)
@@ -236,6 +250,33 @@ class Agent:
                 await self.cook(answer.data, who=who)
             except Stopping:
                 return
+
+    async def claim_waiting(self, name: str, *, who: str) -> Answer:
+        """Claim, waiting at the server for an order; Stopping as soon as the agent stops.
+
+        A claim cut off by a stop claims nothing (the server drops a parked claim whose
+        client left); one that claimed just before is handed back by the next start's release.
+        """
+        claiming = asyncio.create_task(
+            self.call(
+                f"/api/outlets/{self.config.outlet}/claim?wait={CLAIM_WAIT:g}",
+                {"station": name},
+                who=who,
+                timeout=CLAIM_WAIT + CLAIM_WAIT_SLACK,
+            )
+        )
+        stopping = asyncio.create_task(self.stop.wait())
+        try:
+            await asyncio.wait({claiming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not claiming.done():
+                claiming.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Stopping):
+                    await claiming
+        if not claiming.done() or claiming.cancelled():
+            raise Stopping
+        return claiming.result()
 
     async def cook(self, claim: dict[str, Any], *, who: str) -> None:
         """Cook one claimed order and acknowledge it; drop it when its fence is lost."""

@@ -3,7 +3,8 @@
 The engine's listener (``queueing.listener``) reads events in commit order and
 hands each batch here; ``events_fan_out`` sends it as one channel-layer message
 per group (a kitchen per outlet, an order per token, ops), with the cursor the
-batch brings a socket to.
+batch brings a socket to, and wakes the claims parked at an outlet that may
+have work now (``claim_waiting``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from channels.exceptions import ChannelFull
@@ -47,8 +50,48 @@ def event_groups(event: dict[str, Any]) -> list[str]:
     return groups
 
 
+# Events that never give an outlet's stations something to claim; any other event of
+# the outlet (placed, rerouted to it, released, recalled, a lease taken back...) wakes
+# its parked claims, which claim once and park again when a sibling station was faster.
+NO_WORK_EVENTS = frozenset({"claimed", "ready", "completed", "cancelled"})
+# The claims parked in this process, by outlet slug: each waits on its own asyncio.Event.
+_claim_waiters: dict[str, set[asyncio.Event]] = {}
+
+
+@asynccontextmanager
+async def claim_waiting(slug: str) -> AsyncIterator[asyncio.Event]:
+    """An event set when something claimable may have arrived at the outlet (while inside)."""
+    woken = asyncio.Event()
+    _claim_waiters.setdefault(slug, set()).add(woken)
+    try:
+        yield woken
+    finally:
+        waiters = _claim_waiters.get(slug)
+        if waiters is not None:
+            waiters.discard(woken)
+            if not waiters:
+                del _claim_waiters[slug]
+
+
+def claims_parked() -> int:
+    """How many claims this process holds parked (for tests and the bench)."""
+    return sum(len(w) for w in _claim_waiters.values())
+
+
+def claims_wake(events: list[dict[str, Any]]) -> None:
+    """Wake the parked claims of every outlet these events may have given work."""
+    if not _claim_waiters:
+        return
+    for event in events:
+        if event.get("type") in NO_WORK_EVENTS:
+            continue
+        for woken in _claim_waiters.get(event.get("outlet") or "", ()):
+            woken.set()
+
+
 async def events_fan_out(events: list[dict[str, Any]], cursor: Cursor) -> None:
     """One channel-layer message per group with its events, oldest first, and the batch's cursor."""
+    claims_wake(events)
     by_group: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         for group in event_groups(event):

@@ -137,6 +137,30 @@ def outlet_heartbeat(
     return row
 
 
+def outlet_heartbeat_by_token(
+    *, slug: str, token: str, source: str, seq: int = 0
+) -> tuple[str, dict[str, Any] | None] | None:
+    """An agent's heartbeat in one statement: (its token's outlet slug, the beat if that is ``slug``).
+
+    None when the token is no (live) outlet's; the beat is None when it is another outlet's.
+    """
+    row = fetch_one(
+        sql.OUTLET_HEARTBEAT_BY_TOKEN,
+        {
+            "token_hash": _token_hash(token),
+            "slug": slug,
+            "source": source[:60],
+            "seq": seq,
+            "timeout": settings.HEARTH_HEARTBEAT_TIMEOUT,
+        },
+    )
+    if row is None:
+        return None
+    if row["state"] is None:
+        return row["slug"], None
+    return row["slug"], {"state": row["state"], "last_heartbeat_at": row["last_heartbeat_at"]}
+
+
 def outlet_drain(*, outlet: Outlet, move_queued: bool = False) -> list[Ticket]:
     """Take no new orders; finish what it has. With ``move_queued``, unclaimed delivery orders move now.
 

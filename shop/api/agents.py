@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from queueing.errors import QueueError
@@ -14,23 +18,30 @@ from queueing.services import (
     order_complete,
     order_mark_ready,
     orders_complete,
-    outlet_heartbeat,
+    outlet_heartbeat_by_token,
     stations_release,
 )
 from queueing.tickets import Ticket
 from shop.api.common import (
     agent_outlet,
     api_view,
+    bearer_token,
     fence_of,
     json_body,
     order_token,
     whole_number,
 )
-from shop.refusal import Refused, refused_from
+from shop.live import claim_waiting, listener_ready
+from shop.refusal import Refused, refusal_response, refused_from
 
 MAX_CLAIM_BATCH = 50
 MAX_COMPLETE_BATCH = 200
 MAX_STATIONS = 50
+# The longest a claim may wait for work (?wait=seconds); an agent asks for less than
+# its HTTP client's timeout, and anything in between (a proxy) must allow as long.
+MAX_CLAIM_WAIT = 60
+# Without a running listener (its connection is down) a parked claim looks again this often.
+CLAIM_WAIT_UNHEARD = 1.0
 
 
 def claim_answer(ticket: Ticket) -> dict[str, Any]:
@@ -82,16 +93,22 @@ def _station(data: dict[str, Any], outlet_slug: str) -> str:
 
 @api_view("POST")
 def heartbeat(request: HttpRequest, slug: str) -> JsonResponse:
-    outlet = agent_outlet(request, slug)
+    # The commonest request of an idle fleet: the token's check and the beat are one statement.
+    token = bearer_token(request)
     data = json_body(request, required=False)
     seq = whole_number(data, "seq", default=0)
     source = data.get("source", "agent")
     if not isinstance(source, str) or not source.strip() or len(source) > 60:
         raise Refused(400, "invalid", "source must be a name of 1 to 60 characters", field="source")
-    row = outlet_heartbeat(outlet=outlet, source=source.strip(), seq=seq)
+    found = outlet_heartbeat_by_token(slug=slug, token=token, source=source.strip(), seq=seq)
+    if found is None:
+        raise Refused(401, "unauthenticated", "this is not a valid agent token")
+    owner, row = found
+    if row is None:
+        raise Refused(403, "forbidden", f"this token belongs to another outlet, not {slug}")
     return JsonResponse(
         {
-            "outlet": outlet.slug,
+            "outlet": owner,
             "state": row["state"],
             "at": row["last_heartbeat_at"].isoformat(),
             "interval": settings.HEARTH_HEARTBEAT_INTERVAL,
@@ -99,8 +116,24 @@ def heartbeat(request: HttpRequest, slug: str) -> JsonResponse:
     )
 
 
-@api_view("POST")
-def claim(request: HttpRequest, slug: str) -> HttpResponse:
+def _claim_wait(request: HttpRequest) -> float:
+    raw = request.GET.get("wait", "0")
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_CLAIM_WAIT:  # NaN fails this too
+        raise Refused(
+            400,
+            "invalid",
+            f"wait must be a number of seconds from 0 to {MAX_CLAIM_WAIT}",
+            field="wait",
+        )
+    return wait
+
+
+def _claim_parse(request: HttpRequest, slug: str) -> tuple[Any, str, int | None]:
+    """The claim's outlet (authenticated), station and batch limit; Refused otherwise."""
     outlet = agent_outlet(request, slug)
     data = json_body(request, required=False)
     limit = data.get("limit")
@@ -113,16 +146,85 @@ def claim(request: HttpRequest, slug: str) -> HttpResponse:
             f"limit must be a whole number from 1 to {MAX_CLAIM_BATCH}",
             field="limit",
         )
+    return outlet, _station(data, outlet.slug), limit
+
+
+def _claim_once(outlet: Any, station: str, limit: int | None) -> list[Ticket]:
     # An agent's station works one claim (or batch) at a time, so what it already holds is
     # an answer it never got: it is sent again (same fence) before anything new.
-    tickets = order_claim_next(
-        outlet=outlet, station=_station(data, outlet.slug), limit=limit or 1, resend_held=True
-    )
+    return order_claim_next(outlet=outlet, station=station, limit=limit or 1, resend_held=True)
+
+
+def _closing(work: Any) -> Any:
+    """``work`` in the shared pool of threads, its connection back to the pool right after.
+
+    A waiting claim then holds neither a thread of its own nor a connection while parked.
+    """
+
+    def run(*args: Any) -> Any:
+        try:
+            return work(*args)
+        finally:
+            connection.close()
+
+    return sync_to_async(run, thread_sensitive=False)
+
+
+_claim_parse_parked = _closing(_claim_parse)
+_claim_once_parked = _closing(_claim_once)
+
+
+def _claimed(tickets: list[Ticket], limit: int | None) -> HttpResponse:
     if not tickets:
         return HttpResponse(status=204)
     if limit is None:
         return JsonResponse(claim_answer(tickets[0]))
     return JsonResponse({"claims": [claim_answer(t) for t in tickets]})
+
+
+async def claim(request: HttpRequest, slug: str) -> HttpResponse:
+    """Claim the outlet's next order; with ``?wait=N``, wait up to N seconds for one (else 204).
+
+    A waiting claim is parked on this process's event listener, not on the database:
+    it claims again only when an event of its outlet may have brought work. A client
+    that goes away while parked is cancelled (Django cancels the view) and claims nothing.
+    """
+    if request.method != "POST":
+        response = refusal_response(
+            Refused(405, "method_not_allowed", f"{request.method} is not allowed here; use POST")
+        )
+        response["Allow"] = "POST"
+        return response
+    try:
+        wait = _claim_wait(request)
+        if wait <= 0:
+            outlet, station, limit = await sync_to_async(_claim_parse)(request, slug)
+            return _claimed(await sync_to_async(_claim_once)(outlet, station, limit), limit)
+        # Authenticated (401/403) and checked before anything is parked.
+        outlet, station, limit = await _claim_parse_parked(request, slug)
+        deadline = time.monotonic() + wait
+        listener = await listener_ready(timeout=min(wait, 5.0))
+        # Parked before the first look: whatever commits after it wakes this claim.
+        async with claim_waiting(outlet.slug) as woken:
+            while True:
+                tickets = await _claim_once_parked(outlet, station, limit)
+                left = deadline - time.monotonic()
+                if tickets or left <= 0:
+                    return _claimed(tickets, limit)
+                pause = left if listener is not None and listener.connected else CLAIM_WAIT_UNHEARD
+                try:
+                    async with asyncio.timeout(min(left, pause)):
+                        await woken.wait()
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        return HttpResponse(status=204)
+                woken.clear()
+    except (Refused, QueueError) as exc:
+        return refusal_response(exc)
+
+
+# A machine API authenticated by tokens, not cookies: there is no session to forge.
+claim.csrf_exempt = True  # type: ignore[attr-defined]
 
 
 @api_view("POST")

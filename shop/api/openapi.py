@@ -651,9 +651,25 @@ PATHS: dict[str, Any] = {
                 "lost is answered again on the retry (a station works one claim or batch at a "
                 "time, and one agent runs an outlet's stations). Then ready orders that lost "
                 "their station (`state: ready`: hand them over), then queued ones. A down "
-                "outlet claims nothing."
+                "outlet claims nothing. With `wait`, a claim that finds nothing waits at the "
+                "server (no polling, no database work while it waits) until something may have "
+                "arrived at the outlet, then claims; 204 when the wait ends with nothing. "
+                "The token is checked before it waits. A client that goes away while it waits "
+                "claims nothing; set its timeout a little longer than `wait`."
             ),
-            "parameters": [SLUG_PARAM],
+            "parameters": [
+                SLUG_PARAM,
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "required": False,
+                    "description": (
+                        "Seconds to wait for an order when none is waiting (0, the default: "
+                        "answer at once). The agent sends 25."
+                    ),
+                    "schema": {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
+                },
+            ],
             "security": AGENT_SECURITY,
             "requestBody": body(ref("ClaimRequest"), required=False, example={"station": "oven-1"}),
             "responses": {
@@ -661,7 +677,12 @@ PATHS: dict[str, Any] = {
                     "description": "Claimed (a Claim, or a ClaimBatch when `limit` was sent).",
                     "content": json_content({"oneOf": [ref("Claim"), ref("ClaimBatch")]}),
                 },
-                "204": {"description": "Nothing is waiting; ask again shortly."},
+                "204": {
+                    "description": (
+                        "Nothing is waiting (nothing came within `wait`); ask again (at once "
+                        "after a wait, shortly without one)."
+                    )
+                },
                 **_agent_errors(order=False),
             },
         }

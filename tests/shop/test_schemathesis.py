@@ -52,6 +52,10 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     suppress_health_check=list(HealthCheck),
 )
 def test_api__generated_requests_meet_every_check(case: Any) -> None:
+    wait = (case.query or {}).get("wait")
+    if isinstance(wait, int | float) and not isinstance(wait, bool) and 0.2 < wait <= 60:
+        # A claim may wait up to a minute for an order: a generated wait is cut short.
+        case.query["wait"] = 0.2
     case.call_and_validate(excluded_checks=KNOWN_REFUSALS)
 
 
