@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from io import BytesIO
+from typing import cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -63,7 +64,8 @@ class ApiHandler(BaseHandler):
         set_script_prefix(scope.get("root_path", "") or "/")
         signals.request_started.send(sender=self.__class__, scope=scope)
         request = ASGIRequest(scope, BytesIO(body))
-        response = self.get_response(request)
+        # The order endpoints answer whole responses, never streaming ones.
+        response = cast(HttpResponse, self.get_response(request))
         response._handler_class = self.__class__  # type: ignore[attr-defined]
         # Sends request_finished: this thread's connection goes back to the pool now.
         response.close()

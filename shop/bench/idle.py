@@ -222,7 +222,7 @@ def _db_latencies(tokens: list[str]) -> list[float]:
     rows = Order.objects.filter(token__in=tokens, claimed_at__isnull=False).values_list(
         "created_at", "claimed_at"
     )
-    return [(claimed - created).total_seconds() for created, claimed in rows]
+    return [(claimed - created).total_seconds() for created, claimed in rows if claimed and created]
 
 
 async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web_pid: int) -> None:
