@@ -29,6 +29,9 @@ def test_nemesis__seeded_faults_over_real_processes__every_invariant_holds(
     seed: int, tmp_path: Path
 ) -> None:
     url = database_url_of_tests()
+    if "host=/" in url:
+        # The embedded PostgreSQL listens on a Unix socket only; the proxies speak TCP.
+        pytest.skip("the nemesis needs PostgreSQL over TCP: set DATABASE_URL (as .ci/run does)")
     base = url.rsplit("/", 1)[1].split("?")[0]
     result = run_chaos(
         seed=seed,
