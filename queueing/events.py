@@ -92,6 +92,15 @@ class Cursor:
             self.xmax == other.xmax and set(self.xip) < set(other.xip)
         )
 
+    def saw(self, event: dict[str, Any]) -> bool:
+        """Whether a reader at this cursor has ``event`` (its transaction had committed here)."""
+        if not self.is_snapshot:
+            return int(event["id"]) <= (self.after_id or 0)
+        xid = event.get("xid")
+        if xid is None:
+            return False
+        return xid < self.xmin or (xid < self.xmax and xid not in self.xip)
+
     def params(self) -> dict[str, Any]:
         """The cursor's parameters of ``sql.EVENTS_SINCE``."""
         if self.is_snapshot:
@@ -147,4 +156,11 @@ def normalise_event(event: dict[str, Any]) -> dict[str, Any]:
         event.setdefault(key, None)
     event.setdefault("fence", 0)
     event.setdefault("detail", {})
+    if event.get("xid") is not None:  # the writing transaction: for Cursor.saw, not for screens
+        event["xid"] = int(event["xid"])
     return event
+
+
+def public_event(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` as screens get it: without the writing transaction's id."""
+    return {k: v for k, v in event.items() if k != "xid"}

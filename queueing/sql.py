@@ -609,7 +609,7 @@ EVENTS_CURSOR = """
 _EVENT_JSON = """json_build_object(
         'id', e.id, 'type', e.type, 'order', o.token, 'number', e.order_id, 'kind', o.kind,
         'state', e.state, 'outlet', ot.slug, 'from_outlet', f.slug, 'fence', e.fence,
-        'at', e.at, 'detail', e.detail
+        'at', e.at, 'detail', e.detail, 'xid', e.xid::text
     )"""
 
 # The events committed since the snapshot %(cursor)s, and the snapshot they were read

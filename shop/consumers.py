@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from queueing.errors import QueueError
-from queueing.events import Cursor, CursorInvalid, events_cursor, events_since
+from queueing.events import Cursor, CursorInvalid, events_cursor, events_since, public_event
 from queueing.models import Order, Outlet
 from queueing.services import outlet_heartbeat, station_claims_renew
 from shop.access import can_open_kitchen, customer_detail, is_manager, session_user, works_at
@@ -142,6 +142,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     # Staff sockets check their access again while they live (staff leave, sign out).
     recheck_access = False
     recheck_task: asyncio.Task[None] | None = None
+    hello_cursor: Cursor | None = None  # the snapshot the hello handed out
 
     async def connect(self) -> None:
         self.sent = SentIds()
@@ -183,6 +184,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=refusal)
             return
         self.admitted = True
+        # What the hello's snapshot saw the client has (the page, then the replay); the
+        # stream carries only what committed after it, though the fan-out may bring an
+        # event that committed before (the process had not read it yet when we joined).
+        self.hello_cursor = cursor
         if self.recheck_access:
             self.recheck_task = asyncio.create_task(self.recheck_forever())
         await self.send_json({"type": "hello", "last_event_id": last_id, "cursor": str(cursor)})
@@ -266,7 +271,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         """Send ``event`` unless sent already; with ``cursor`` (a batch's last), hand it out too."""
         if not (self.admitted and self.sent.add(int(event["id"]))):
             return False
-        message: dict[str, Any] = {"type": "event", "event": event}
+        message: dict[str, Any] = {"type": "event", "event": public_event(event)}
         text = self.advance(cursor) if cursor is not None else None
         if text is not None:
             message["cursor"] = text
@@ -299,9 +304,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def hearth_events(self, message: dict[str, Any]) -> None:
         """Events fanned out by shop.live to this socket's group, in commit order."""
         events = message["events"]
-        # Not yet sent: those a replay already carried are dropped, and the batch's
-        # cursor rides on the last event this socket does send.
-        fresh = [e for e in events if int(e["id"]) not in self.sent]
+        # Not yet sent, and not seen by the hello's snapshot: those the page or the replay
+        # already carried are dropped, and the batch's cursor rides on the last event this
+        # socket does send.
+        fresh = [
+            e
+            for e in events
+            if int(e["id"]) not in self.sent
+            and not (self.hello_cursor is not None and self.hello_cursor.saw(e))
+        ]
         cursor = Cursor.parse(message["cursor"]) if fresh else None
         for i, event in enumerate(fresh):
             await self.send_event(event, cursor if i == len(fresh) - 1 else None)

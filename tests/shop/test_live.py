@@ -736,3 +736,29 @@ def recv_until_count(ws: ClientConnection, events: int) -> list[dict[str, Any]]:
         messages.append(message)
         seen += message["type"] == "event"
     return messages
+
+
+def test_socket__gets_nothing_its_hello_already_saw(live, make_outlet, monkeypatch) -> None:
+    """An event committed before the socket's hello, read by the web process after it, is not sent.
+
+    The NOTIFY is lost, so the web process reads the order's "placed" at its next periodic
+    read, after the socket joined: the socket's hello already covered it (the page shows it).
+    """
+    from queueing import wake
+
+    _, base = live
+    north, _ = make_outlet("north")
+    cook = staff("cook", north)
+    time.sleep(0.5)  # the web process has read the outlet's own events
+    monkeypatch.setattr(wake.waker, "wake", lambda: None)
+    before = place(north)  # committed; nobody woken
+    monkeypatch.undo()
+    with open_socket(base, "ws/kitchen/north/", user=cook) as kitchen:
+        hello = recv(kitchen)
+        assert hello["last_event_id"] >= before.event_id
+        recv_until(kitchen, lambda m: m["type"] == "live")
+        time.sleep(2.5)  # past the web process's periodic read (listener.SWEEP_SECONDS)
+        marker = place(north)
+        event = recv(kitchen)
+    assert event["type"] == "event" and event["event"]["id"] == marker.event_id
+    assert "xid" not in event["event"]  # the writing transaction stays on the server
