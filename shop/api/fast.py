@@ -5,7 +5,8 @@ Under ASGI, Django runs every request in a thread made for it (a
 each middleware's request and response halves and for the view: about 18 hand-offs
 and one new thread per request, each paid on the process's one event loop. The
 order endpoints (``/api/orders``, ``/api/orders/<token>``: placing and following an
-order, the paths a chain's customers hit hardest) need none of that: this ASGI
+order, the paths a chain's customers hit hardest) and the agents' heartbeats (every
+outlet, every few seconds, all day) need none of that: this ASGI
 wrapper answers them with a synchronous Django handler run whole in one thread of
 the loop's pool, so requests wait for PostgreSQL side by side.
 
@@ -34,8 +35,11 @@ from django.urls import set_script_prefix
 
 from shop.body_limit import ASGIApp, Message, Receive, Scope, Send
 
-# The paths answered here: the order endpoints, not the agents' (they long-poll) or pages.
-FAST_PATH = re.compile(r"/api/orders(?:/[A-Za-z0-9_-]{1,40})?")
+# The paths answered here: the order endpoints and the agents' heartbeats (an idle
+# fleet's whole load), not claims (they long-poll, async) or pages.
+FAST_PATH = re.compile(
+    r"/api/orders(?:/[A-Za-z0-9_-]{1,40})?|/api/outlets/[-A-Za-z0-9_]+/heartbeat"
+)
 # Every page's middleware, less what an anonymous or token-authenticated API call never uses.
 SKIPPED = {
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from json import dumps as json_dumps
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,12 @@ def webs(
     tmp_path: Path, menu: None, make_outlet: Callable[..., tuple[Outlet, str]]
 ) -> Iterator[dict[str, str]]:
     """Two web processes on the same database: the short path on, and off."""
-    make_outlet("north")
+    _, north_token = make_outlet("north")
     with (
         web_server(tmp_path, HEARTH_API_FAST="1") as (_, fast),
         web_server(tmp_path, HEARTH_API_FAST="0") as (_, full),
     ):
-        yield {"fast": fast, "full": full}
+        yield {"fast": fast, "full": full, "north_token": north_token}
 
 
 def answer_of(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
@@ -63,8 +64,8 @@ def answer_of(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
 
 def test_fast_path__orders_answer_as_through_the_full_stack(webs: dict[str, str]) -> None:
     answers: dict[str, list[Any]] = {}
-    for name, base in webs.items():
-        with httpx.Client(base_url=base, timeout=30) as http:
+    for name in ("fast", "full"):
+        with httpx.Client(base_url=webs[name], timeout=30) as http:
             placed = http.post("/api/orders", json=ORDER)
             token = placed.json()["token"]
             followed = http.get(f"/api/orders/{token}")
@@ -89,11 +90,48 @@ def test_fast_path__orders_answer_as_through_the_full_stack(webs: dict[str, str]
     assert [status for status, _, _ in answers["fast"]] == [202, 200, 404, 405, 400, 415, 400]
 
 
+def test_fast_path__heartbeats_answer_as_through_the_full_stack(
+    webs: dict[str, str], make_outlet: Callable[..., tuple[Outlet, str]]
+) -> None:
+    _, south_token = make_outlet("south")
+    north_token = webs["north_token"]
+    answers: dict[str, list[Any]] = {}
+    for name in ("fast", "full"):
+        with httpx.Client(base_url=webs[name], timeout=30) as http:
+
+            def beat(token: str, content: bytes | None = None, **json: Any) -> httpx.Response:
+                return http.post(
+                    "/api/outlets/north/heartbeat",
+                    content=content if content is not None else json_dumps(json).encode(),
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                    },
+                )
+
+            counted = beat(north_token, seq=7)
+            assert counted.json()["outlet"] == "north"
+            answers[name] = [
+                answer_of(counted),
+                answer_of(beat("forged")),
+                answer_of(beat(south_token)),  # another outlet's token
+                answer_of(
+                    beat(north_token, content=b"{", headers={"Content-Type": "application/json"})
+                ),
+                answer_of(beat(north_token, seq=-1)),
+                answer_of(http.get("/api/outlets/north/heartbeat")),
+            ]
+            for volatile in ("at",):
+                answers[name][0][2].pop(volatile, None)
+    assert answers["fast"] == answers["full"]
+    assert [status for status, _, _ in answers["fast"]] == [200, 401, 403, 400, 400, 405]
+
+
 def test_fast_path__a_signed_in_member_of_staff_may_still_rush(webs: dict[str, str]) -> None:
     client = Client()
     client.force_login(User.objects.create_user("boss", is_staff=True))
     cookie = client.cookies["sessionid"].value
-    for base in webs.values():
+    for base in (webs["fast"], webs["full"]):
         rushed = httpx.post(
             base + "/api/orders", json={**ORDER, "rush": True}, cookies={"sessionid": cookie}
         )
@@ -103,9 +141,17 @@ def test_fast_path__a_signed_in_member_of_staff_may_still_rush(webs: dict[str, s
         assert anonymous.status_code == 403
 
 
-def test_fast_path__covers_the_order_endpoints_only() -> None:
+def test_fast_path__covers_the_order_endpoints_and_heartbeats_only() -> None:
     assert FAST_PATH.fullmatch("/api/orders") and FAST_PATH.fullmatch("/api/orders/Ab-_9")
-    for other in ("/api/orders/x/ready", "/api/outlets/n/claim", "/order/", "/api/orders/"):
+    assert FAST_PATH.fullmatch("/api/outlets/north-2/heartbeat")
+    for other in (
+        "/api/orders/x/ready",
+        "/api/outlets/n/claim",
+        "/api/outlets/n/stations/release",
+        "/api/outlets//heartbeat",
+        "/order/",
+        "/api/orders/",
+    ):
         assert not FAST_PATH.fullmatch(other), other
 
 
