@@ -1,1 +1,1 @@
-"""The lab: fault injection over real processes (chaos) and, later, the benchmarks."""
+"""The lab: what measures and attacks the product, never the product: the benchmarks (bench) and the nemesis (chaos)."""

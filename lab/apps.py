@@ -3,4 +3,4 @@ from django.apps import AppConfig
 
 class LabConfig(AppConfig):
     name = "lab"
-    verbose_name = "Hearth lab (chaos runs)"
+    verbose_name = "Hearth lab (benchmarks and chaos runs)"

@@ -37,6 +37,9 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from lab.bench.queue import _django_database
+from lab.bench.queue_peers import Server
+from lab.bench.report import write_section
 from queueing.models import (
     NotifierStatus,
     Order,
@@ -49,9 +52,6 @@ from queueing.models import (
 from queueing.services import outlet_create, outlet_heartbeat
 from queueing.services.outlets import outlet_activate
 from queueing.services.routing import outlets_reroute
-from shop.bench.queue import _django_database
-from shop.bench.queue_peers import Server
-from shop.bench.report import write_section
 
 COMMAND = "python manage.py bench failover"
 DB_ENV = "HEARTH_BENCH_FAILOVER_DB"

@@ -29,13 +29,13 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 
+from lab.bench.queue import _django_database
+from lab.bench.queue_peers import Server
+from lab.bench.report import write_section
 from queueing.models import Outlet
 from queueing.services import order_enqueue
 from queueing.services.failover import notifier_tick
 from queueing.services.routing import Router
-from shop.bench.queue import _django_database
-from shop.bench.queue_peers import Server
-from shop.bench.report import write_section
 
 COMMAND = "python manage.py bench outlets"
 DB_ENV = "HEARTH_BENCH_OUTLETS_DB"

@@ -52,6 +52,7 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 from websockets.typing import Origin
 
+from lab.bench.report import write_section
 from queueing.models import OPEN_STATES, Order, OrderEvent, Outlet
 from queueing.services import (
     order_claim_next,
@@ -61,7 +62,6 @@ from queueing.services import (
     outlet_create,
 )
 from queueing.services.outlets import outlet_activate
-from shop.bench.report import write_section
 
 COMMAND = "python manage.py bench sockets"
 P99_LIMIT = 0.250

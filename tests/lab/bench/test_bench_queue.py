@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lab.bench.queue import QUICK_ORDERS, hearth_bench
 from queueing.models import Order, OrderEvent
-from shop.bench.queue import QUICK_ORDERS, hearth_bench
 
 # The quick mode's code path at a quarter of its size: one-at-a-time orders each wait
 # for two serialized NOTIFY commits, so 2,000 of them can take 15-25 s on a busy 2-core box.

@@ -28,12 +28,7 @@ from django.db import connection, connections
 from django.db.models import Count
 from django.utils import timezone
 
-from queueing.errors import StaleFence
-from queueing.models import Order, OrderEvent, OrderKind, OrderState, Outlet
-from queueing.services import order_claim_next, order_complete, orders_complete, outlet_create
-from queueing.services.outlets import outlet_activate
-from queueing.wake import waker
-from shop.bench.queue_peers import (
+from lab.bench.queue_peers import (
     Drained,
     Server,
     WaitSampler,
@@ -42,7 +37,12 @@ from shop.bench.queue_peers import (
     pgqueuer_drain,
     procrastinate_drain,
 )
-from shop.bench.report import write_section
+from lab.bench.report import write_section
+from queueing.errors import StaleFence
+from queueing.models import Order, OrderEvent, OrderKind, OrderState, Outlet
+from queueing.services import order_claim_next, order_complete, orders_complete, outlet_create
+from queueing.services.outlets import outlet_activate
+from queueing.wake import waker
 
 ORDERS = 20_000
 QUICK_ORDERS = 2_000

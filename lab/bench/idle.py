@@ -37,11 +37,8 @@ import httpx
 from django.conf import settings
 from django.core.management import call_command
 
-from queueing.models import Order, Outlet
-from queueing.services import order_enqueue
-from queueing.services.outlets import outlet_activate, outlet_create
-from shop.bench.report import write_section
-from shop.bench.sockets import (
+from lab.bench.report import write_section
+from lab.bench.sockets import (
     Child,
     _bench_database,
     _cpu_seconds,
@@ -49,6 +46,9 @@ from shop.bench.sockets import (
     _raise_open_files,
     _wait_for_port,
 )
+from queueing.models import Order, Outlet
+from queueing.services import order_enqueue
+from queueing.services.outlets import outlet_activate, outlet_create
 
 COMMAND = "python manage.py bench idle"
 DB_NAME = "bench_idle"

@@ -38,10 +38,10 @@ from typing import TextIO
 from django.conf import settings
 from django.db import connection
 
+from lab.bench.queue import _django_database
+from lab.bench.queue_peers import Server
+from lab.bench.report import write_section
 from queueing.models import Outlet, OutletState
-from shop.bench.queue import _django_database
-from shop.bench.queue_peers import Server
-from shop.bench.report import write_section
 from shop.models import MenuItem
 from shop.ordering import order_submit
 

@@ -20,5 +20,5 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, name: str, quick: bool, **options: Any) -> None:
-        module = importlib.import_module(f"shop.bench.{name}")
+        module = importlib.import_module(f"lab.bench.{name}")
         module.run(stdout=self.stdout, quick=quick)
