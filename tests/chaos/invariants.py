@@ -28,31 +28,9 @@ from typing import Any
 
 from django.db import connection
 
-# event type -> (states the order may be in before it, the state it leaves the order in)
-TRANSITIONS: dict[str, tuple[set[str | None], set[str]]] = {
-    "placed": ({None}, {"queued"}),
-    "waiting": ({None, "queued", "preparing", "ready"}, {"queued"}),
-    # A ready order that lost its holder is handed over by the next claim: it stays ready.
-    "claimed": ({"queued", "ready"}, {"preparing", "ready"}),
-    "ready": ({"preparing"}, {"ready"}),
-    "completed": ({"preparing", "ready"}, {"completed"}),
-    "recalled": ({"completed"}, {"ready"}),
-    "rerouted": ({"queued", "preparing", "ready"}, {"queued"}),
-    "lease_expired": ({"preparing", "ready"}, {"queued", "ready"}),
-    "released": ({"preparing", "ready"}, {"queued", "ready"}),
-    "cancelled": ({"queued", "preparing", "ready", "attention"}, {"cancelled"}),
-    "attention": ({"preparing", "queued"}, {"attention"}),
-}
-# Events that hand the order to a new claim or a new outlet: the fence must grow.
-FENCE_BUMPS = {
-    "claimed",
-    "rerouted",
-    "lease_expired",
-    "released",
-    "waiting",
-    "cancelled",
-    "attention",
-}
+from lab.checker import FENCE_BUMPS, TRANSITIONS
+
+# The transitions and fence rules are the nemesis checker's (one table for both).
 FINISHED = {"completed", "cancelled"}
 
 
