@@ -110,15 +110,13 @@ def test_sockets_open__counted_by_kind_and_counted_down_when_they_close(
         for sock in (*customers, *kitchens, ops):
             start(sock)
         expected = {"kitchen": 2, "order": 3, "ops": 1}
-        wait_for(
-            lambda: (
-                sockets_open(scrape(base)) == expected
-                and sockets_of(scrape(base), process_of(proc)) == expected
-            ),
-            timeout=DEADLINE,
-            message=f"{expected} open sockets in /metrics",
-        )
-        samples = scrape(base)
+
+        def counted() -> Samples | None:
+            samples = scrape(base)
+            mine = sockets_of(samples, process_of(proc))
+            return samples if sockets_open(samples) == expected == mine else None
+
+        samples = wait_for(counted, timeout=DEADLINE, message=f"{expected} open sockets")
         assert samples[("hearth_web_processes", ())] == 1
 
         customers[0].close()
