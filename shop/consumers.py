@@ -32,6 +32,7 @@ from queueing.services import outlet_heartbeat, station_claims_renew
 from shop.access import can_open_kitchen, customer_detail, is_manager, session_user, works_at
 from shop.kitchen import TAB, station_of
 from shop.live import OPS_GROUP, kitchen_group, listener_ready, order_group
+from shop.live_metrics import figures
 
 log = logging.getLogger("hearth.live")
 
@@ -136,6 +137,7 @@ def replay(
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     """hello, replay, live, then the stream; ping and resume; never one event id twice."""
 
+    kind = ""  # the socket's kind in /metrics: kitchen, order or ops
     group: str = ""
     replay_limit: int | None = None
     admitted = False  # nothing is sent on a socket until its access was checked
@@ -143,6 +145,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     recheck_access = False
     recheck_task: asyncio.Task[None] | None = None
     hello_cursor: Cursor | None = None  # the snapshot the hello handed out
+    counted = False  # among this process's open sockets (/metrics) since it was admitted
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Counted down however the socket ends: a close, an error, or Daphne cancelling it.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.counted:
+                figures.socket_closed(self.kind)
 
     async def connect(self) -> None:
         self.sent = SentIds()
@@ -184,6 +195,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=refusal)
             return
         self.admitted = True
+        self.counted = True
+        figures.socket_opened(self.kind)
         # What the hello's snapshot saw the client has (the page, then the replay); the
         # stream carries only what committed after it, though the fan-out may bring an
         # event that committed before (the process had not read it yet when we joined).
@@ -358,6 +371,7 @@ class KitchenConsumer(LiveConsumer):
     their heartbeats do not count: a head-office tab must never re-open a closed outlet.
     """
 
+    kind = "kitchen"
     replay_limit = KITCHEN_REPLAY_LIMIT
     recheck_access = True
 
@@ -418,6 +432,8 @@ class KitchenConsumer(LiveConsumer):
 class OrderConsumer(LiveConsumer):
     """``ws/orders/<token>/``: anyone with the order's token; only that order's events."""
 
+    kind = "order"
+
     def prepare(self) -> int | None:
         token = self.scope["url_route"]["kwargs"]["token"]
         if not TOKEN_PATTERN.fullmatch(token):
@@ -445,6 +461,7 @@ class OrderConsumer(LiveConsumer):
 class OpsConsumer(LiveConsumer):
     """``ws/ops/``: managers; every event."""
 
+    kind = "ops"
     replay_limit = OPS_REPLAY_LIMIT
     recheck_access = True
 

@@ -23,6 +23,7 @@ from django.conf import settings
 from queueing.events import Cursor
 from queueing.listener import EventListener
 from queueing.listener import listener_ready as engine_listener_ready
+from shop import live_metrics
 
 OPS_GROUP = "ops"
 # The channel-layer message a consumer handles in ``hearth_events``:
@@ -106,10 +107,12 @@ async def events_fan_out(events: list[dict[str, Any]], cursor: Cursor) -> None:
             for group, batch in by_group.items()
         )
     )
+    live_metrics.figures.events_fanned_out(events)
 
 
 async def listener_ready(*, timeout: float) -> EventListener | None:
     """The process's listener, fanning out to this process's sockets, once it listens."""
+    live_metrics.reporting()  # the process's figures for /metrics live as long as its sockets
     return await engine_listener_ready(
         on_events=events_fan_out,
         timeout=timeout,

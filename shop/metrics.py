@@ -2,9 +2,11 @@
 
 Every figure is read from PostgreSQL at each scrape, so any web process answers
 for the whole deployment (several web processes and notifiers on several
-machines): there are no per-process counters to add up, and a restart loses
-nothing. Rates are windows over the event table (an index on its time keeps
-them cheap) rather than process-local counters for the same reason.
+machines). The queue's figures are the database's own: rates are windows over
+the event table (an index on its time keeps them cheap) rather than
+process-local counters, and a restart loses nothing. Only open sockets and
+commit → socket lag live in the web processes: each writes its own row every few
+seconds (``shop.live_metrics``) and the scrape reads the rows of them all.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from queueing import selectors
 from queueing.models import EventType, OrderState, OutletState
+from shop.live_metrics import LAG_BUCKETS, SOCKET_KINDS, web_processes_seen
 
 WINDOW_SECONDS = 60
 QUEUE_STATES = (OrderState.QUEUED, OrderState.PREPARING, OrderState.READY)
@@ -102,6 +105,47 @@ class QueueCollector(Collector):
         )
 
 
+class WebProcessCollector(Collector):
+    """The web processes' own figures, as each last wrote them: sockets and commit → socket lag."""
+
+    def collect(self) -> Iterator[Metric]:
+        rows = web_processes_seen()
+        yield GaugeMetricFamily(
+            "hearth_web_processes",
+            "Web processes that reported in the last three intervals (those with a listener)",
+            value=len(rows),
+        )
+        total = GaugeMetricFamily(
+            "hearth_sockets_open", "Open live sockets of all web processes", labels=["kind"]
+        )
+        each = GaugeMetricFamily(
+            "hearth_web_process_sockets_open",
+            "Open live sockets of one web process (host:pid)",
+            labels=["process", "kind"],
+        )
+        lag = HistogramMetricFamily(
+            "hearth_socket_lag_seconds",
+            "From an event's commit (its 'at', database clock) to its fan-out to the process's "
+            "sockets; per process since it started: sum rate() by le across processes",
+            labels=["process"],
+        )
+        bounds = (*map(str, LAG_BUCKETS), "+Inf")
+        for kind in SOCKET_KINDS:
+            total.add_metric([kind], sum(row[f"{kind}_sockets"] for row in rows))
+        for row in rows:
+            for kind in SOCKET_KINDS:
+                each.add_metric([row["process"], kind], row[f"{kind}_sockets"])
+            written = row["lag_buckets"]
+            if set(written) != set(bounds):
+                continue  # a release with other buckets: its series would not add up with these
+            lag.add_metric(
+                [row["process"]],
+                [(bound, float(written[bound])) for bound in bounds],
+                sum_value=row["lag_sum"],
+            )
+        yield from (total, each, lag)
+
+
 def _authorised(request: HttpRequest, token: str) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
@@ -119,4 +163,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return answer
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QueueCollector())
+    registry.register(WebProcessCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,4 @@
-"""The shop's tables: the menu, who works at which outlet, and idempotent order requests."""
+"""The shop's tables: the menu, who works at which outlet, idempotent order requests, web processes."""
 
 from __future__ import annotations
 
@@ -118,3 +118,24 @@ class Payment(models.Model):
 
     def __str__(self) -> str:
         return f"order {self.order_id}: £{self.amount} {self.method} {self.get_where_display()}"
+
+
+class WebProcess(models.Model):
+    """A web process's live figures, written by itself every few seconds (shop.live_metrics)."""
+
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    seen_at = models.DateTimeField(db_default=Now())
+    kitchen_sockets = models.PositiveIntegerField(default=0)
+    order_sockets = models.PositiveIntegerField(default=0)
+    ops_sockets = models.PositiveIntegerField(default=0)
+    # Commit → socket lag since the process started: {"<upper bound>": cumulative count}.
+    lag_buckets = models.JSONField(default=dict)
+    lag_sum = models.FloatField(default=0)
+    lag_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "pid"], name="webprocess_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}"

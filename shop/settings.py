@@ -180,6 +180,9 @@ HEARTH_LISTENER_RETRY_MIN = env_seconds("HEARTH_LISTENER_RETRY_MIN", 0.1)
 HEARTH_LISTENER_RETRY_MAX = env_seconds("HEARTH_LISTENER_RETRY_MAX", 5)
 # Prometheus reads /metrics with "Authorization: Bearer <this>"; empty turns /metrics off.
 HEARTH_METRICS_TOKEN = os.environ.get("HEARTH_METRICS_TOKEN", "")
+# How often each web process writes its sockets and lag for /metrics; a process silent
+# for three of these counts as gone. Set the same on every web machine.
+HEARTH_WEB_METRICS_INTERVAL = env_seconds("HEARTH_WEB_METRICS_INTERVAL", 5)
 # Web processes `manage.py up` runs on its one port (each with its own LISTEN connection).
 HEARTH_WEB_PROCESSES = int(os.environ.get("HEARTH_WEB_PROCESSES", "0")) or os.cpu_count() or 1
 # Daphne's access log (a file path, "-" for the console); empty: none, the default, since

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django.db.models.functions import Now
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from queueing.models import Outlet
 from queueing.services import order_claim_next
+from shop.live_metrics import LiveFigures, web_process_write
+from shop.models import WebProcess
 from tests.orders import place
 
 TOKEN = "metrics-secret-0123456789"
@@ -73,8 +77,63 @@ def test_grafana_dashboard__charts_only_metrics_that_exist(
 
     NotifierStatus.objects.create(pk=1, leader="host:1")
     text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
-    served = {family.name for family in text_string_to_metric_families(text)}
+    served = {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in (("", "_bucket", "_count", "_sum") if family.type == "histogram" else ("",))
+    }
     dashboard = Path(__file__).resolve().parents[2] / "docs/grafana/hearth-dashboard.json"
     charted = set(re.findall(r"hearth_[a-z_]+", dashboard.read_text()))
     assert charted, "the dashboard charts nothing"
     assert charted <= served, f"charted but not served: {sorted(charted - served)}"
+
+
+def test_live_figures__lag_lands_in_cumulative_buckets() -> None:
+    figures = LiveFigures()
+    now = datetime.now(UTC)
+    figures.events_fanned_out(
+        [{"at": (now - timedelta(seconds=s)).isoformat()} for s in (0.2, 0.7, 3.0, 60.0)]
+        + [{"at": None}]  # an event without a time is not counted
+    )
+    row = figures.row()
+    assert row["lag_count"] == 4
+    assert 63.5 < row["lag_sum"] < 70
+    buckets = row["lag_buckets"]
+    assert (buckets["0.1"], buckets["0.25"], buckets["1.0"], buckets["5.0"]) == (0, 1, 2, 3)
+    assert (buckets["30.0"], buckets["+Inf"]) == (3, 4)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_web_processes__a_stale_row_is_not_shown_and_the_next_write_deletes_it(
+    client: Client, settings
+) -> None:
+    settings.HEARTH_METRICS_TOKEN = TOKEN
+    settings.HEARTH_WEB_METRICS_INTERVAL = 1  # gone after 3 s without a write
+    WebProcess.objects.create(host="gone", pid=1, kitchen_sockets=4)
+    WebProcess.objects.update(seen_at=Now() - timedelta(seconds=10))
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        answer = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+        return _samples(answer.content.decode())
+
+    samples = scrape()
+    assert samples[("hearth_web_processes", ())] == 0
+    assert samples[("hearth_sockets_open", (("kind", "kitchen"),))] == 0
+
+    figures = LiveFigures()
+    figures.socket_opened("kitchen")
+    figures.socket_opened("order")
+    figures.socket_opened("order")
+    figures.socket_closed("order")
+    row = figures.row()
+    offset = web_process_write(row)
+    assert abs(offset) < 5  # one machine: the database's clock is this process's
+
+    assert list(WebProcess.objects.values_list("host", "pid")) == [(row["host"], row["pid"])]
+    samples = scrape()
+    process = (("process", f"{row['host']}:{row['pid']}"),)
+    assert samples[("hearth_web_processes", ())] == 1
+    assert samples[("hearth_sockets_open", (("kind", "kitchen"),))] == 1
+    assert samples[("hearth_sockets_open", (("kind", "order"),))] == 1
+    assert samples[("hearth_web_process_sockets_open", (("kind", "order"), *process))] == 1
+    assert samples[("hearth_socket_lag_seconds_count", process)] == 0
