@@ -24,9 +24,10 @@ from queueing.services.outlets import outlet_by_token
 
 MANAGER_PERMISSION = "shop.manager"
 MANAGERS_GROUP = "Managers"
-# What a manager does in the admin, and no more: outlets, the menu, orders and who works
-# where. Not users' accounts: changing a user could grant superuser, so accounts stay a
-# superuser's job and a manager assigns existing staff to outlets.
+# What a manager does in the admin, and no more: outlets, the menu, orders, who works
+# where, and reading payments (no one writes those in the admin). Not users' accounts:
+# changing a user could grant superuser, so accounts stay a superuser's job and a manager
+# assigns existing staff to outlets (``view_user`` lets them pick one).
 MANAGERS_ADMIN_PERMISSIONS = (
     "queueing.view_outlet",
     "queueing.add_outlet",
@@ -43,6 +44,7 @@ MANAGERS_ADMIN_PERMISSIONS = (
     "shop.add_membership",
     "shop.change_membership",
     "shop.delete_membership",
+    "shop.view_payment",
     "auth.view_user",
     MANAGER_PERMISSION,
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import wraps
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -53,7 +54,15 @@ from queueing.services.outlets import outlet_activate, outlet_get
 from queueing.services.routing import ring_of
 from shop.access import is_manager
 from shop.forms import OutletForm
-from shop.payments import order_hand_over_paid, payment_parse
+from shop.payments import (
+    NO_TAKINGS,
+    Takings,
+    local_day_start,
+    order_hand_over_paid,
+    payment_parse,
+    takings_by_outlet,
+    takings_total,
+)
 from shop.refusal import Refused
 
 
@@ -268,6 +277,22 @@ def last_hour_sparks(hour: LastHour) -> str:
 QUIET_SPARKS = last_hour_sparks(LastHour())  # most outlets of a big chain share it
 
 
+def pounds(value: Decimal) -> str:
+    """A sum of money as the screens show it, thousands grouped: "£1,216.50"."""
+    return f"£{value:,.2f}"
+
+
+def takings_line(takings: Takings) -> str:
+    """Money taken in the last hour and today, as HTML beside the charts (numbers only)."""
+    return mark_safe(  # noqa: S308 - constants and numbers only
+        f'<p class="takings"><span>taken last hour <b>{pounds(takings.hour)}</b></span> '
+        f"<span>today <b>{pounds(takings.today)}</b></span></p>"
+    )
+
+
+NO_TAKINGS_LINE = takings_line(NO_TAKINGS)
+
+
 def overview_context() -> dict[str, Any]:
     cursor, newest = events_cursor()  # read first: the overview below is at least this fresh
     everyone = list(outlets_health())
@@ -276,6 +301,7 @@ def overview_context() -> dict[str, Any]:
     retired = [o for o in everyone if o.state == OutletState.RETIRED]
     timeout = settings.HEARTH_HEARTBEAT_TIMEOUT
     hours = outlets_last_hour()
+    takings = takings_by_outlet(day_start=local_day_start())
     for outlet in outlets:
         age = outlet.heartbeat_age  # type: ignore[attr-defined]
         outlet.heartbeat_seconds = None if age is None else max(0, int(age.total_seconds()))  # type: ignore[attr-defined]
@@ -289,9 +315,13 @@ def overview_context() -> dict[str, Any]:
         outlet.waiting_words = outlet_waiting_words(outlet)  # type: ignore[attr-defined]
         hour = hours.get(outlet.pk)
         outlet.sparks = last_hour_sparks(hour) if hour else QUIET_SPARKS  # type: ignore[attr-defined]
+        taken = takings.get(outlet.pk)
+        outlet.takings = takings_line(taken) if taken else NO_TAKINGS_LINE  # type: ignore[attr-defined]
     return {
         "outlets": outlets,
         "retired": retired,
+        # Every outlet's, retired ones and orders handed over with no outlet included.
+        "chain_takings": takings_line(takings_total(takings.values())),
         "ring": ring_rows(outlets),
         "events": [(event, event_words(event)) for event in events_notable()],
         "attention": list(orders_needing_attention()),

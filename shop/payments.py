@@ -9,13 +9,16 @@ hand-over, so an order is never completed with a payment half-recorded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Q, Sum
+from django.db.models.functions import Now
+from django.utils import timezone
 
 from queueing.models import Order, OrderKind, OrderState, Outlet
 from queueing.services import order_complete, order_hand_over
@@ -127,28 +130,50 @@ def order_hand_over_paid(*, order: Order, taken: PaymentTaken | None, by: str) -
     return ticket
 
 
+ZERO = Decimal("0.00")
+
+
 @dataclass(frozen=True)
-class OutletTakings:
-    outlet_slug: str
-    outlet_name: str
-    payments: int
-    amount: Decimal
+class Takings:
+    """Money taken in the last hour and since the day began."""
+
+    hour: Decimal = ZERO
+    today: Decimal = ZERO
 
 
-def takings_by_outlet(*, since: datetime) -> list[OutletTakings]:
-    """Money taken per outlet since ``since`` (aware), largest first; outlets with none are left out."""
+NO_TAKINGS = Takings()
+
+
+def local_day_start(*, now: datetime | None = None) -> datetime:
+    """Midnight where the chain is (``TIME_ZONE``) on the day of ``now`` (default: now), aware."""
+    today = timezone.localtime(now).date()
+    return timezone.make_aware(datetime.combine(today, time.min))
+
+
+def takings_by_outlet(*, day_start: datetime) -> dict[int | None, Takings]:
+    """Money taken per outlet id in the last hour and since ``day_start`` (aware), in one query.
+
+    The last hour is read by the database's clock, which wrote ``paid_at``. An order
+    handed over with no outlet (one waiting for any outlet) is counted under None;
+    outlets with no payment in either window are left out.
+    """
+    hour = Q(paid_at__gte=Now() - timedelta(hours=1))
+    today = Q(paid_at__gte=day_start)
     rows = (
-        Payment.objects.filter(paid_at__gte=since, order__outlet__isnull=False)
-        .values("order__outlet__slug", "order__outlet__name")
-        .annotate(payments=Count("pk"), amount=Sum("amount"))
-        .order_by("-amount", "order__outlet__slug")
-    )
-    return [
-        OutletTakings(
-            outlet_slug=r["order__outlet__slug"],
-            outlet_name=r["order__outlet__name"],
-            payments=r["payments"],
-            amount=r["amount"],
+        Payment.objects.filter(hour | today)
+        .values("order__outlet_id")
+        .annotate(
+            hour=Sum("amount", filter=hour, default=ZERO),
+            today=Sum("amount", filter=today, default=ZERO),
         )
-        for r in rows
-    ]
+        .order_by()
+    )
+    return {r["order__outlet_id"]: Takings(hour=r["hour"], today=r["today"]) for r in rows}
+
+
+def takings_total(takings: Iterable[Takings]) -> Takings:
+    """The chain's takings: the sum of every outlet's."""
+    every = list(takings)
+    return Takings(
+        hour=sum((t.hour for t in every), ZERO), today=sum((t.today for t in every), ZERO)
+    )

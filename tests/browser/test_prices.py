@@ -16,11 +16,16 @@ from tests.browser.test_accessibility import violations
 from tests.browser.test_screens import (  # noqa: F401
     FAST,
     PHONE,
+    Shop,
+    assert_not_reloaded,
     expect,
+    handed_over_paid,
+    mark_no_reload,
     new_page,
     open_kitchen,
     place_directly,
     shop,
+    sign_in,
 )
 from tests.processes import web_server
 
@@ -87,3 +92,36 @@ def test_kitchen__paid_bump_records_the_payment_and_the_customer_sees_it(
         with orm():
             payment = Payment.objects.get(order_id=order.pk)
         assert (str(payment.amount), payment.method) == ("10.00", "card")
+
+
+def test_ops__takings_per_outlet_and_the_chains_follow_a_paid_bump_live(
+    tmp_path: Path,
+    shop: Shop,  # noqa: F811 - before the browser, whose loop forbids the fixture's ORM calls
+    browser: Any,
+) -> None:
+    handed_over_paid(outlet=shop.south, items=[("margherita", 2, "")], method="cash")  # 17.00
+    with web_server(tmp_path, **FAST) as (_, base):
+        ops = new_page(browser, {"width": 1280, "height": 900})
+        sign_in(ops, base, "manager", "/ops/")
+        expect(ops.locator("#live-pill")).to_have_text("live")
+        mark_no_reload(ops)
+        north = ops.locator('.health tr[data-outlet="north"] .takings')
+        south = ops.locator('.health tr[data-outlet="south"] .takings')
+        chain = ops.locator(".health .chain-row .takings")
+        expect(north).to_have_text("taken last hour £0.00 today £0.00")
+        expect(south).to_have_text("taken last hour £17.00 today £17.00")
+        expect(chain).to_have_text("taken last hour £17.00 today £17.00")
+
+        kitchen = open_kitchen(browser, base, "north")
+        order = place_directly(outlet="north", name="Grace", items=[("pepperoni", 1, "")])
+        ticket = kitchen.locator(f'.ticket[data-number="{order.pk}"]')
+        ticket.locator("button[data-action=start]").click()
+        ticket.locator("button[data-action=ready]").click()
+        expect(ticket).to_have_attribute("data-state", "ready")
+        ticket.locator("button[data-paid=cash]").click()
+        expect(ticket).to_have_count(0)
+
+        expect(north).to_have_text("taken last hour £10.00 today £10.00")
+        expect(chain).to_have_text("taken last hour £27.00 today £27.00")
+        expect(south).to_have_text("taken last hour £17.00 today £17.00")
+        assert_not_reloaded(ops)

@@ -34,6 +34,7 @@ from queueing.services import (
 from queueing.services.outlets import outlet_activate
 from shop.models import Membership
 from shop.ordering import order_place, order_request_parse
+from shop.payments import order_bump_paid
 from tests.browser.conftest import SKIP_REASON, orm
 from tests.processes import Process, free_port, manage, process_env, wait_for, web_server
 
@@ -183,6 +184,21 @@ def place_directly(
         return order_place(request=order_request_parse(payload))[0]
 
 
+def handed_over_paid(*, outlet: Outlet, items: list[tuple[str, int, str]], method: str) -> Order:
+    """A takeaway order at ``outlet``, made, handed over and paid (as its kitchen's bump does)."""
+    order = place_directly(outlet=outlet.slug, name="Paid Customer", items=items)
+    with orm():
+        [ticket] = order_claim_next(outlet=outlet, station="counter")
+        order_bump_paid(
+            token=ticket.token,
+            fence=ticket.fence,
+            outlet=outlet,
+            data={"paid": True, "method": method},
+            by="cook",
+        )
+    return order
+
+
 def boxes_outside(page: Any, container: str, parts: str) -> list[str]:
     """Parts (a selector) whose box is not wholly inside their container's box, or clipped."""
     problems: list[str] = page.evaluate(
@@ -309,6 +325,7 @@ def north_zone() -> str:
 def test_dead_outlet__the_customer_is_told_it_moved_and_the_other_kitchen_shows_it(
     tmp_path: Path, shop: Shop, browser: Any, screenshot: Callable[..., None]
 ) -> None:
+    handed_over_paid(outlet=shop.south, items=[("quattro-formaggi", 2, "")], method="cash")
     with web_server(tmp_path, **FAST) as (_, base):
         # North is a headless agent cooking slowly (a margherita takes 7 minutes);
         # south is only a kitchen screen, which heartbeats for it.
@@ -524,6 +541,9 @@ OVERFLOW = """sel => {
 def test_ops__on_a_phone_every_action_and_count_fits_and_so_do_the_api_docs(
     tmp_path: Path, shop: Shop, browser: Any, screenshot: Callable[..., None]
 ) -> None:
+    handed_over_paid(
+        outlet=shop.south, items=[("pepperoni", 50, ""), ("cola", 50, "")], method="card"
+    )
     with orm():
         outlet_mark_down(outlet=shop.north)  # a down outlet has Retire and Reactivate
     place_directly(outlet="south", name="Ada", items=[("margherita", 2, "")])
@@ -532,8 +552,13 @@ def test_ops__on_a_phone_every_action_and_count_fits_and_so_do_the_api_docs(
         sign_in(phone, base, "manager", "/ops/")
         expect(phone.locator("#live-pill")).to_have_text("live")
         expect(phone.locator('.health tr[data-outlet="north"] .actions a')).to_have_count(2)
+        expect(phone.locator('.health tr[data-outlet="south"] .takings')).to_contain_text(
+            "today £600.00"
+        )
+        expect(phone.locator(".health .chain-row .takings")).to_contain_text("today £600.00")
         wider, outside = phone.evaluate(
-            OVERFLOW, ".ops-head a, .health .actions a, .health td, .health th, .spark"
+            OVERFLOW,
+            ".ops-head a, .health .actions a, .health td, .health th, .spark, .takings span",
         )
         assert outside == [], "outside a 390 px screen"
         assert wider <= 0, f"the ops page is {wider} px wider than the phone"

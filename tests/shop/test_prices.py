@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+import zoneinfo
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +19,9 @@ from django.utils import timezone
 
 from queueing.models import Order, Outlet
 from queueing.services import order_claim_next
+from shop import ops
 from shop.models import Membership, MenuItem, Payment
-from shop.payments import takings_by_outlet
+from shop.payments import Takings, local_day_start, takings_by_outlet, takings_total
 from tests.shop.test_openapi import conforms
 
 pytestmark = pytest.mark.django_db
@@ -259,27 +261,103 @@ def test_ops_hand_over__bad_method_refused_and_order_left_open(menu: None, north
     assert not Payment.objects.exists()
 
 
-def test_takings_by_outlet__sums_payments_since(
+def paid_at(token: str, when: datetime) -> None:
+    Payment.objects.filter(order__token=token).update(paid_at=when)
+
+
+def test_takings_by_outlet__sums_the_last_hour_and_the_day_per_outlet(
     menu: None, north: Outlet, south: Outlet, cook: Client
 ) -> None:
-    first = place()
+    now = timezone.now()
+    first = place()  # 10.00 + 3 × 2.00
     bump(cook, north, first["token"], paid=True, method="cash")
     second = place({**TAKEAWAY, "lines": [{"item": "water", "qty": 2}]})
     bump(cook, north, second["token"], paid=True, method="card")
     unpaid = place()
     bump(cook, north, unpaid["token"])
-    old = place({**TAKEAWAY, "lines": [{"item": "margherita", "qty": 1}]})
-    bump(cook, north, old["token"], paid=True, method="cash")
-    Payment.objects.filter(order__token=old["token"]).update(
-        paid_at=timezone.now() - timedelta(hours=2)
+    earlier = place({**TAKEAWAY, "lines": [{"item": "margherita", "qty": 1}]})
+    bump(cook, north, earlier["token"], paid=True, method="cash")
+    paid_at(earlier["token"], now - timedelta(hours=2))  # today, not the last hour
+    yesterday = place({**TAKEAWAY, "lines": [{"item": "quattro-formaggi", "qty": 1}]})
+    bump(cook, north, yesterday["token"], paid=True, method="cash")
+    paid_at(yesterday["token"], now - timedelta(hours=5))  # before the day began
+
+    takings = takings_by_outlet(day_start=now - timedelta(hours=3))
+
+    assert takings == {north.pk: Takings(hour=Decimal("19.00"), today=Decimal("27.50"))}
+    assert takings_by_outlet(day_start=now + timedelta(minutes=1)) == {
+        north.pk: Takings(hour=Decimal("19.00"))
+    }
+
+
+def test_takings_total__adds_up_outlets_and_orders_handed_over_nowhere() -> None:
+    total = takings_total(
+        [Takings(hour=Decimal("1.50"), today=Decimal("1.50")), Takings(today=Decimal("10.00"))]
     )
+    assert total == Takings(hour=Decimal("1.50"), today=Decimal("11.50"))
+    assert takings_total([]) == Takings()
 
-    takings = takings_by_outlet(since=timezone.now() - timedelta(hours=1))
 
-    assert [(t.outlet_slug, t.payments, t.amount) for t in takings] == [
-        ("north", 2, Decimal("19.00"))
-    ]
-    assert takings_by_outlet(since=timezone.now() + timedelta(minutes=1)) == []
+def test_local_day_start__is_midnight_where_the_chain_is() -> None:
+    with timezone.override(zoneinfo.ZoneInfo("Europe/London")):
+        start = local_day_start(now=datetime(2026, 7, 1, 23, 30, tzinfo=UTC))  # 00:30 BST
+    assert start == datetime(2026, 7, 1, 23, 0, tzinfo=UTC)  # 00:00 BST on the 2nd
+
+
+def test_ops__takings_per_outlet_and_for_the_chain_in_the_last_hour_history(
+    menu: None, north: Outlet, south: Outlet, cook: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = timezone.now()
+    monkeypatch.setattr(ops, "local_day_start", lambda: now - timedelta(hours=3))
+    first = place()
+    bump(cook, north, first["token"], paid=True, method="cash")  # 16.00
+    earlier = place(
+        {
+            **TAKEAWAY,
+            "lines": [{"item": "quattro-formaggi", "qty": 50}, {"item": "pepperoni", "qty": 50}],
+        }
+    )
+    bump(cook, north, earlier["token"], paid=True, method="card")  # 1,050.00
+    paid_at(earlier["token"], now - timedelta(hours=2))
+    nowhere = place({**TAKEAWAY, "lines": [{"item": "water", "qty": 1}]})
+    bump(cook, north, nowhere["token"], paid=True, method="cash")  # 1.50, its outlet since gone
+    Order.objects.filter(token=nowhere["token"]).update(outlet=None)
+
+    html = manager_client().get("/ops/overview/").content.decode()
+
+    def row(slug: str) -> str:
+        found = re.search(
+            rf'<tr class="outlet-row[^"]*" data-outlet="{slug}">(.*?)</tr>', html, re.S
+        )
+        assert found is not None
+        return re.sub(r"\s+", " ", found.group(1))
+
+    assert "taken last hour <b>£16.00</b>" in row("north")
+    assert "today <b>£1,066.00</b>" in row("north")
+    assert "taken last hour <b>£0.00</b>" in row("south")
+    assert "today <b>£0.00</b>" in row("south")
+    chain = re.search(r'<tr class="chain-row">(.*?)</tr>', html, re.S)
+    assert chain is not None
+    assert "taken last hour <b>£17.50</b>" in chain.group(1)
+    assert "today <b>£1,067.50</b>" in chain.group(1)
+    assert "style=" not in html and "<script" not in html  # the CSP allows neither
+
+
+def test_ops__takings_cost_one_query_however_many_outlets(
+    menu: None, north: Outlet, cook: Client, make_outlet: Any
+) -> None:
+    client = manager_client()
+    client.get("/ops/overview/")  # warm the session and the ring cache alike
+    with CaptureQueriesContext(connection) as few:
+        client.get("/ops/overview/")
+    for i in range(4):
+        make_outlet(f"t{i}")
+    for _ in range(3):
+        bump(cook, north, place()["token"], paid=True, method="cash")
+    with CaptureQueriesContext(connection) as many:
+        assert client.get("/ops/overview/").status_code == 200
+    assert len(many.captured_queries) == len(few.captured_queries)
+    assert sum("shop_payment" in q["sql"] for q in many.captured_queries) == 1
 
 
 def test_order_api__an_open_order_costs_no_payment_query(menu: None, north: Outlet) -> None:
