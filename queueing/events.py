@@ -95,7 +95,7 @@ class Cursor:
     def saw(self, event: dict[str, Any]) -> bool:
         """Whether a reader at this cursor has ``event`` (its transaction had committed here)."""
         if not self.is_snapshot:
-            return int(event["id"]) <= (self.after_id or 0)
+            return False  # an id says nothing of commit order; the sent ids catch repeats
         xid = event.get("xid")
         if xid is None:
             return False

@@ -1,4 +1,4 @@
-"""This web process's live figures: open sockets by kind, and commit → socket lag.
+"""This web process's live figures: open sockets by kind, and event → socket lag.
 
 Only the web process that holds a socket knows of it, and one scrape reaches one
 web process of many (on several machines), so each process keeps its figures in
@@ -11,8 +11,10 @@ its series); sockets are gauges per process and summed. A row not written for
 three intervals is a process gone: the scrape ignores it and the next write of
 any process deletes it (a process that was only frozen writes its row again).
 
-The lag runs from the event's ``at`` (its transaction's start, database clock) to
-the moment this process has handed it to its sockets' queues. The process's
+The lag runs from the event's ``at`` (its transaction's start, database clock: so
+it includes the writing transaction's own time, an upper bound of commit → socket;
+PostgreSQL keeps no commit time unless ``track_commit_timestamp`` is on) to the
+moment this process has handed it to its sockets' queues. The process's
 clock is read against the database's at every write, so machines whose clocks
 differ still measure the lag on one clock.
 """
@@ -24,6 +26,7 @@ import bisect
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from collections import Counter
@@ -43,23 +46,25 @@ SOCKET_KINDS = ("kitchen", "order", "ops")
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STALE_INTERVALS = 3
 
-# Write this process's row; delete rows that have not been written for ``stale`` seconds
-# (locked in id order and skipping those another process is deleting, so two writers
-# never wait on each other); answer with the database's clock for the clock offset.
+# Delete the rows not written for ``stale`` seconds (processes gone), skipping those
+# another process is deleting; a statement (and transaction) of its own, so it never
+# holds another row's lock while this process's own row is written.
+WEB_PROCESSES_GONE = """
+DELETE FROM shop_webprocess WHERE id IN (
+    SELECT id FROM shop_webprocess
+    WHERE seen_at < now() - make_interval(secs => %(stale)s)
+      AND NOT (host = %(host)s AND pid = %(pid)s AND boot = %(boot)s)
+    ORDER BY id FOR UPDATE SKIP LOCKED)
+"""
+
+# Write this process's row; answer with the database's clock for the clock offset.
 WEB_PROCESS_WRITE = """
-WITH gone AS (
-    DELETE FROM shop_webprocess WHERE id IN (
-        SELECT id FROM shop_webprocess
-        WHERE seen_at < now() - make_interval(secs => %(stale)s)
-          AND NOT (host = %(host)s AND pid = %(pid)s)
-        ORDER BY id FOR UPDATE SKIP LOCKED)
-)
 INSERT INTO shop_webprocess AS p
-    (host, pid, seen_at, kitchen_sockets, order_sockets, ops_sockets,
+    (host, pid, boot, seen_at, kitchen_sockets, order_sockets, ops_sockets,
      lag_buckets, lag_sum, lag_count)
-VALUES (%(host)s, %(pid)s, now(), %(kitchen)s, %(order)s, %(ops)s,
+VALUES (%(host)s, %(pid)s, %(boot)s, now(), %(kitchen)s, %(order)s, %(ops)s,
         %(lag_buckets)s, %(lag_sum)s, %(lag_count)s)
-ON CONFLICT (host, pid) DO UPDATE SET
+ON CONFLICT (host, pid, boot) DO UPDATE SET
     seen_at = now(),
     kitchen_sockets = excluded.kitchen_sockets,
     order_sockets = excluded.order_sockets,
@@ -72,11 +77,11 @@ RETURNING extract(epoch FROM clock_timestamp())::float8 AS db_clock
 
 # The rows of the processes seen in the last ``stale`` seconds, by name.
 WEB_PROCESSES_SEEN = """
-SELECT host || ':' || pid AS process, kitchen_sockets, order_sockets, ops_sockets,
+SELECT host || ':' || pid || ':' || boot AS process, kitchen_sockets, order_sockets, ops_sockets,
        lag_buckets::text AS lag_buckets, lag_sum, lag_count
 FROM shop_webprocess
 WHERE seen_at >= now() - make_interval(secs => %(stale)s)
-ORDER BY host, pid
+ORDER BY host, pid, boot
 """
 
 
@@ -115,6 +120,7 @@ class LiveFigures:
         return {
             "host": socket.gethostname()[:200],
             "pid": os.getpid(),
+            "boot": BOOT,
             **{kind: self.sockets[kind] for kind in SOCKET_KINDS},
             "lag_buckets": cumulative,
             "lag_sum": self.lag_sum,
@@ -123,6 +129,7 @@ class LiveFigures:
 
 
 figures = LiveFigures()
+BOOT = secrets.token_hex(4)  # this process's start: host and pid alone may repeat (containers)
 
 
 def stale_seconds() -> float:
@@ -139,6 +146,7 @@ def web_process_write(row: dict[str, Any]) -> float:
                 "lag_buckets": Jsonb(row["lag_buckets"]),
                 "stale": stale_seconds(),
             }
+            cursor.execute(WEB_PROCESSES_GONE, params)
             cursor.execute(WEB_PROCESS_WRITE, params)
             answered = time.time()
             (db_clock,) = cursor.fetchone()

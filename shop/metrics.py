@@ -120,12 +120,13 @@ class WebProcessCollector(Collector):
         )
         each = GaugeMetricFamily(
             "hearth_web_process_sockets_open",
-            "Open live sockets of one web process (host:pid)",
+            "Open live sockets of one web process (host:pid:boot)",
             labels=["process", "kind"],
         )
         lag = HistogramMetricFamily(
             "hearth_socket_lag_seconds",
-            "From an event's commit (its 'at', database clock) to its fan-out to the process's "
+            "From an event's write (its 'at': its transaction's start, database clock; an upper "
+            "bound of commit to socket) to its fan-out to the process's "
             "sockets; per process since it started: sum rate() by le across processes",
             labels=["process"],
         )

@@ -125,17 +125,21 @@ class WebProcess(models.Model):
 
     host = models.CharField(max_length=200)
     pid = models.PositiveIntegerField()
+    # Random per process start: containers often share a hostname and run as pid 1.
+    boot = models.CharField(max_length=16)
     seen_at = models.DateTimeField(db_default=Now())
     kitchen_sockets = models.PositiveIntegerField(default=0)
     order_sockets = models.PositiveIntegerField(default=0)
     ops_sockets = models.PositiveIntegerField(default=0)
-    # Commit → socket lag since the process started: {"<upper bound>": cumulative count}.
+    # Event → socket lag since the process started: {"<upper bound>": cumulative count}.
     lag_buckets = models.JSONField(default=dict)
     lag_sum = models.FloatField(default=0)
     lag_count = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["host", "pid"], name="webprocess_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "pid", "boot"], name="webprocess_unique")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.pid}"
+        return f"{self.host}:{self.pid}:{self.boot}"

@@ -21,7 +21,7 @@ from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.http import urlencode
@@ -322,8 +322,8 @@ NO_TAKINGS_LINE = takings_line(NO_TAKINGS)
 
 
 @lru_cache(maxsize=64)
-def _url_pattern(name: str, *fixed: str) -> str:
-    return reverse(name, args=[_SLUG, *fixed])
+def _url_pattern(prefix: str, name: str, *fixed: str) -> str:
+    return reverse(name, args=[_SLUG, *fixed])  # under ``prefix``, the script prefix now
 
 
 _SLUG = "outlet-slug-here"
@@ -332,7 +332,7 @@ _SLUG = "outlet-slug-here"
 def _url_of(name: str, slug: str, *fixed: str) -> str:
     """``reverse(name, args=[slug, *fixed])`` for a slug, a thousand times a render, cheaply
     (a slug is URL-safe as it is: letters, digits, ``-`` and ``_``)."""
-    return _url_pattern(name, *fixed).replace(_SLUG, slug, 1)
+    return _url_pattern(get_script_prefix(), name, *fixed).replace(_SLUG, slug, 1)
 
 
 def overview_context() -> dict[str, Any]:

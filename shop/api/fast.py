@@ -38,7 +38,7 @@ from shop.body_limit import ASGIApp, Message, Receive, Scope, Send
 # The paths answered here: the order endpoints and the agents' heartbeats (an idle
 # fleet's whole load), not claims (they long-poll, async) or pages.
 FAST_PATH = re.compile(
-    r"/api/orders(?:/[A-Za-z0-9_-]{1,40})?|/api/outlets/[-A-Za-z0-9_]+/heartbeat"
+    r"/api/orders(?:/[A-Za-z0-9_-]{1,40})?|/api/outlets/[-A-Za-z0-9_]{1,50}/heartbeat"
 )
 # Every page's middleware, less what an anonymous or token-authenticated API call never uses.
 SKIPPED = {
@@ -77,7 +77,7 @@ class ApiHandler(BaseHandler):
 
 
 class ApiFastPath:
-    """ASGI app: the order endpoints through ApiHandler, everything else to ``app``."""
+    """ASGI app: the order endpoints and heartbeats through ApiHandler, everything else to ``app``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

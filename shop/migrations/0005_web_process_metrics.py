@@ -17,6 +17,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('host', models.CharField(max_length=200)),
                 ('pid', models.PositiveIntegerField()),
+                ('boot', models.CharField(max_length=16)),
                 ('seen_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
                 ('kitchen_sockets', models.PositiveIntegerField(default=0)),
                 ('order_sockets', models.PositiveIntegerField(default=0)),
@@ -26,7 +27,7 @@ class Migration(migrations.Migration):
                 ('lag_count', models.BigIntegerField(default=0)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('host', 'pid'), name='webprocess_unique')],
+                'constraints': [models.UniqueConstraint(fields=('host', 'pid', 'boot'), name='webprocess_unique')],
             },
         ),
     ]

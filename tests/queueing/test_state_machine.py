@@ -334,6 +334,8 @@ class QueueMachine(RuleBasedStateMachine):
         # A tick that raises the alert holds every silent outlet, and so does the one that
         # clears it (the rest of a mass silence is not a minority that died); either way
         # the notifier then waits a timeout before it declares anyone down.
+        if report.alert or report.alert_cleared:
+            assert not report.down, "an alert (or its clearing) holds every silent outlet"
         if may_declare_down and not report.alert and not report.alert_cleared:
             for pk, last in self.last_beat.items():
                 if states_before[pk] in ("active", "draining") and last < cutoff:

@@ -115,9 +115,7 @@ def test_fast_path__heartbeats_answer_as_through_the_full_stack(
                 answer_of(counted),
                 answer_of(beat("forged")),
                 answer_of(beat(south_token)),  # another outlet's token
-                answer_of(
-                    beat(north_token, content=b"{", headers={"Content-Type": "application/json"})
-                ),
+                answer_of(beat(north_token, content=b"{")),
                 answer_of(beat(north_token, seq=-1)),
                 answer_of(http.get("/api/outlets/north/heartbeat")),
             ]

@@ -103,6 +103,18 @@ def test_demo_seed__run_twice_keeps_one_managers_group_with_the_same_permissions
 
 
 @pytest.mark.django_db
+def test_migrate__makes_the_managers_group_with_exactly_a_managers_permissions() -> None:
+    """Without the demo too: a real chain's database has the group the README describes."""
+    from django.contrib.auth.models import Group
+
+    from shop.access import MANAGERS_ADMIN_PERMISSIONS
+
+    group = Group.objects.get(name="Managers")  # made by migrate (post_migrate), not the demo
+    have = {f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()}
+    assert have == set(MANAGERS_ADMIN_PERMISSIONS)
+
+
+@pytest.mark.django_db
 def test_demo_manager__admin_index_offers_exactly_a_managers_records() -> None:
     demo_seed()
     index = signed_in("manager").get("/admin/")

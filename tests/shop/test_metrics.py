@@ -109,7 +109,7 @@ def test_web_processes__a_stale_row_is_not_shown_and_the_next_write_deletes_it(
 ) -> None:
     settings.HEARTH_METRICS_TOKEN = TOKEN
     settings.HEARTH_WEB_METRICS_INTERVAL = 1  # gone after 3 s without a write
-    WebProcess.objects.create(host="gone", pid=1, kitchen_sockets=4)
+    WebProcess.objects.create(host="gone", pid=1, boot="0", kitchen_sockets=4)
     WebProcess.objects.update(seen_at=Now() - timedelta(seconds=10))
 
     def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -129,11 +129,31 @@ def test_web_processes__a_stale_row_is_not_shown_and_the_next_write_deletes_it(
     offset = web_process_write(row)
     assert abs(offset) < 5  # one machine: the database's clock is this process's
 
-    assert list(WebProcess.objects.values_list("host", "pid")) == [(row["host"], row["pid"])]
+    assert list(WebProcess.objects.values_list("host", "pid", "boot")) == [
+        (row["host"], row["pid"], row["boot"])
+    ]
     samples = scrape()
-    process = (("process", f"{row['host']}:{row['pid']}"),)
+    process = (("process", f"{row['host']}:{row['pid']}:{row['boot']}"),)
     assert samples[("hearth_web_processes", ())] == 1
     assert samples[("hearth_sockets_open", (("kind", "kitchen"),))] == 1
     assert samples[("hearth_sockets_open", (("kind", "order"),))] == 1
     assert samples[("hearth_web_process_sockets_open", (("kind", "order"), *process))] == 1
     assert samples[("hearth_socket_lag_seconds_count", process)] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_web_processes__two_with_the_same_host_and_pid_are_two(client: Client, settings) -> None:
+    """Containers: the same host name and pid 1 in each; their starts tell them apart."""
+    settings.HEARTH_METRICS_TOKEN = TOKEN
+    for boot, sockets in (("aaaa", 2), ("bbbb", 3)):
+        figures = LiveFigures()
+        for _ in range(sockets):
+            figures.socket_opened("order")
+        web_process_write({**figures.row(), "host": "web", "pid": 1, "boot": boot})
+    answer = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    samples = _samples(answer.content.decode())
+    assert samples[("hearth_web_processes", ())] == 2
+    assert samples[("hearth_sockets_open", (("kind", "order"),))] == 5
+    for boot, sockets in (("aaaa", 2), ("bbbb", 3)):
+        labels = (("kind", "order"), ("process", f"web:1:{boot}"))
+        assert samples[("hearth_web_process_sockets_open", labels)] == sockets

@@ -44,7 +44,8 @@ def scrape(base: str) -> Samples:
 
 
 def process_of(proc: Process) -> str:
-    return f"{socket.gethostname()}:{proc.pid}"
+    """The start of the process's label (``host:pid:``; its boot id is its own)."""
+    return f"{socket.gethostname()}:{proc.pid}:"
 
 
 def sockets_open(samples: Samples) -> dict[str, float]:
@@ -59,7 +60,7 @@ def sockets_of(samples: Samples, process: str) -> dict[str, float]:
     figures: dict[str, float] = {}
     for (name, labels), value in samples.items():
         label = dict(labels)
-        if name == "hearth_web_process_sockets_open" and label["process"] == process:
+        if name == "hearth_web_process_sockets_open" and label["process"].startswith(process):
             figures[label["kind"]] = value
     return figures
 
@@ -69,7 +70,7 @@ def lag_of(samples: Samples, process: str) -> dict[str, float]:
     figures: dict[str, float] = {}
     for (name, labels), value in samples.items():
         label = dict(labels)
-        if label.get("process") != process:
+        if not label.get("process", "").startswith(process):
             continue
         if name == "hearth_socket_lag_seconds_bucket":
             figures[label["le"]] = value
