@@ -29,6 +29,7 @@ import asyncio
 import math
 import multiprocessing
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -63,6 +64,8 @@ COMMAND = "python manage.py bench scale"
 DOCS_DIR = BENCHMARKS_MD.parent
 PLOTS = ("latency", "cpu")  # docs/bench-scale-<name>.png
 FLEET_READY_TIMEOUT = 180.0  # seconds for every station to park its first claim
+# e.g. HEARTH_BENCH_SCALE_MINUTES=20: no new step starts after 20 minutes of steps.
+MINUTES_ENV = "HEARTH_BENCH_SCALE_MINUTES"
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ QUICK = Plan(
 @dataclass
 class Step(Phase):
     db_cpu: float = 0.0  # cores the bench database's backends used over the step
+    server_cpu: float = 0.0  # cores every postgres process used (other databases' work too)
     client_cpu: float = 0.0  # cores this process and the fleet's used
     by_kind: dict[str, list[float]] = field(default_factory=dict)  # socket kind -> latencies
 
@@ -122,9 +126,11 @@ class Result:
     web_processes: int
     idle: Step | None = None
     steps: list[Step] = field(default_factory=list)
-    fleet: dict[str, Any] = field(default_factory=dict)  # requests, errors, error kinds, claims
+    fleet: dict[str, Any] | None = None  # requests, errors, error kinds, claims; None: running
     most_open: int = 0  # customer sockets open at once, at most
     loop_lag_p99: float = math.nan
+    load_before: float = 0.0
+    stopped: str = ""  # why the steps stopped before the plan's last, if they did
     report: str = ""
     plots: list[Path] = field(default_factory=list)
 
@@ -155,6 +161,18 @@ class DatabaseCpu:
                 )
             ]
         return {pid: cpu_seconds(pid) for pid in pids}
+
+    @staticmethod
+    def server() -> float:
+        """CPU seconds so far of every process named postgres on this machine (the whole server)."""
+        total = 0.0
+        for stat in Path("/proc").glob("[0-9]*/comm"):
+            try:
+                if stat.read_text().strip() == "postgres":
+                    total += cpu_seconds(int(stat.parent.name))
+            except OSError:
+                continue  # gone meanwhile
+        return total
 
     @staticmethod
     def used(before: dict[int, float], after: dict[int, float]) -> float:
@@ -191,6 +209,7 @@ async def _fleet(
 def _fleet_main(
     base: str, outlets: dict[str, str], parked: Any, stop: Any, report: Connection
 ) -> None:
+    os.setpgrp()  # a Ctrl-C at the terminal stops the steps, not the fleet under them
     asyncio.run(_fleet(base, outlets, parked, stop, report))
 
 
@@ -220,8 +239,11 @@ class FleetProcess:
     def stop(self) -> dict[str, Any]:
         self.stop_event.set()
         figures: dict[str, Any] = {}
-        if self._receive.poll(30):
-            figures = self._receive.recv()
+        try:
+            if self._receive.poll(30):
+                figures = self._receive.recv()
+        except (EOFError, OSError):
+            pass  # the fleet died; the report says it has no figures
         self.process.join(30)
         if self.process.is_alive():
             self.process.kill()
@@ -244,6 +266,7 @@ async def _measured(
     db_before = await asyncio.to_thread(database.sample)
     web_before = sum(cpu_seconds(p) for p in crowd.web_pids)
     client_before = sum(cpu_seconds(p) for p in client_pids)
+    server_before = DatabaseCpu.server()
     start = time.monotonic()
     await work()
     elapsed = time.monotonic() - start
@@ -251,6 +274,7 @@ async def _measured(
     step.web_cpu = (sum(cpu_seconds(p) for p in crowd.web_pids) - web_before) / elapsed
     step.client_cpu = (sum(cpu_seconds(p) for p in client_pids) - client_before) / elapsed
     step.db_cpu = DatabaseCpu.used(db_before, db_after) / elapsed
+    step.server_cpu = (DatabaseCpu.server() - server_before) / elapsed
     step.load = os.getloadavg()[0]
     for follower in crowd.followers:
         for event_id, latency, _type in follower.timed:
@@ -274,6 +298,12 @@ async def _run_steps(
     clients = [os.getpid(), fleet_pid]
     stop = asyncio.Event()
     watcher = asyncio.create_task(crowd.watch_loop_lag(stop))
+    # SIGINT or SIGTERM: the step under way finishes and is reported; no new one starts.
+    halt = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, halt.set)
+    minutes = float(os.environ.get(MINUTES_ENV) or "inf")
     try:
         started = time.monotonic()
         await crowd.gather()
@@ -291,7 +321,14 @@ async def _run_steps(
         )
         result.idle = idle
         stdout.write(f"  {_idle_line(idle)}\n")
+        steps_start = time.monotonic()
         for rate in plan.rates:
+            if halt.is_set():
+                result.stopped = f"stopped by a signal before the {rate:g}/s step"
+                break
+            if time.monotonic() - steps_start > 60 * minutes:
+                result.stopped = f"{MINUTES_ENV}={minutes:g} reached before the {rate:g}/s step"
+                break
             step = Step(rate=rate, seconds=plan.seconds)
             await _measured(
                 step,
@@ -309,6 +346,8 @@ async def _run_steps(
             if plan.stop_when_over and not step.holds:
                 break
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
         stop.set()
         await watcher
         await crowd.disperse()
@@ -322,7 +361,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> Result:
     logs = Path(tempfile.mkdtemp(prefix="hearth-bench-scale-"))
     out_dir = logs if quick else DOCS_DIR
     processes = settings.HEARTH_WEB_PROCESSES
-    result = Result(plan=plan, web_processes=processes)
+    result = Result(plan=plan, web_processes=processes, load_before=os.getloadavg()[0])
     command = COMMAND + (" --quick" if quick else "")
     stdout.write(
         f"bench scale{' --quick' if quick else ''}: {plan.outlets} outlets ({plan.working} take "
@@ -417,12 +456,13 @@ def _report(result: Result) -> str:
     if idle is not None:
         rows.append(
             f"| 0 (idle, {idle.seconds:g} s) | – | {_pct(idle.web_cpu)} | {_pct(idle.db_cpu)} "
-            f"| {_pct(idle.client_cpu)} | – | – | – | – | – | {idle.load:.1f} | – |"
+            f"| {_pct(idle.server_cpu)} | {_pct(idle.client_cpu)} | – | – | – | – | – "
+            f"| {idle.load:.1f} | – |"
         )
     for s in steps:
         rows.append(
             f"| {s.rate:g} | {s.placed} ({s.achieved:.1f}/s) | {_pct(s.web_cpu)} "
-            f"| {_pct(s.db_cpu)} | {_pct(s.client_cpu)} "
+            f"| {_pct(s.db_cpu)} | {_pct(s.server_cpu)} | {_pct(s.client_cpu)} "
             f"| {ms(quantile(s.api_latencies, 0.5))} / {ms(s.api_p99)} "
             f"| {ms(s.quantile(0.5))} / {ms(s.quantile(0.99))} "
             f"| {ms(quantile(s.by_kind.get('customer', []), 0.99))} "
@@ -439,6 +479,8 @@ def _report(result: Result) -> str:
         f"{' ' + str(fleet['error_kinds']) if fleet.get('error_kinds') else ''}"
         if fleet
         else "still running when this was written"
+        if fleet is None
+        else "no figures: its process died before it could report them"
     )
     failures = {k: v for s in steps for k, v in s.failures.items()}
     plots = "\n".join(f"![{what} against the rate asked](bench-scale-{what}.png)" for what in PLOTS)
@@ -457,21 +499,23 @@ the agents and every socket; PostgreSQL runs on the same {os.cpu_count()} cores,
 anything else running (the load is the 1-minute load average at the end of each step).
 
 Web CPU is the web processes' user + system time, database CPU that of the backends connected
-to the bench database (`pg_stat_activity.pid`, from `/proc`; not the server's background
-writers), client CPU that of the two client processes, each as a share of one core over the
+to the bench database (`pg_stat_activity.pid` at the start and end of the step, from `/proc`),
+"whole server" that of every `postgres` process (background writers and other databases' work
+included: the server is shared), client CPU that of the two client processes, each as a share of one core over the
 step (placing, then draining: until every order is completed and every socket has what the
 table says it should). API is the order POST, sent → answered at the client. Commit → screen
 is from each event's `at` (the database clock at the change) to its arrival on a socket, for
 every event streamed (replays not timed); customer and kitchen p99 split it by socket. Lost
 counts every event the table says a socket should have had and it never got.
 
-| orders/s asked | placed (achieved) | web CPU ({n} processes) | database CPU | client CPU | API p50 / p99 | commit → screen p50 / p99 | customer p99 | kitchen p99 | lost | load | holds |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| orders/s asked | placed (achieved) | web CPU ({n} processes) | database CPU | whole server | client CPU | API p50 / p99 | commit → screen p50 / p99 | customer p99 | kitchen p99 | lost | load | holds |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
-- **Highest rate at which p99 < {P99_LIMIT * 1000:.0f} ms holds** (API and commit → screen, rate reached within 5 %, 0 lost, 0 refused): {f"{best.rate:g} orders/s asked ({best.achieved:.1f}/s placed)" if best else "none of the steps"}{f"; the next step, {last.rate:g}/s, did not (placed {last.achieved:.1f}/s, API p99 {ms(last.api_p99)}, screen p99 {ms(last.quantile(0.99))}, lost {last.lost})" if last is not None and not last.holds else ""}.
+- **Highest rate at which p99 < {P99_LIMIT * 1000:.0f} ms holds** (API and commit → screen, rate reached within 5 %, 0 lost, 0 refused): {f"{best.rate:g} orders/s asked ({best.achieved:.1f}/s placed)" if best else "none of the steps"}{f" ({result.stopped})" if result.stopped else ""}{f"; the next step, {last.rate:g}/s, did not (placed {last.achieved:.1f}/s, API p99 {ms(last.api_p99)}, screen p99 {ms(last.quantile(0.99))}, lost {last.lost})" if last is not None and not last.holds else ""}.
 - Lost events over every step: {lost} (must be 0); one event twice on one connection: {sum(s.duplicates for s in steps)}; sockets dropped by the server and reconnected: {last.reconnects if last else 0}; orders refused or failed: {sum(s.failed for s in steps)}{" " + str(failures) if failures else ""}.
 - The fleet: {fleet_line}.
+- Load average (1 min) {result.load_before:.1f} when the run started; at the end of each step in the table.
 - The sockets' client's own event loop ran late by p99 {ms(result.loop_lag_p99)} (included in the screen latencies).
 
 {plots}
@@ -511,6 +555,7 @@ def _plot(result: Result, out_dir: Path) -> list[Path]:
             fontsize=7,
         )
     ax.set_yscale("log")
+    ax.set_xscale("log", base=2)
     ax.set_xlabel("orders/s asked")
     ax.set_ylabel("latency, ms (log)")
     ax.set_title(title, fontsize=9)
@@ -526,17 +571,21 @@ def _plot(result: Result, out_dir: Path) -> list[Path]:
         ("web", [s.web_cpu for s in steps], idle.web_cpu if idle else None, "C0"),
         ("database", [s.db_cpu for s in steps], idle.db_cpu if idle else None, "C1"),
         ("clients", [s.client_cpu for s in steps], idle.client_cpu if idle else None, "C2"),
+        ("PostgreSQL, whole server", [s.server_cpu for s in steps], None, "C3"),
     ):
         cpu.plot(rates, [100 * v for v in values], "o-", color=colour, label=label)
         if standing is not None:
             cpu.axhline(100 * standing, color=colour, linestyle=":", alpha=0.7)
     cpu.axhline(100 * (os.cpu_count() or 1), color="red", linestyle="--", label="all cores")
+    cpu.set_xscale("log", base=2)
     cpu.set_xlabel("orders/s asked")
     cpu.set_ylabel("CPU, % of one core (dotted: idle, no orders)")
     cpu.grid(True, alpha=0.3)
     cpu.legend(fontsize=8)
     placed.plot(rates, [s.achieved for s in steps], "o-", label="placed")
     placed.plot(rates, rates, ":", color="grey", label="asked")
+    placed.set_xscale("log", base=2)
+    placed.set_yscale("log", base=2)
     placed.set_xlabel("orders/s asked")
     placed.set_ylabel("orders/s placed")
     placed.grid(True, alpha=0.3)

@@ -156,6 +156,9 @@ def web_processes(
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         pass_fds=(listening.fileno(),),
+                        # Not in the terminal's process group: a Ctrl-C reaches the bench,
+                        # which stops them itself (bench scale finishes its step first).
+                        start_new_session=True,
                     ),
                     log,
                 )

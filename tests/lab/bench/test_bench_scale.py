@@ -30,7 +30,7 @@ def test_bench_scale__quick_reports_every_figure_and_loses_no_event(
         assert math.isfinite(step.api_p99) and math.isfinite(step.quantile(0.99))
         assert step.by_kind.get("customer") and step.by_kind.get("kitchen")
         assert step.load > 0
-    assert result.fleet["claimed"] > 0 and result.fleet["errors"] == 0
+    assert result.fleet and result.fleet["claimed"] > 0 and result.fleet["errors"] == 0
     for heading in (
         "orders/s asked",
         "web CPU (",
