@@ -112,9 +112,12 @@ class Run:
 class Fleet:
     """N outlets' stations and heartbeats, all in this event loop."""
 
-    def __init__(self, *, base: str, outlets: dict[str, str], mode: str) -> None:
+    def __init__(
+        self, *, base: str, outlets: dict[str, str], mode: str, spread: float = START_SPREAD
+    ) -> None:
         self.outlets = outlets
         self.mode = mode
+        self.spread = spread  # seconds over which the stations first claim
         self.client = httpx.AsyncClient(
             base_url=base,
             timeout=CLAIM_WAIT + 10,
@@ -177,7 +180,7 @@ class Fleet:
             await asyncio.sleep(interval)
 
     async def station(self, slug: str, name: str, auth: dict[str, str]) -> None:
-        await asyncio.sleep(random.uniform(0, START_SPREAD))
+        await asyncio.sleep(random.uniform(0, self.spread))
         path = f"/api/outlets/{slug}/claim"
         if self.mode in ("waiting", "parked"):
             path += f"?wait={CLAIM_WAIT:g}"

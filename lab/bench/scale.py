@@ -19,8 +19,9 @@ and placed, web CPU (the web processes), database CPU (the backends of the bench
 database, from ``/proc``: PostgreSQL runs on this machine), this client's CPU,
 API p99 (the order POST, client side), commit → screen p99 (every event streamed
 to a socket, from its ``at``), events lost (the table against what each socket
-got) and the load average. The full run stops at the first step whose p99 (API
-or screen) reaches 250 ms, that loses an event, or whose rate is not reached.
+got) and the load average. The full run stops at a step that loses an event or
+whose rate is not reached, and at the second step in a row whose p99 (API or
+screen) reaches 250 ms (one step past the bend, to show it).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from django.core.management import call_command
 from django.db import connections
 
 from lab.bench.harness import bench_database, cpu_seconds, ms, quantile, raise_open_files
-from lab.bench.idle import STATIONS, Fleet, seed_outlets
+from lab.bench.idle import CLAIM_WAIT, STATIONS, Fleet, seed_outlets
 from lab.bench.report import BENCHMARKS_MD, write_section
 from lab.bench.sockets import (
     DB_PREFIX_ENV,
@@ -86,7 +87,7 @@ FULL = Plan(
     kitchens=200,
     customers=5000,
     rates=(5, 10, 20, 40, 80, 160),
-    seconds=20,
+    seconds=30,
     idle_seconds=20,
     stop_when_over=True,
 )
@@ -107,7 +108,8 @@ QUICK = Plan(
 class Step(Phase):
     db_cpu: float = 0.0  # cores the bench database's backends used over the step
     server_cpu: float = 0.0  # cores every postgres process used (other databases' work too)
-    client_cpu: float = 0.0  # cores this process and the fleet's used
+    client_cpu: float = 0.0  # cores this process (the sockets) and the fleet's process used
+    fleet_cpu: float = 0.0  # of which the fleet's
     by_kind: dict[str, list[float]] = field(default_factory=dict)  # socket kind -> latencies
 
     @property
@@ -186,7 +188,9 @@ class DatabaseCpu:
 async def _fleet(
     base: str, outlets: dict[str, str], parked: Any, stop: Any, report: Connection
 ) -> None:
-    fleet = Fleet(base=base, outlets=outlets, mode="waiting")
+    # First claims spread over a whole wait: a fleet started in one burst re-parks in one
+    # burst every CLAIM_WAIT seconds, where agents started over a day would not.
+    fleet = Fleet(base=base, outlets=outlets, mode="waiting", spread=CLAIM_WAIT)
     fleet.start()
     try:
         while fleet.first_claims < len(outlets) * STATIONS:
@@ -261,11 +265,13 @@ async def _measured(
     crowd: Crowd,
     database: DatabaseCpu,
     client_pids: list[int],
+    fleet_pid: int,
 ) -> None:
     """Run ``work`` and charge the web, database and client CPU it took to ``step``."""
     db_before = await asyncio.to_thread(database.sample)
     web_before = sum(cpu_seconds(p) for p in crowd.web_pids)
     client_before = sum(cpu_seconds(p) for p in client_pids)
+    fleet_before = cpu_seconds(fleet_pid)
     server_before = DatabaseCpu.server()
     start = time.monotonic()
     await work()
@@ -273,6 +279,7 @@ async def _measured(
     db_after = await asyncio.to_thread(database.sample)
     step.web_cpu = (sum(cpu_seconds(p) for p in crowd.web_pids) - web_before) / elapsed
     step.client_cpu = (sum(cpu_seconds(p) for p in client_pids) - client_before) / elapsed
+    step.fleet_cpu = (cpu_seconds(fleet_pid) - fleet_before) / elapsed
     step.db_cpu = DatabaseCpu.used(db_before, db_after) / elapsed
     step.server_cpu = (DatabaseCpu.server() - server_before) / elapsed
     step.load = os.getloadavg()[0]
@@ -318,10 +325,12 @@ async def _run_steps(
             crowd=crowd,
             database=database,
             client_pids=clients,
+            fleet_pid=fleet_pid,
         )
         result.idle = idle
         stdout.write(f"  {_idle_line(idle)}\n")
         steps_start = time.monotonic()
+        previous_held = True
         for rate in plan.rates:
             if halt.is_set():
                 result.stopped = f"stopped by a signal before the {rate:g}/s step"
@@ -336,6 +345,7 @@ async def _run_steps(
                 crowd=crowd,
                 database=database,
                 client_pids=clients,
+                fleet_pid=fleet_pid,
             )
             result.steps.append(step)
             result.most_open = crowd.most_open
@@ -343,8 +353,13 @@ async def _run_steps(
             stdout.write(f"  {_step_line(step)}\n")
             stdout.flush()
             after_step()  # a run stopped half-way keeps the steps it measured
-            if plan.stop_when_over and not step.holds:
+            # A rate not reached would only queue in this client, a lost event is a fault:
+            # stop. A slow p99 gets one step more, so that the curves show how they bend.
+            if plan.stop_when_over and (
+                not step.reached or step.lost or not (step.holds or previous_held)
+            ):
                 break
+            previous_held = step.holds
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -430,6 +445,10 @@ def _pct(cores: float) -> str:
     return f"{100 * cores:.0f} %"
 
 
+def _clients(s: Step) -> str:
+    return f"{_pct(s.client_cpu)} (fleet {_pct(s.fleet_cpu)})"
+
+
 def _idle_line(s: Step) -> str:
     return (
         f"idle for {s.seconds:g}s: web {_pct(s.web_cpu)}, database {_pct(s.db_cpu)}, "
@@ -456,13 +475,13 @@ def _report(result: Result) -> str:
     if idle is not None:
         rows.append(
             f"| 0 (idle, {idle.seconds:g} s) | – | {_pct(idle.web_cpu)} | {_pct(idle.db_cpu)} "
-            f"| {_pct(idle.server_cpu)} | {_pct(idle.client_cpu)} | – | – | – | – | – "
+            f"| {_pct(idle.server_cpu)} | {_clients(idle)} | – | – | – | – | – "
             f"| {idle.load:.1f} | – |"
         )
     for s in steps:
         rows.append(
             f"| {s.rate:g} | {s.placed} ({s.achieved:.1f}/s) | {_pct(s.web_cpu)} "
-            f"| {_pct(s.db_cpu)} | {_pct(s.server_cpu)} | {_pct(s.client_cpu)} "
+            f"| {_pct(s.db_cpu)} | {_pct(s.server_cpu)} | {_clients(s)} "
             f"| {ms(quantile(s.api_latencies, 0.5))} / {ms(s.api_p99)} "
             f"| {ms(s.quantile(0.5))} / {ms(s.quantile(0.99))} "
             f"| {ms(quantile(s.by_kind.get('customer', []), 0.99))} "
@@ -501,7 +520,7 @@ anything else running (the load is the 1-minute load average at the end of each 
 Web CPU is the web processes' user + system time, database CPU that of the backends connected
 to the bench database (`pg_stat_activity.pid` at the start and end of the step, from `/proc`),
 "whole server" that of every `postgres` process (background writers and other databases' work
-included: the server is shared), client CPU that of the two client processes, each as a share of one core over the
+included: the server is shared), client CPU that of the two client processes (the fleet's in brackets), each as a share of one core over the
 step (placing, then draining: until every order is completed and every socket has what the
 table says it should). API is the order POST, sent → answered at the client. Commit → screen
 is from each event's `at` (the database clock at the change) to its arrival on a socket, for
