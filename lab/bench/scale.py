@@ -107,7 +107,7 @@ QUICK = Plan(
 @dataclass
 class Step(Phase):
     db_cpu: float = 0.0  # cores the bench database's backends used over the step
-    server_cpu: float = 0.0  # cores every postgres process used (other databases' work too)
+    server_cpu: float = 0.0  # cores every postgres process on the machine used
     client_cpu: float = 0.0  # cores this process (the sockets) and the fleet's process used
     fleet_cpu: float = 0.0  # of which the fleet's
     by_kind: dict[str, list[float]] = field(default_factory=dict)  # socket kind -> latencies
@@ -166,7 +166,7 @@ class DatabaseCpu:
 
     @staticmethod
     def server() -> float:
-        """CPU seconds so far of every process named postgres on this machine (the whole server)."""
+        """CPU seconds so far of every process named postgres on this machine (any server)."""
         total = 0.0
         for stat in Path("/proc").glob("[0-9]*/comm"):
             try:
@@ -188,7 +188,7 @@ class DatabaseCpu:
 async def _fleet(
     base: str, outlets: dict[str, str], parked: Any, stop: Any, report: Connection
 ) -> None:
-    # First claims spread over a whole wait: a fleet started in one burst re-parks in one
+    # First claims spread over one whole wait: a fleet started in one burst re-parks in one
     # burst every CLAIM_WAIT seconds, where agents started over a day would not.
     fleet = Fleet(base=base, outlets=outlets, mode="waiting", spread=CLAIM_WAIT)
     fleet.start()
@@ -519,15 +519,16 @@ anything else running (the load is the 1-minute load average at the end of each 
 
 Web CPU is the web processes' user + system time, database CPU that of the backends connected
 to the bench database (`pg_stat_activity.pid` at the start and end of the step, from `/proc`),
-"whole server" that of every `postgres` process (background writers and other databases' work
-included: the server is shared), client CPU that of the two client processes (the fleet's in brackets), each as a share of one core over the
+"all PostgreSQL" that of every `postgres` process on the machine (the server's background
+writers, other databases' work and other engineers' servers included: the machine is shared),
+client CPU that of the two client processes (the fleet's in brackets), each as a share of one core over the
 step (placing, then draining: until every order is completed and every socket has what the
 table says it should). API is the order POST, sent → answered at the client. Commit → screen
 is from each event's `at` (the database clock at the change) to its arrival on a socket, for
 every event streamed (replays not timed); customer and kitchen p99 split it by socket. Lost
 counts every event the table says a socket should have had and it never got.
 
-| orders/s asked | placed (achieved) | web CPU ({n} processes) | database CPU | whole server | client CPU | API p50 / p99 | commit → screen p50 / p99 | customer p99 | kitchen p99 | lost | load | holds |
+| orders/s asked | placed (achieved) | web CPU ({n} processes) | database CPU | all PostgreSQL | client CPU | API p50 / p99 | commit → screen p50 / p99 | customer p99 | kitchen p99 | lost | load | holds |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
@@ -590,7 +591,7 @@ def _plot(result: Result, out_dir: Path) -> list[Path]:
         ("web", [s.web_cpu for s in steps], idle.web_cpu if idle else None, "C0"),
         ("database", [s.db_cpu for s in steps], idle.db_cpu if idle else None, "C1"),
         ("clients", [s.client_cpu for s in steps], idle.client_cpu if idle else None, "C2"),
-        ("PostgreSQL, whole server", [s.server_cpu for s in steps], None, "C3"),
+        ("all PostgreSQL on the machine", [s.server_cpu for s in steps], None, "C3"),
     ):
         cpu.plot(rates, [100 * v for v in values], "o-", color=colour, label=label)
         if standing is not None:
