@@ -49,3 +49,29 @@ def test_bench_scale__quick_reports_every_figure_and_loses_no_event(
     for plot in result.plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert plot.parent != scale.DOCS_DIR
+
+
+def _step(rate: float, *, api_ms: float, screen_ms: float, placed: int | None = None) -> scale.Step:
+    step = scale.Step(rate=rate, seconds=1)
+    step.placed = int(rate) if placed is None else placed
+    step.elapsed = 1
+    step.expected = 1
+    step.api_latencies = [api_ms / 1000]
+    step.latencies = [screen_ms / 1000]
+    return step
+
+
+def test_past_the_bend__a_stall_goes_on_a_rising_p99_or_a_rate_not_reached_stops() -> None:
+    holds = _step(5, api_ms=50, screen_ms=60)
+    stall = _step(10, api_ms=400, screen_ms=600)
+    assert holds.holds and not stall.holds
+
+    assert not scale._past_the_bend(holds, [])
+    assert not scale._past_the_bend(stall, [holds])  # the first step over: one more
+    assert not scale._past_the_bend(_step(20, api_ms=300, screen_ms=500), [stall])  # both fell
+    assert scale._past_the_bend(_step(20, api_ms=300, screen_ms=700), [stall])  # screen rose
+    assert scale._past_the_bend(_step(20, api_ms=500, screen_ms=100), [stall])  # API rose
+    assert scale._past_the_bend(_step(20, api_ms=50, screen_ms=60, placed=10), [holds])
+    lossy = _step(20, api_ms=50, screen_ms=60)
+    lossy.lost = 1
+    assert scale._past_the_bend(lossy, [holds])
