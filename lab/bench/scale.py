@@ -471,7 +471,8 @@ def _step_line(s: Step) -> str:
         f"{s.failed} failed); web {_pct(s.web_cpu)}, database {_pct(s.db_cpu)}, client "
         f"{_pct(s.client_cpu)} of a core; API p50 {ms(quantile(s.api_latencies, 0.5))} p99 "
         f"{ms(s.api_p99)}; commit → screen p50 {ms(s.quantile(0.5))} p99 {ms(s.quantile(0.99))} "
-        f"({len(s.latencies)} messages); lost {s.lost} of {s.expected}; load {s.load:.1f} → "
+        f"({len(s.latencies)} messages); lost {s.lost} of {s.expected}; drained in "
+        f"{s.drain_seconds:.0f}s; load {s.load:.1f} → "
         f"{'holds' if s.holds else 'over'}"
     )
 
@@ -542,6 +543,7 @@ counts every event the table says a socket should have had and it never got.
 {chr(10).join(rows)}
 
 - **Highest rate at which p99 < {P99_LIMIT * 1000:.0f} ms holds** (API and commit → screen, rate reached within 5 %, 0 lost, 0 refused): {f"{best.rate:g} orders/s asked ({best.achieved:.1f}/s placed)" if best else "none of the steps"}{f" ({result.stopped})" if result.stopped else ""}{f"; the next step, {last.rate:g}/s, did not (placed {last.achieved:.1f}/s, API p99 {ms(last.api_p99)}, screen p99 {ms(last.quantile(0.99))}, lost {last.lost})" if last is not None and not last.holds else ""}.
+- After placing, each step waited for every order to be completed and every socket to have its events: {", ".join(f"{s.drain_seconds:.0f} s at {s.rate:g}/s" for s in steps)}.
 - Lost events over every step: {lost} (must be 0); one event twice on one connection: {sum(s.duplicates for s in steps)}; sockets dropped by the server and reconnected: {last.reconnects if last else 0}; orders refused or failed: {sum(s.failed for s in steps)}{" " + str(failures) if failures else ""}.
 - The fleet: {fleet_line}.
 - Load average (1 min) {result.load_before:.1f} when the run started; at the end of each step in the table.
@@ -558,6 +560,12 @@ def _plot(result: Result, out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    def plain(axis: Any) -> None:
+        """Log axes labelled with the numbers themselves (5, 10, 20), not powers."""
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
 
     steps = result.steps
     rates = [s.rate for s in steps]
@@ -586,6 +594,9 @@ def _plot(result: Result, out_dir: Path) -> list[Path]:
         )
     ax.set_yscale("log")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(rates)
+    plain(ax.xaxis)
+    plain(ax.yaxis)
     ax.set_xlabel("orders/s asked")
     ax.set_ylabel("latency, ms (log)")
     ax.set_title(title, fontsize=9)
@@ -608,6 +619,8 @@ def _plot(result: Result, out_dir: Path) -> list[Path]:
             cpu.axhline(100 * standing, color=colour, linestyle=":", alpha=0.7)
     cpu.axhline(100 * (os.cpu_count() or 1), color="red", linestyle="--", label="all cores")
     cpu.set_xscale("log", base=2)
+    cpu.set_xticks(rates)
+    plain(cpu.xaxis)
     cpu.set_xlabel("orders/s asked")
     cpu.set_ylabel("CPU, % of one core (dotted: idle, no orders)")
     cpu.grid(True, alpha=0.3)
@@ -616,6 +629,9 @@ def _plot(result: Result, out_dir: Path) -> list[Path]:
     placed.plot(rates, rates, ":", color="grey", label="asked")
     placed.set_xscale("log", base=2)
     placed.set_yscale("log", base=2)
+    placed.set_xticks(rates)
+    plain(placed.xaxis)
+    plain(placed.yaxis)
     placed.set_xlabel("orders/s asked")
     placed.set_ylabel("orders/s placed")
     placed.grid(True, alpha=0.3)
