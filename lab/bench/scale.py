@@ -595,6 +595,10 @@ def _plot(result: Result, out_dir: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_xscale("log", base=2)
     ax.set_xticks(rates)
+    low, high = ax.get_ylim()
+    ax.set_yticks(
+        [t for t in (1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2000, 5000) if low <= t <= high]
+    )
     plain(ax.xaxis)
     plain(ax.yaxis)
     ax.set_xlabel("orders/s asked")
@@ -630,6 +634,7 @@ def _plot(result: Result, out_dir: Path) -> list[Path]:
     placed.set_xscale("log", base=2)
     placed.set_yscale("log", base=2)
     placed.set_xticks(rates)
+    placed.set_yticks(rates)
     plain(placed.xaxis)
     plain(placed.yaxis)
     placed.set_xlabel("orders/s asked")
