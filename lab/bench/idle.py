@@ -37,15 +37,16 @@ import httpx
 from django.conf import settings
 from django.core.management import call_command
 
-from lab.bench.report import write_section
-from lab.bench.sockets import (
+from lab.bench.harness import (
     Child,
-    _bench_database,
-    _cpu_seconds,
-    _free_port,
-    _raise_open_files,
-    _wait_for_port,
+    bench_database,
+    cpu_seconds,
+    free_port,
+    quantile,
+    raise_open_files,
+    wait_for_port,
 )
+from lab.bench.report import write_section
 from queueing.models import Order, Outlet
 from queueing.services import order_enqueue
 from queueing.services.outlets import outlet_activate, outlet_create
@@ -111,9 +112,12 @@ class Run:
 class Fleet:
     """N outlets' stations and heartbeats, all in this event loop."""
 
-    def __init__(self, *, base: str, outlets: dict[str, str], mode: str) -> None:
+    def __init__(
+        self, *, base: str, outlets: dict[str, str], mode: str, spread: float = START_SPREAD
+    ) -> None:
         self.outlets = outlets
         self.mode = mode
+        self.spread = spread  # seconds over which the stations first claim
         self.client = httpx.AsyncClient(
             base_url=base,
             timeout=CLAIM_WAIT + 10,
@@ -176,7 +180,7 @@ class Fleet:
             await asyncio.sleep(interval)
 
     async def station(self, slug: str, name: str, auth: dict[str, str]) -> None:
-        await asyncio.sleep(random.uniform(0, START_SPREAD))
+        await asyncio.sleep(random.uniform(0, self.spread))
         path = f"/api/outlets/{slug}/claim"
         if self.mode in ("waiting", "parked"):
             path += f"?wait={CLAIM_WAIT:g}"
@@ -197,7 +201,7 @@ class Fleet:
                     poll = POLL_MIN
 
 
-def _seed(count: int, have: dict[str, str]) -> dict[str, str]:
+def seed_outlets(count: int, have: dict[str, str]) -> dict[str, str]:
     """Outlets up to ``count`` (active, vouched for), with their agent tokens."""
     for i in range(len(have), count):
         outlet, token = outlet_create(slug=f"idle-{i:04d}", name=f"Idle {i}")
@@ -236,10 +240,10 @@ async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web
         while fleet.first_claims < stations and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         await asyncio.sleep(5)  # every station parked (or polling at its slowest)
-        requests, cpu, clock = fleet.requests, _cpu_seconds(web_pid), time.monotonic()
+        requests, cpu, clock = fleet.requests, cpu_seconds(web_pid), time.monotonic()
         await asyncio.sleep(plan.window)
         elapsed = time.monotonic() - clock
-        run.web_cpu = (_cpu_seconds(web_pid) - cpu) / elapsed
+        run.web_cpu = (cpu_seconds(web_pid) - cpu) / elapsed
         run.requests_per_s = (fleet.requests - requests) / elapsed
         run.load = os.getloadavg()[0]
         slugs = list(outlets)
@@ -261,26 +265,19 @@ async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web
         await fleet.close()
 
 
-def _q(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _line(r: Run) -> str:
     return (
         f"{r.mode:8} {r.outlets:5} outlets: web {100 * r.web_cpu:5.1f} % of a core, "
-        f"{r.requests_per_s:6.1f} req/s; commit→claim p50 {1000 * _q(r.latencies, 0.5):.0f} ms "
-        f"p99 {1000 * _q(r.latencies, 0.99):.0f} ms max {1000 * max(r.latencies, default=0):.0f} ms "
-        f"(db p99 {1000 * _q(r.db_latencies, 0.99):.0f} ms, {len(r.latencies)} orders); "
+        f"{r.requests_per_s:6.1f} req/s; commit→claim p50 {1000 * quantile(r.latencies, 0.5):.0f} ms "
+        f"p99 {1000 * quantile(r.latencies, 0.99):.0f} ms max {1000 * max(r.latencies, default=0):.0f} ms "
+        f"(db p99 {1000 * quantile(r.db_latencies, 0.99):.0f} ms, {len(r.latencies)} orders); "
         f"errors {r.errors} {r.error_kinds or ''}; load {r.load:.2f}"
     )
 
 
 def run(*, stdout: TextIO, quick: bool = False) -> list[Run]:
     plan = _plan(quick)
-    files = _raise_open_files()
+    files = raise_open_files()
     logs = Path(tempfile.mkdtemp(prefix="hearth-bench-idle-"))
     stdout.write(
         f"bench idle{' --quick' if quick else ''}: {STATIONS} stations per outlet, heartbeat every "
@@ -288,7 +285,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Run]:
         f"open-file limit {files}, logs in {logs}\n"
     )
     runs: list[Run] = []
-    with _bench_database(DB_NAME) as url:
+    with bench_database(DB_NAME) as url:
         call_command("loaddata", "sample_menu", verbosity=0)
         tokens: dict[str, str] = {}
         env = dict(
@@ -299,8 +296,8 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Run]:
             HEARTH_ORDER_RATE_LIMIT="0",
         )
         for mode, count in plan.runs:
-            outlets = _seed(count, tokens)
-            port = _free_port()
+            outlets = seed_outlets(count, tokens)
+            port = free_port()
             web = Child(
                 f"web-{mode}-{count}",
                 [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
@@ -309,7 +306,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Run]:
                 logs=logs,
             )
             try:
-                _wait_for_port(port, web)
+                wait_for_port(port, web)
                 result = Run(mode=mode, outlets=count)
                 asyncio.run(
                     _measure(result, f"http://127.0.0.1:{port}", outlets, plan, web.popen.pid)
@@ -328,8 +325,8 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Run]:
 def _report(plan: Plan, runs: list[Run], *, quick: bool) -> str:
     rows = "\n".join(
         f"| {r.mode} | {r.outlets} | {100 * r.web_cpu:.1f} % | {r.requests_per_s:.1f} "
-        f"| {1000 * _q(r.latencies, 0.5):.0f} | {1000 * _q(r.latencies, 0.99):.0f} "
-        f"| {1000 * max(r.latencies, default=0):.0f} | {1000 * _q(r.db_latencies, 0.99):.0f} "
+        f"| {1000 * quantile(r.latencies, 0.5):.0f} | {1000 * quantile(r.latencies, 0.99):.0f} "
+        f"| {1000 * max(r.latencies, default=0):.0f} | {1000 * quantile(r.db_latencies, 0.99):.0f} "
         f"| {len(r.latencies)} | {r.errors} | {r.load:.2f} |"
         for r in runs
     )

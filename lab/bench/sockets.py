@@ -24,34 +24,37 @@ import asyncio
 import json
 import os
 import random
-import resource
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
-import psycopg
 import websockets
-from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.management import call_command
 from django.db import connections
-from psycopg import sql as pgsql
-from psycopg.conninfo import make_conninfo
 from websockets.typing import Origin
 
+from lab.bench.harness import (
+    PROJECT_DIR,
+    Child,
+    bench_database,
+    cpu_seconds,
+    free_port,
+    ms,
+    quantile,
+    raise_open_files,
+    wait_for_port,
+)
 from lab.bench.report import write_section
 from queueing.models import OPEN_STATES, Order, OrderEvent, Outlet
 from queueing.services import (
@@ -65,7 +68,6 @@ from queueing.services.outlets import outlet_activate
 
 COMMAND = "python manage.py bench sockets"
 P99_LIMIT = 0.250
-PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 DB_PREFIX_ENV = "HEARTH_BENCH_DB_PREFIX"
 MENU = ["margherita", "pepperoni", "marinara", "garlic-bread", "tiramisu", "cola"]
 RECONNECT_MARGIN = 1_000  # ids a dropped socket asks again for (see docs/live.md)
@@ -107,13 +109,14 @@ class Phase:
     first_id: int = 0  # events with first_id < id <= last_id belong to this phase
     last_id: int = 0
     latencies: list[float] = field(default_factory=list)
+    api_latencies: list[float] = field(default_factory=list)  # each order POST, sent → answered
     by_type: dict[str, list[float]] = field(default_factory=dict)  # event type -> latencies
     expected: int = 0
     lost: int = 0
     duplicates: int = 0
     reconnects: int = 0  # sockets the server dropped, over the whole run so far
     drain_seconds: float = 0.0
-    web_cpu: float = 0.0  # cores the web process used over the phase (placing and draining)
+    web_cpu: float = 0.0  # cores the web processes used over the phase (placing and draining)
     load: float = 0.0  # the machine's 1-minute load average at the end (it is shared)
 
     def fail(self, reason: str) -> None:
@@ -125,10 +128,7 @@ class Phase:
         return self.placed / self.elapsed if self.elapsed else 0.0
 
     def quantile(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return quantile(self.latencies, q)
 
     @property
     def delivered(self) -> bool:
@@ -244,95 +244,6 @@ class Follower:
 # --- The database, the processes ------------------------------------------------
 
 
-def _url(settings_dict: dict[str, Any], name: str) -> str:
-    params = {
-        "host": settings_dict.get("HOST") or None,
-        "port": settings_dict.get("PORT") or None,
-        "user": settings_dict.get("USER") or None,
-        "password": settings_dict.get("PASSWORD") or None,
-    }
-    return make_conninfo(dbname=name, **{k: v for k, v in params.items() if v})
-
-
-@contextmanager
-def _bench_database(name: str) -> Iterator[str]:
-    """A fresh database ``name`` on the same server, migrated, as Django's default; yields its conninfo."""
-    server = settings.DATABASES["default"]
-    with psycopg.connect(_url(server, "postgres"), autocommit=True) as conn:
-        conn.execute(
-            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
-        )
-        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
-    connections.close_all()
-    saved = server["NAME"]
-    server["NAME"] = name
-    connections["default"].settings_dict["NAME"] = name
-    try:
-        call_command("migrate", verbosity=0, interactive=False)
-        yield _url(server, name)
-    finally:
-        connections.close_all()
-        server["NAME"] = saved
-        connections["default"].settings_dict["NAME"] = saved
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Child:
-    """A subprocess with its output in a log file."""
-
-    def __init__(self, name: str, args: list[str], *, env: dict[str, str], logs: Path) -> None:
-        self.name = name
-        self.log_path = logs / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
-        self.popen = subprocess.Popen(
-            args, cwd=PROJECT_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        self._log.close()
-
-
-def _wait_for_port(port: int, child: Child, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.popen.poll() is not None:
-            raise RuntimeError(f"{child.name} exited; see {child.log_path}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{child.name} did not open port {port}; see {child.log_path}")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _raise_open_files() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 65_536
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 # --- Seeding (synchronous Django, before the crowd arrives) --------------------
 
 
@@ -353,37 +264,48 @@ def _seed(plan: Plan) -> Seed:
         outlet_activate(outlet=outlet)  # vouched for: orders start before any heartbeat
         outlets[outlet.slug] = token
         made.append(outlet)
+    return Seed(
+        outlets=outlets,
+        cookie=staff_cookie(),
+        done_tokens=done_orders(made, plan.customers),
+        last_event_id=_last_event_id(),
+    )
+
+
+def staff_cookie() -> str:
+    """The session cookie of a new manager, signed in, for the kitchen sockets."""
     boss = User.objects.create_superuser("bench-manager", password=secrets.token_urlsafe(16))
     session = SessionStore()
     session[SESSION_KEY] = str(boss.pk)
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
     session[HASH_SESSION_KEY] = boss.get_session_auth_hash()
     session.create()
-    # The customers' sockets start on orders that are already done (people looking at "done").
+    return f"sessionid={session.session_key}"
+
+
+def done_orders(outlets: list[Outlet], count: int) -> list[str]:
+    """``count`` orders spread over ``outlets``, cooked and completed; their tokens.
+
+    The customers' sockets start on orders that are already done (people looking at "done").
+    """
     line = {"item": "cola", "name": "Cola", "qty": 1, "note": "", "prep_seconds": 10}
     done: list[str] = []
-    for i in range(plan.customers):
+    for i in range(count):
         ticket = order_enqueue(
             kind="takeaway",
             lines=[line],
             customer={"name": "warm-up"},
             prep_seconds=10,
             quick=True,
-            outlet=made[i % len(made)],
+            outlet=outlets[i % len(outlets)],
         )
         done.append(ticket.token)
-    for outlet in made:
+    for outlet in outlets:
         while claimed := order_claim_next(outlet=outlet, station="warm-up", limit=200):
             claims = [(t.token, t.fence) for t in claimed]
             orders_mark_ready(claims=claims)
             orders_complete(claims=claims)
-    last = OrderEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
-    return Seed(
-        outlets=outlets,
-        cookie=f"sessionid={session.session_key}",
-        done_tokens=done,
-        last_event_id=last,
-    )
+    return done
 
 
 def _last_event_id() -> int:
@@ -432,8 +354,8 @@ def _expected(followers: list[Follower], first_id: int, last_id: int) -> list[se
 class Crowd:
     """Kitchen and customer sockets, and the customers placing orders."""
 
-    def __init__(self, *, base: str, seed: Seed, plan: Plan, web_pid: int) -> None:
-        self.web_pid = web_pid
+    def __init__(self, *, base: str, seed: Seed, plan: Any, web_pids: list[int]) -> None:
+        self.web_pids = web_pids
         self.base = base
         self.http_base = base.replace("ws://", "http://").rstrip("/")
         self.seed = seed
@@ -446,6 +368,9 @@ class Crowd:
         self.most_open = 0
         self.lag: list[float] = []
         self._closing: set[asyncio.Task[None]] = set()
+
+    def _web_cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.web_pids)
 
     async def _open(self, follower: Follower, headers: dict[str, str]) -> Follower:
         await follower.open(self.base, headers)
@@ -532,10 +457,12 @@ class Crowd:
                     body = {"kind": "delivery", "zone": f"zone-{i % 40}"}
                 body["lines"] = [{"item": random.choice(MENU), "qty": 1}]
                 body["customer"] = {"name": f"bench {i}", "address": "1 Loop Road"}
+                sent = time.monotonic()
                 try:
                     response = await client.post("/api/orders", json=body)
                 finally:
                     gate.release()  # the gate bounds requests on the wire, not page visits
+                phase.api_latencies.append(time.monotonic() - sent)
                 if response.status_code != 202:
                     phase.fail(f"HTTP {response.status_code}")
                     return
@@ -560,7 +487,7 @@ class Crowd:
 
     async def run_phase(self, phase: Phase) -> None:
         phase.first_id = await asyncio.to_thread(_last_event_id)
-        cpu_before, clock_before = _cpu_seconds(self.web_pid), time.monotonic()
+        cpu_before, clock_before = self._web_cpu(), time.monotonic()
         async with httpx.AsyncClient(
             base_url=self.http_base, timeout=30, limits=httpx.Limits(max_connections=IN_FLIGHT)
         ) as client:
@@ -579,9 +506,7 @@ class Crowd:
                 break
             await asyncio.sleep(0.1)
         phase.drain_seconds = time.monotonic() - drain_start
-        phase.web_cpu = (_cpu_seconds(self.web_pid) - cpu_before) / (
-            time.monotonic() - clock_before
-        )
+        phase.web_cpu = (self._web_cpu() - cpu_before) / (time.monotonic() - clock_before)
         phase.load = os.getloadavg()[0]
         phase.expected = sum(len(w) for w in expected)
         phase.lost = sum(len(want - f.ids) for f, want in zip(followers, expected, strict=True))
@@ -600,7 +525,7 @@ class Crowd:
 async def _crowd_run(
     base: str, seed: Seed, plan: Plan, stdout: TextIO, web_pid: int
 ) -> tuple[list[Phase], Crowd]:
-    crowd = Crowd(base=base, seed=seed, plan=plan, web_pid=web_pid)
+    crowd = Crowd(base=base, seed=seed, plan=plan, web_pids=[web_pid])
     stop = asyncio.Event()
     watcher = asyncio.create_task(crowd.watch_loop_lag(stop))
     phases: list[Phase] = []
@@ -631,7 +556,7 @@ async def _crowd_run(
 
 
 def _by_type(p: Phase) -> str:
-    return "p99 " + ", ".join(f"{t} {_ms(_q(v, 0.99))}" for t, v in sorted(p.by_type.items()))
+    return "p99 " + ", ".join(f"{t} {ms(quantile(v, 0.99))}" for t, v in sorted(p.by_type.items()))
 
 
 def _reasons(p: Phase) -> str:
@@ -640,22 +565,11 @@ def _reasons(p: Phase) -> str:
     )
 
 
-def _q(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds == seconds else "–"
-
-
 def _phase_line(p: Phase) -> str:
     return (
         f"{p.rate:g}/s for {p.seconds:g}s: placed {p.placed} ({p.achieved:.1f}/s, {p.failed} failed{_reasons(p)}), "
-        f"{len(p.latencies)} streamed messages, p50 {_ms(p.quantile(0.5))} p95 {_ms(p.quantile(0.95))} "
-        f"p99 {_ms(p.quantile(0.99))} ({_by_type(p)}) max {_ms(max(p.latencies, default=float('nan')))}, "
+        f"{len(p.latencies)} streamed messages, p50 {ms(p.quantile(0.5))} p95 {ms(p.quantile(0.95))} "
+        f"p99 {ms(p.quantile(0.99))} ({_by_type(p)}) max {ms(max(p.latencies, default=float('nan')))}, "
         f"lost {p.lost}/{p.expected}, duplicates {p.duplicates}, reconnects {p.reconnects}, web process {p.web_cpu:.0%} of a core, "
         f"load {p.load:.1f} → {'ok' if p.passed else 'over'}"
     )
@@ -663,7 +577,7 @@ def _phase_line(p: Phase) -> str:
 
 def run(*, stdout: TextIO, quick: bool = False) -> list[Phase]:
     plan = QUICK if quick else FULL
-    files = _raise_open_files()
+    files = raise_open_files()
     name = os.environ.get(DB_PREFIX_ENV, "bench_") + "sockets"
     logs = Path(tempfile.mkdtemp(prefix="hearth-bench-sockets-"))
     stdout.write(
@@ -671,7 +585,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Phase]:
         f"sockets, {plan.outlets} outlets (agents, {plan.stations} stations, --pace 0), database {name}, "
         f"open-file limit {files}, logs in {logs}\n"
     )
-    with _bench_database(name) as url:
+    with bench_database(name) as url:
         seed = _seed(plan)
         env = dict(
             os.environ,
@@ -680,7 +594,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Phase]:
             PYTHONUNBUFFERED="1",
             HEARTH_ORDER_RATE_LIMIT="0",  # one load client places every order
         )
-        port = _free_port()
+        port = free_port()
         web = Child(
             "web",
             [
@@ -704,7 +618,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Phase]:
         )
         agents: list[Child] = []
         try:
-            _wait_for_port(port, web)
+            wait_for_port(port, web)
             server = f"http://127.0.0.1:{port}"
             for slug, token in seed.outlets.items():
                 agents.append(
@@ -751,7 +665,7 @@ def _report(plan: Plan, phases: list[Phase], crowd: Crowd, *, quick: bool) -> st
     lag99 = lag[int(0.99 * (len(lag) - 1))] if lag else float("nan")
     rows = "\n".join(
         f"| {p.rate:g} | {p.seconds:g} | {p.placed} ({p.achieved:.1f}/s) | {len(p.latencies)} "
-        f"| {_ms(p.quantile(0.5))} | {_ms(p.quantile(0.95))} | {_ms(p.quantile(0.99))} "
+        f"| {ms(p.quantile(0.5))} | {ms(p.quantile(0.95))} | {ms(p.quantile(0.99))} "
         f"| {p.lost} of {p.expected} | {p.web_cpu:.0%} | {p.load:.1f} "
         f"| {'yes' if p.delivered else 'no'} | {'yes' if p.reached else 'no'} |"
         for p in phases
@@ -772,10 +686,10 @@ cores are shared with PostgreSQL, the agents, this client and anything else runn
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
-- At {main.rate:g} orders/s asked ({main.achieved:.1f}/s placed, {main.failed} failed{_reasons(main)}): p50 {_ms(main.quantile(0.5))}, p99 {_ms(main.quantile(0.99))}, lost {main.lost} of {main.expected}.
+- At {main.rate:g} orders/s asked ({main.achieved:.1f}/s placed, {main.failed} failed{_reasons(main)}): p50 {ms(main.quantile(0.5))}, p99 {ms(main.quantile(0.99))}, lost {main.lost} of {main.expected}.
 - Highest rate asked for, reached (95 %) with p99 under {P99_LIMIT * 1000:.0f} ms and nothing lost: {f"{best.rate:g} orders/s" if best else "none"}{"" if not phases or phases[-1].passed else f" (the last step, {phases[-1].rate:g}/s, was not)"}.
 - Highest rate actually placed with p99 under {P99_LIMIT * 1000:.0f} ms and nothing lost: {f"{fastest.achieved:.1f} orders/s (asked {fastest.rate:g})" if fastest else "none"}.
 - By event type at {main.rate:g} orders/s asked: {_by_type(main)}. `at` is the database clock when the change's transaction started, so a `placed` event also counts the rest of the order request's transaction up to its commit.
 - Sockets the server dropped and that reconnected (as a page does, `?after=` the highest id seen less {RECONNECT_MARGIN}): {phases[-1].reconnects if phases else 0}; one event id twice on one connection: {sum(p.duplicates for p in phases)}.
-- The client's own event loop ran late by p99 {_ms(lag99)} (included in the latencies above).
+- The client's own event loop ran late by p99 {ms(lag99)} (included in the latencies above).
 {"- `--quick`: a small run that checks the bench works; its figures are not the benchmark." if quick else ""}"""

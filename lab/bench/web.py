@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -38,6 +37,7 @@ from typing import TextIO
 from django.conf import settings
 from django.db import connection
 
+from lab.bench.harness import cpu_seconds, free_port
 from lab.bench.queue import _django_database
 from lab.bench.queue_peers import Server
 from lab.bench.report import write_section
@@ -124,17 +124,6 @@ def in_process_rate(duration: float) -> Rate:
     )
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def web_processes(
     n: int, *, database: str, fast: bool, log_dir: Path
@@ -142,7 +131,7 @@ def web_processes(
     """``n`` daphne processes on one shared socket, started as ``up`` starts them."""
     from shop.management.commands.up import _listening_socket, web_argv
 
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update(
         DATABASE_URL=Server.from_django(settings.DATABASES["default"]).conninfo(database),
@@ -167,6 +156,9 @@ def web_processes(
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         pass_fds=(listening.fileno(),),
+                        # Not in the terminal's process group: a Ctrl-C reaches the bench,
+                        # which stops them itself (bench scale finishes its step first).
+                        start_new_session=True,
                     ),
                     log,
                 )
@@ -227,12 +219,12 @@ def web_rate(
     script = tmp / "post.lua"
     script.write_text(POST_LUA.format(body=json.dumps(ORDER)))
     with web_processes(processes, database=database, fast=fast, log_dir=tmp) as (base, pids):
-        cpu = sum(_cpu_seconds(p) for p in pids)
+        cpu = sum(cpu_seconds(p) for p in pids)
         if what == "POST":
             rate, bad, latency = _wrk(f"{base}/api/orders", duration=duration, script=str(script))
         else:
             rate, bad, latency = _wrk(f"{base}/api/orders/{token}", duration=duration)
-        cpu = sum(_cpu_seconds(p) for p in pids) - cpu
+        cpu = sum(cpu_seconds(p) for p in pids) - cpu
     return Rate(
         what=f"{what} /api/orders" + ("" if what == "POST" else "/<token>"),
         processes=processes,

@@ -1,4 +1,4 @@
-"""python manage.py bench <queue|failover|sockets|outlets|web|idle>: measure, print, and write docs/benchmarks.md."""
+"""python manage.py bench <queue|failover|sockets|outlets|web|idle|scale>: measure, print, and write docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-BENCHES = ("queue", "failover", "sockets", "outlets", "web", "idle")
+BENCHES = ("queue", "failover", "sockets", "outlets", "web", "idle", "scale")
 
 
 class Command(BaseCommand):
