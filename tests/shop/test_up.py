@@ -53,5 +53,7 @@ def test_up__two_web_processes_share_one_port_and_either_answers_alone(tmp_path:
             finally:
                 os.kill(frozen, signal.SIGCONT)
         assert "2 web processes" in up.output()
+        # No access log unless HEARTH_ACCESS_LOG names one: a line per request costs the loop.
+        assert '"GET /api/openapi.json' not in up.output()
     finally:
         up.stop(timeout=20)

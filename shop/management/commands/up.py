@@ -189,8 +189,10 @@ class Command(BaseCommand):
 def web_argv(fd: int, *, access_log: str | None) -> list[str]:
     """One web process serving on the listening socket ``fd``; with an access log or none."""
     # One line per request would bury the console: in a file, or (the default) not at all,
-    # since writing it costs each request time in the process's one event loop.
-    log = ["--access-log", access_log] if access_log else []
+    # since writing it costs each request time in the process's one event loop. Daphne
+    # writes one to stdout at its default verbosity unless told otherwise: -v 0 (its own
+    # log then says warnings and errors; Hearth's loggers keep their own levels).
+    log = ["--access-log", access_log] if access_log else ["-v", "0"]
     return [
         sys.executable,
         "-m",
