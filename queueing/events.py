@@ -92,13 +92,10 @@ class Cursor:
             self.xmax == other.xmax and set(self.xip) < set(other.xip)
         )
 
-    def saw(self, event: dict[str, Any]) -> bool:
-        """Whether a reader at this cursor has ``event`` (its transaction had committed here)."""
-        if not self.is_snapshot:
+    def saw(self, xid: int | None) -> bool:
+        """Whether a reader at this cursor has the events of transaction ``xid`` (it had committed)."""
+        if not self.is_snapshot or xid is None:
             return False  # an id says nothing of commit order; the sent ids catch repeats
-        xid = event.get("xid")
-        if xid is None:
-            return False
         return xid < self.xmin or (xid < self.xmax and xid not in self.xip)
 
     def params(self) -> dict[str, Any]:

@@ -131,7 +131,8 @@ def replay(
         limit=None if limit is None else limit + 1,
     )
     truncated = limit is not None and len(events) > limit
-    return now, last, events[-limit:] if truncated and limit else events, truncated
+    kept = events[-limit:] if truncated and limit else events
+    return now, last, [public_event(e) for e in kept], truncated
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -284,7 +285,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         """Send ``event`` unless sent already; with ``cursor`` (a batch's last), hand it out too."""
         if not (self.admitted and self.sent.add(int(event["id"]))):
             return False
-        message: dict[str, Any] = {"type": "event", "event": public_event(event)}
+        message: dict[str, Any] = {"type": "event", "event": event}
         text = self.advance(cursor) if cursor is not None else None
         if text is not None:
             message["cursor"] = text
@@ -316,15 +317,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def hearth_events(self, message: dict[str, Any]) -> None:
         """Events fanned out by shop.live to this socket's group, in commit order."""
-        events = message["events"]
+        hello = self.hello_cursor
         # Not yet sent, and not seen by the hello's snapshot: those the page or the replay
         # already carried are dropped, and the batch's cursor rides on the last event this
         # socket does send.
         fresh = [
-            e
-            for e in events
-            if int(e["id"]) not in self.sent
-            and not (self.hello_cursor is not None and self.hello_cursor.saw(e))
+            event
+            for event, xid in zip(message["events"], message["xids"], strict=True)
+            if int(event["id"]) not in self.sent and not (hello is not None and hello.saw(xid))
         ]
         cursor = Cursor.parse(message["cursor"]) if fresh else None
         for i, event in enumerate(fresh):

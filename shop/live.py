@@ -20,14 +20,14 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
-from queueing.events import Cursor
+from queueing.events import Cursor, public_event
 from queueing.listener import EventListener
 from queueing.listener import listener_ready as engine_listener_ready
 from shop import live_metrics
 
 OPS_GROUP = "ops"
 # The channel-layer message a consumer handles in ``hearth_events``:
-# {"events": [...], "cursor": "<snapshot text>"}.
+# {"events": [...], "xids": [writing transaction of each], "cursor": "<snapshot text>"}.
 EVENTS_MESSAGE = "hearth.events"
 
 
@@ -91,20 +91,30 @@ def claims_wake(events: list[dict[str, Any]]) -> None:
 
 
 async def events_fan_out(events: list[dict[str, Any]], cursor: Cursor) -> None:
-    """One channel-layer message per group with its events, oldest first, and the batch's cursor."""
+    """One channel-layer message per group with its events, oldest first, and the batch's cursor.
+
+    Each event goes out as screens get it (``public_event``, made once here, not per
+    socket), with its writing transaction's id beside it in ``xids``: a socket drops
+    what its hello's snapshot already saw.
+    """
     claims_wake(events)
-    by_group: dict[str, list[dict[str, Any]]] = {}
+    by_group: dict[str, tuple[list[dict[str, Any]], list[int | None]]] = {}
     for event in events:
+        public, xid = public_event(event), event.get("xid")
         for group in event_groups(event):
-            by_group.setdefault(group, []).append(event)
+            batch, xids = by_group.setdefault(group, ([], []))
+            batch.append(public)
+            xids.append(xid)
     layer = get_channel_layer()
     text = str(cursor)
     # Side by side: a batch's groups are independent, and the listener waits for this
     # batch before it reads the next, so each socket still sees commit order.
     await asyncio.gather(
         *(
-            layer.group_send(group, {"type": EVENTS_MESSAGE, "events": batch, "cursor": text})
-            for group, batch in by_group.items()
+            layer.group_send(
+                group, {"type": EVENTS_MESSAGE, "events": batch, "xids": xids, "cursor": text}
+            )
+            for group, (batch, xids) in by_group.items()
         )
     )
     live_metrics.figures.events_fanned_out(events)

@@ -741,23 +741,24 @@ def recv_until_count(ws: ClientConnection, events: int) -> list[dict[str, Any]]:
 def test_socket__gets_nothing_its_hello_already_saw(live, make_outlet, monkeypatch) -> None:
     """An event committed before the socket's hello, read by the web process after it, is not sent.
 
-    The NOTIFY is lost, so the web process reads the order's "placed" at its next periodic
-    read, after the socket joined: the socket's hello already covered it (the page shows it).
+    The order's NOTIFY is lost, so the web process reads its "placed" after the socket
+    joined (at its periodic read, or with the marker's wake-up, whichever comes first):
+    the socket's hello already covered it (the page shows it). The next event is the marker.
     """
     from queueing import wake
 
     _, base = live
     north, _ = make_outlet("north")
     cook = staff("cook", north)
-    time.sleep(0.5)  # the web process has read the outlet's own events
-    monkeypatch.setattr(wake.waker, "wake", lambda: None)
-    before = place(north)  # committed; nobody woken
-    monkeypatch.undo()
+    with open_socket(base, "ws/kitchen/north/", user=cook) as first:
+        start(first)  # the web process's listener is reading (it starts with a first socket)
+        monkeypatch.setattr(wake.waker, "wake", lambda: None)
+        before = place(north)  # committed; nobody woken
+        monkeypatch.undo()
     with open_socket(base, "ws/kitchen/north/", user=cook) as kitchen:
         hello = recv(kitchen)
         assert hello["last_event_id"] >= before.event_id
         recv_until(kitchen, lambda m: m["type"] == "live")
-        time.sleep(2.5)  # past the web process's periodic read (listener.SWEEP_SECONDS)
         marker = place(north)
         event = recv(kitchen)
     assert event["type"] == "event" and event["event"]["id"] == marker.event_id
