@@ -17,8 +17,9 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import IntegrityError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import get_script_prefix, reverse
@@ -158,13 +159,14 @@ def ring_figures(
     return figures
 
 
-def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
+def ring_rows(outlets: list[Outlet], shown: set[int] | None = None) -> list[RingRow]:
     """The ring of active outlets, and for each live outlet where its orders would go if it died.
 
     Consistent hashing moves only the dead outlet's keys, so what each survivor
     gains is read off the one ring of active outlets (``HashRing.heirs``), never a
     ring rebuilt per outlet. Bounded loads may spill an order further along the
-    ring when its heir is full.
+    ring when its heir is full. With ``shown`` (outlet ids), only those outlets'
+    rows, their percents still of the whole ring.
     """
     active = [o for o in outlets if o.state == OutletState.ACTIVE]
     live = [o for o in outlets if o.state in (OutletState.ACTIVE, OutletState.DRAINING)]
@@ -176,7 +178,9 @@ def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
     rows = []
     for outlet in live:
         zones: list[tuple[str, int, str]] = []
-        for zone, count in zones_by_outlet.get(outlet.pk, []):
+        for zone, count in (
+            zones_by_outlet.get(outlet.pk, []) if shown is None or outlet.pk in shown else []
+        ):
             heir = ring.heir(zone, leaving=outlet.slug) if ring and zone else None
             if not zone and ring and len(ring.nodes) > (outlet.slug in ring.nodes):
                 where = "(each its own way)"  # keyed by its token: each may go elsewhere
@@ -193,7 +197,7 @@ def ring_rows(outlets: list[Outlet]) -> list[RingRow]:
         )
     for row, percent in zip(rows, whole_percents([r.share for r in rows]), strict=True):
         row.percent = percent
-    return rows
+    return rows if shown is None else [r for r in rows if r.outlet.pk in shown]
 
 
 OUTLET_ACTION_WORDS = {
@@ -335,42 +339,120 @@ def _url_of(name: str, slug: str, *fixed: str) -> str:
     return _url_pattern(get_script_prefix(), name, *fixed).replace(_SLUG, slug, 1)
 
 
-def overview_context() -> dict[str, Any]:
+# The outlets table, a page at a time: a chain of 1,000 outlets is 1,000 rows, and the
+# overview is fetched again every few seconds.
+OUTLET_STATES = (OutletState.ACTIVE, OutletState.DRAINING, OutletState.DOWN)
+SEARCH_MAX = 50
+
+
+@dataclass(frozen=True)
+class OutletsView:
+    """Which outlets the table shows: a search on name or slug, a state, a page."""
+
+    q: str = ""
+    state: str = ""
+    page: str = "1"
+
+    @classmethod
+    def of(cls, query: QueryDict) -> OutletsView:
+        """From the query string; anything unknown shows everything, from the first page."""
+        state = query.get("state", "")
+        return cls(
+            q=query.get("q", "").strip()[:SEARCH_MAX],
+            state=state if state in OUTLET_STATES or state == "look" else "",
+            page=query.get("page", "1")[:10],
+        )
+
+    def query(self, **changes: str) -> str:
+        """This view's query string, with ``changes``, leaving out what is the default."""
+        fields = {"q": self.q, "state": self.state, "page": self.page, **changes}
+        return urlencode({k: v for k, v in fields.items() if v and (k, v) != ("page", "1")})
+
+    def keeps(self, outlet: Outlet) -> bool:
+        if self.state == "look" and not outlet.needs_look:  # type: ignore[attr-defined]
+            return False
+        if self.state and self.state != "look" and outlet.state != self.state:
+            return False
+        q = self.q.casefold()
+        return not q or q in outlet.slug.casefold() or q in outlet.name.casefold()
+
+
+def _needs_look(outlet: Outlet) -> bool:
+    """Silent, down, draining, or with an order older than the outlet's red age."""
+    return bool(
+        outlet.silent  # type: ignore[attr-defined]
+        or outlet.state != OutletState.ACTIVE
+        or (outlet.oldest_seconds or 0) >= outlet.red_after  # type: ignore[attr-defined]
+    )
+
+
+def _row_figures(outlet: Outlet, timeout: float) -> None:
+    """The figures every outlet needs to be counted and sorted, cheap enough for all of them."""
+    age = outlet.heartbeat_age  # type: ignore[attr-defined]
+    outlet.heartbeat_seconds = None if age is None else max(0, int(age.total_seconds()))  # type: ignore[attr-defined]
+    oldest = outlet.oldest_age  # type: ignore[attr-defined]
+    outlet.oldest_seconds = None if oldest is None else max(0, int(oldest.total_seconds()))  # type: ignore[attr-defined]
+    outlet.silent = outlet.state in (OutletState.ACTIVE, OutletState.DRAINING) and (  # type: ignore[attr-defined]
+        outlet.heartbeat_seconds is None or outlet.heartbeat_seconds > timeout  # type: ignore[attr-defined]
+    )
+    outlet.needs_look = _needs_look(outlet)  # type: ignore[attr-defined]
+
+
+def _row_details(outlet: Outlet, hours: dict[int, LastHour], takings: dict[Any, Takings]) -> None:
+    """What only a shown row needs: its actions, links, words and charts."""
+    open_orders = outlet.queued + outlet.preparing + outlet.ready  # type: ignore[attr-defined]
+    outlet.action_links = [  # type: ignore[attr-defined]
+        (a, _url_of("ops-outlet-action", outlet.slug, a.slug))
+        for a in ACTIONS.values()
+        if not action_refusal(a, outlet, open_orders)
+    ]
+    outlet.kitchen_url = _url_of("kitchen", outlet.slug)  # type: ignore[attr-defined]
+    outlet.waiting_words = outlet_waiting_words(outlet)  # type: ignore[attr-defined]
+    hour = hours.get(outlet.pk)
+    outlet.sparks = last_hour_sparks(hour) if hour else QUIET_SPARKS  # type: ignore[attr-defined]
+    taken = takings.get(outlet.pk)
+    outlet.takings = takings_line(taken) if taken else NO_TAKINGS_LINE  # type: ignore[attr-defined]
+
+
+def overview_context(view: OutletsView | None = None) -> dict[str, Any]:
+    view = view or OutletsView()
     cursor, newest = events_cursor()  # read first: the overview below is at least this fresh
     everyone = list(outlets_health())
     # Retired outlets never come back: listed apart, folded away, so the table stays short.
     outlets = [o for o in everyone if o.state != OutletState.RETIRED]
     retired = [o for o in everyone if o.state == OutletState.RETIRED]
     timeout = settings.HEARTH_HEARTBEAT_TIMEOUT
+    for outlet in outlets:
+        _row_figures(outlet, timeout)
+    # Those that need a look first, then by slug; a page of them, with the rest a click away.
+    kept = sorted(
+        (o for o in outlets if view.keeps(o)),
+        key=lambda o: (not o.needs_look, o.slug),  # type: ignore[attr-defined]
+    )
+    page = Paginator(kept, settings.HEARTH_OPS_PAGE_SIZE).get_page(view.page)
+    shown = list(page.object_list)
     hours = outlets_last_hour()
     takings = takings_by_outlet(day_start=local_day_start())
+    for outlet in shown:
+        _row_details(outlet, hours, takings)
+    counts: dict[str, int] = {state: 0 for state in OUTLET_STATES}
     for outlet in outlets:
-        age = outlet.heartbeat_age  # type: ignore[attr-defined]
-        outlet.heartbeat_seconds = None if age is None else max(0, int(age.total_seconds()))  # type: ignore[attr-defined]
-        oldest = outlet.oldest_age  # type: ignore[attr-defined]
-        outlet.oldest_seconds = None if oldest is None else max(0, int(oldest.total_seconds()))  # type: ignore[attr-defined]
-        outlet.silent = outlet.state in (OutletState.ACTIVE, OutletState.DRAINING) and (  # type: ignore[attr-defined]
-            outlet.heartbeat_seconds is None or outlet.heartbeat_seconds > timeout  # type: ignore[attr-defined]
-        )
-        open_orders = outlet.queued + outlet.preparing + outlet.ready  # type: ignore[attr-defined]
-        links = [
-            (a, _url_of("ops-outlet-action", outlet.slug, a.slug))
-            for a in ACTIONS.values()
-            if not action_refusal(a, outlet, open_orders)
-        ]
-        outlet.action_links = links  # type: ignore[attr-defined]
-        outlet.kitchen_url = _url_of("kitchen", outlet.slug)  # type: ignore[attr-defined]
-        outlet.waiting_words = outlet_waiting_words(outlet)  # type: ignore[attr-defined]
-        hour = hours.get(outlet.pk)
-        outlet.sparks = last_hour_sparks(hour) if hour else QUIET_SPARKS  # type: ignore[attr-defined]
-        taken = takings.get(outlet.pk)
-        outlet.takings = takings_line(taken) if taken else NO_TAKINGS_LINE  # type: ignore[attr-defined]
+        counts[outlet.state] += 1
     return {
-        "outlets": outlets,
+        "outlets": shown,
+        "any_outlets": bool(outlets),
+        "view": view,
+        "page": page,
+        "filtered": len(kept),
+        "previous_query": page.has_previous() and view.query(page=str(page.number - 1)),
+        "next_query": page.has_next() and view.query(page=str(page.number + 1)),
+        "state_counts": [(state, counts[state]) for state in OUTLET_STATES],
+        "look_count": len([o for o in outlets if o.needs_look]),  # type: ignore[attr-defined]
         "retired": retired,
         # Every outlet's, retired ones and orders handed over with no outlet included.
         "chain_takings": takings_line(takings_total(takings.values())),
-        "ring": ring_rows(outlets),
+        "ring": ring_rows(outlets, shown={o.pk for o in shown}),
+        "ring_partial": len(shown) < len(outlets),
         "events": [(event, event_words(event)) for event in events_notable()],
         "attention": list(orders_needing_attention()),
         "stranded": list(orders_stranded()),
@@ -386,7 +468,7 @@ def overview_context() -> dict[str, Any]:
 @require_GET
 @manager_required
 def ops_screen(request: HttpRequest) -> HttpResponse:
-    response = render(request, "shop/ops.html", overview_context())
+    response = render(request, "shop/ops.html", overview_context(OutletsView.of(request.GET)))
     response["Cache-Control"] = "no-store"
     return response
 
@@ -402,7 +484,9 @@ def ops_overview_part(request: HttpRequest) -> HttpResponse:
         return HttpResponse("Signed out: sign in again.", status=401, content_type="text/plain")
     if not is_manager(request.user):
         raise PermissionDenied("operations is for managers")
-    response = render(request, "shop/_ops_overview.html", overview_context())
+    response = render(
+        request, "shop/_ops_overview.html", overview_context(OutletsView.of(request.GET))
+    )
     response["Cache-Control"] = "no-store"
     return response
 

@@ -294,6 +294,8 @@ HEARTH_QUICK_PREP_SECONDS = env_seconds("HEARTH_QUICK_PREP_SECONDS", 30)
 # What happens to an outlet's open orders when it goes down, per kind.
 HEARTH_ON_OUTLET_DOWN = {"delivery": "reroute", "takeaway": "cancel"}
 HEARTH_STATIONS_PER_OUTLET = int(os.environ.get("HEARTH_STATIONS_PER_OUTLET", "2"))
+# Outlets per page of the operations screen's table (those that need a look come first).
+HEARTH_OPS_PAGE_SIZE = max(1, int(os.environ.get("HEARTH_OPS_PAGE_SIZE", "50")))
 # Delivery zones the order form offers (comma-separated); each must match shop.ordering's pattern.
 HEARTH_DELIVERY_ZONES = [
     z.strip() for z in os.environ.get("HEARTH_DELIVERY_ZONES", "").split(",") if z.strip()

@@ -118,11 +118,18 @@ class Fleet:
         self.outlets = outlets
         self.mode = mode
         self.spread = spread  # seconds over which the stations first claim
-        self.client = httpx.AsyncClient(
-            base_url=base,
-            timeout=CLAIM_WAIT + 10,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
-        )
+        # One client per outlet, as each outlet's agent is a process with its own: one
+        # client for the whole fleet is one pool of thousands of connections, which
+        # httpcore scans on every request, and the fleet spent a core doing that.
+        self.clients = {
+            slug: httpx.AsyncClient(
+                base_url=base,
+                timeout=CLAIM_WAIT + 10,
+                headers={"Authorization": f"Bearer {token}"},
+                limits=httpx.Limits(max_connections=STATIONS + 2),
+            )
+            for slug, token in outlets.items()
+        }
         self.requests = 0
         self.errors = 0
         self.error_kinds: dict[str, int] = {}
@@ -132,24 +139,25 @@ class Fleet:
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        for slug, token in self.outlets.items():
-            auth = {"Authorization": f"Bearer {token}"}
+        for slug in self.outlets:
             if self.mode != "parked":
-                self.tasks.append(asyncio.create_task(self.heartbeats(slug, auth)))
+                self.tasks.append(asyncio.create_task(self.heartbeats(slug)))
             for n in range(1, STATIONS + 1 if self.mode != "beats" else 1):
-                self.tasks.append(asyncio.create_task(self.station(slug, f"{slug}-{n}", auth)))
+                self.tasks.append(asyncio.create_task(self.station(slug, f"{slug}-{n}")))
 
     async def close(self) -> None:
         self.stop.set()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.client.aclose()
+        await asyncio.gather(*(client.aclose() for client in self.clients.values()))
 
-    async def post(self, path: str, auth: dict[str, str], body: dict[str, object]) -> int:
+    async def post(self, slug: str, path: str, body: dict[str, object]) -> int:
+        """A request of ``slug``'s agent; its answer's status (0: it failed)."""
+        client = self.clients[slug]
         self.requests += 1
         try:
-            response = await self.client.post(path, json=body, headers=auth)
+            response = await client.post(path, json=body)
         except httpx.HTTPError as exc:
             self.errors += 1
             self.error_kinds[type(exc).__name__] = self.error_kinds.get(type(exc).__name__, 0) + 1
@@ -159,27 +167,23 @@ class Fleet:
             data = response.json()
             self.claimed.setdefault(data["order"]["token"], time.monotonic())
             token, fence = data["order"]["token"], data["fence"]
-            await self.client.post(
-                f"/api/orders/{token}/ready", json={"fence": fence}, headers=auth
-            )
-            await self.client.post(
-                f"/api/orders/{token}/complete", json={"fence": fence}, headers=auth
-            )
+            await client.post(f"/api/orders/{token}/ready", json={"fence": fence})
+            await client.post(f"/api/orders/{token}/complete", json={"fence": fence})
             self.requests += 2
         elif response.status_code >= 300 and response.status_code != 204:
             self.errors += 1
         return response.status_code
 
-    async def heartbeats(self, slug: str, auth: dict[str, str]) -> None:
+    async def heartbeats(self, slug: str) -> None:
         interval = float(settings.HEARTH_HEARTBEAT_INTERVAL)
         await asyncio.sleep(random.uniform(0, interval))  # outlets do not beat in step
         seq = 0
         while True:
             seq += 1
-            await self.post(f"/api/outlets/{slug}/heartbeat", auth, {"seq": seq, "source": "bench"})
+            await self.post(slug, f"/api/outlets/{slug}/heartbeat", {"seq": seq, "source": "bench"})
             await asyncio.sleep(interval)
 
-    async def station(self, slug: str, name: str, auth: dict[str, str]) -> None:
+    async def station(self, slug: str, name: str) -> None:
         await asyncio.sleep(random.uniform(0, self.spread))
         path = f"/api/outlets/{slug}/claim"
         if self.mode in ("waiting", "parked"):
@@ -189,7 +193,7 @@ class Fleet:
         while True:
             if first and self.mode != "polling":
                 self.first_claims += 1  # about to park
-            status = await self.post(path, auth, {"station": name})
+            status = await self.post(slug, path, {"station": name})
             if first and self.mode == "polling":
                 self.first_claims += 1
             first = False

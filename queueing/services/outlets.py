@@ -9,6 +9,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import transaction
 from psycopg.types.json import Jsonb
@@ -144,16 +145,35 @@ def outlet_heartbeat_by_token(
 
     None when the token is no (live) outlet's; the beat is None when it is another outlet's.
     """
-    row = fetch_one(
-        sql.OUTLET_HEARTBEAT_BY_TOKEN,
-        {
-            "token_hash": _token_hash(token),
-            "slug": slug,
-            "source": source[:60],
-            "seq": seq,
-            "timeout": settings.HEARTH_HEARTBEAT_TIMEOUT,
-        },
+    return _beat_answer(
+        fetch_one(sql.OUTLET_HEARTBEAT_BY_TOKEN, _beat_params(slug, token, source, seq))
     )
+
+
+async def outlet_heartbeat_by_token_async(
+    conn: psycopg.AsyncConnection[Any], *, slug: str, token: str, source: str, seq: int = 0
+) -> tuple[str, dict[str, Any] | None] | None:
+    """``outlet_heartbeat_by_token`` on an async connection (autocommit, dict rows) of the caller's.
+
+    For the web process's event loop: a heartbeat with no thread and no Django request.
+    """
+    cursor = await conn.execute(
+        sql.OUTLET_HEARTBEAT_BY_TOKEN, _beat_params(slug, token, source, seq)
+    )
+    return _beat_answer(await cursor.fetchone())
+
+
+def _beat_params(slug: str, token: str, source: str, seq: int) -> dict[str, Any]:
+    return {
+        "token_hash": _token_hash(token),
+        "slug": slug,
+        "source": source[:60],
+        "seq": seq,
+        "timeout": settings.HEARTH_HEARTBEAT_TIMEOUT,
+    }
+
+
+def _beat_answer(row: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None] | None:
     if row is None:
         return None
     if row["state"] is None:

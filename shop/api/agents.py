@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -91,29 +92,37 @@ def _station(data: dict[str, Any], outlet_slug: str) -> str:
     return station.strip()
 
 
-@api_view("POST")
-def heartbeat(request: HttpRequest, slug: str) -> JsonResponse:
-    # The commonest request of an idle fleet: the token's check and the beat are one statement.
-    token = bearer_token(request)
-    data = json_body(request, required=False)
+def heartbeat_fields(data: dict[str, Any]) -> tuple[int, str]:
+    """A heartbeat body's (seq, source); Refused 400 naming the field otherwise."""
     seq = whole_number(data, "seq", default=0)
     source = data.get("source", "agent")
     if not isinstance(source, str) or not source.strip() or len(source) > 60:
         raise Refused(400, "invalid", "source must be a name of 1 to 60 characters", field="source")
-    found = outlet_heartbeat_by_token(slug=slug, token=token, source=source.strip(), seq=seq)
+    return seq, source.strip()
+
+
+def heartbeat_answer(owner: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A heartbeat's answer: whose it is, the outlet's state, when (UTC), the interval to keep."""
+    return {
+        "outlet": owner,
+        "state": row["state"],
+        "at": row["last_heartbeat_at"].astimezone(UTC).isoformat(),
+        "interval": settings.HEARTH_HEARTBEAT_INTERVAL,
+    }
+
+
+@api_view("POST")
+def heartbeat(request: HttpRequest, slug: str) -> JsonResponse:
+    # Usually answered before Django by shop.api.beats; here when that path declines.
+    token = bearer_token(request)
+    seq, source = heartbeat_fields(json_body(request, required=False))
+    found = outlet_heartbeat_by_token(slug=slug, token=token, source=source, seq=seq)
     if found is None:
         raise Refused(401, "unauthenticated", "this is not a valid agent token")
     owner, row = found
     if row is None:
         raise Refused(403, "forbidden", f"this token belongs to another outlet, not {slug}")
-    return JsonResponse(
-        {
-            "outlet": owner,
-            "state": row["state"],
-            "at": row["last_heartbeat_at"].isoformat(),
-            "interval": settings.HEARTH_HEARTBEAT_INTERVAL,
-        }
-    )
+    return JsonResponse(heartbeat_answer(owner, row))
 
 
 def _claim_wait(request: HttpRequest) -> float:

@@ -6,7 +6,8 @@ each middleware's request and response halves and for the view: about 18 hand-of
 and one new thread per request, each paid on the process's one event loop. The
 order endpoints (``/api/orders``, ``/api/orders/<token>``: placing and following an
 order, the paths a chain's customers hit hardest) and the agents' heartbeats (every
-outlet, every few seconds, all day) need none of that: this ASGI
+outlet, every few seconds, all day; a well-formed one is answered on the event loop
+by ``shop.api.beats``, without Django at all) need none of that: this ASGI
 wrapper answers them with a synchronous Django handler run whole in one thread of
 the loop's pool, so requests wait for PostgreSQL side by side.
 
@@ -21,6 +22,8 @@ cookie never touches the session table. ``HEARTH_API_FAST=0`` turns this off.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from io import BytesIO
 from typing import cast
@@ -30,9 +33,13 @@ from django.conf import settings
 from django.core import signals
 from django.core.handlers.asgi import ASGIRequest
 from django.core.handlers.base import BaseHandler
+from django.core.handlers.exception import response_for_exception
 from django.http import HttpResponse
 from django.urls import set_script_prefix
 
+from shop.api import agents
+from shop.api.beats import Heartbeats
+from shop.api.edge import security_headers, short_path_allowed
 from shop.body_limit import ASGIApp, Message, Receive, Scope, Send
 
 # The paths answered here: the order endpoints and the agents' heartbeats (an idle
@@ -40,6 +47,8 @@ from shop.body_limit import ASGIApp, Message, Receive, Scope, Send
 FAST_PATH = re.compile(
     r"/api/orders(?:/[A-Za-z0-9_-]{1,40})?|/api/outlets/[-A-Za-z0-9_]{1,50}/heartbeat"
 )
+# Agents' claims: async views (a parked one waits up to a minute), answered in the loop.
+CLAIM_PATH = re.compile(r"/api/outlets/(?P<slug>[-A-Za-z0-9_]{1,50})/claim")
 # Every page's middleware, less what an anonymous or token-authenticated API call never uses.
 SKIPPED = {
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -83,14 +92,16 @@ class ApiFastPath:
         self.app = app
         self.enabled = settings.HEARTH_API_FAST
         self.handler = ApiHandler() if self.enabled else None
+        self.beats = Heartbeats()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.handler is None
-            or scope["type"] != "http"
-            or not FAST_PATH.fullmatch(scope.get("path", ""))
-        ):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        claim = CLAIM_PATH.fullmatch(path)
+        if self.handler is None or not (claim or FAST_PATH.fullmatch(path)):
             await self.app(scope, receive, send)
+            return
+        if claim and not short_path_allowed(scope)[0]:
+            await self.app(scope, receive, send)  # Django redirects or refuses it
             return
         chunks: list[bytes] = []
         while True:  # BodyLimit, outside, has already refused a body over the limit
@@ -100,10 +111,63 @@ class ApiFastPath:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        response = await sync_to_async(self.handler.respond, thread_sensitive=False)(
-            scope, b"".join(chunks)
-        )
+        body = b"".join(chunks)
+        if claim:
+            await self.claim(scope, body, claim["slug"], receive, send)
+            return
+        answered = await self.beats.answer(scope, body)
+        if answered is not None:  # a heartbeat, on the event loop
+            headers, content = answered
+            headers = [*headers, (b"Content-Length", str(len(content)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+            return
+        response = await sync_to_async(self.handler.respond, thread_sensitive=False)(scope, body)
         await send_response(response, send)
+
+    async def claim(
+        self, scope: Scope, body: bytes, slug: str, receive: Receive, send: Send
+    ) -> None:
+        """A claim, parked or not, in the event loop: the async view with no middleware.
+
+        Through Django's handler every request, an async view's too, runs its sync
+        middleware in a thread made for that request: 2,000 parked claims were 2,000
+        threads in one web process. The view authenticates by token and uses no
+        session; the security headers are added as the middleware would. As Django
+        does, a client that goes away cancels the view, so it claims nothing.
+        """
+        set_script_prefix(scope.get("root_path", "") or "/")
+        request = ASGIRequest(scope, BytesIO(body))
+        view = asyncio.ensure_future(agents.claim(request, slug))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait({view, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (view, gone):
+                if not task.done():
+                    task.cancel()
+        if not view.done() or view.cancelled():
+            with contextlib.suppress(asyncio.CancelledError):
+                await view
+            return
+        try:
+            response = view.result()
+        except Exception as exc:  # as Django answers a view's error: logged, its 500 page
+            response = await sync_to_async(response_for_exception, thread_sensitive=False)(
+                request, exc
+            )
+        for name, value in security_headers(short_path_allowed(scope)[1]):
+            key = name.decode()
+            if key not in response:
+                response[key] = value.decode()
+        response["Content-Length"] = str(len(response.content))
+        await send_response(response, send)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone away (the body is already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def send_response(response: HttpResponse, send: Send) -> None:

@@ -750,9 +750,10 @@ def test_chaos__postgres_restarted_mid_run__everything_reconnects_and_finishes(r
         cursor.execute("SELECT pg_postmaster_start_time()")
         (server_started,) = cursor.fetchone()
     wait_for(
-        lambda: (ticked := db_retry(lambda: NotifierStatus.objects.get(pk=1).last_tick_at))
-        is not None
-        and ticked > server_started,
+        lambda: (
+            (ticked := db_retry(lambda: NotifierStatus.objects.get(pk=1).last_tick_at)) is not None
+            and ticked > server_started
+        ),
         timeout=30,
         message="the notifier leader ticking after the restart",
     )

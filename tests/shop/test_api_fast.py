@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from json import dumps as json_dumps
 from pathlib import Path
@@ -10,10 +14,11 @@ from typing import Any
 import httpx
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
 
-from queueing.models import Outlet
-from shop.api.fast import FAST_PATH, ApiHandler
+from queueing.models import Heartbeat, Outlet
+from shop.api.fast import CLAIM_PATH, FAST_PATH, ApiHandler
 from tests.processes import web_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -42,10 +47,16 @@ def webs(
     """Two web processes on the same database: the short path on, and off."""
     _, north_token = make_outlet("north")
     with (
-        web_server(tmp_path, HEARTH_API_FAST="1") as (_, fast),
-        web_server(tmp_path, HEARTH_API_FAST="0") as (_, full),
+        web_server(tmp_path, HEARTH_API_FAST="1") as (fast_process, fast),
+        web_server(tmp_path, HEARTH_API_FAST="0") as (full_process, full),
     ):
-        yield {"fast": fast, "full": full, "north_token": north_token}
+        yield {
+            "fast": fast,
+            "full": full,
+            "north_token": north_token,
+            "fast_pid": str(fast_process.pid),
+            "full_pid": str(full_process.pid),
+        }
 
 
 def answer_of(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
@@ -109,11 +120,18 @@ def test_fast_path__heartbeats_answer_as_through_the_full_stack(
                     },
                 )
 
-            counted = beat(north_token, seq=7)
+            counted = beat(north_token, seq=7 if name == "fast" else 8)
             assert counted.json()["outlet"] == "north"
             answers[name] = [
                 answer_of(counted),
                 answer_of(beat("forged")),
+                answer_of(
+                    http.post(
+                        "/api/outlets/north/heartbeat",
+                        json={},
+                        headers={"Authorization": f"Bearer {north_token}", "Host": "evil.example"},
+                    )
+                ),
                 answer_of(beat(south_token)),  # another outlet's token
                 answer_of(beat(north_token, content=b"{")),
                 answer_of(beat(north_token, seq=-1)),
@@ -122,7 +140,86 @@ def test_fast_path__heartbeats_answer_as_through_the_full_stack(
             for volatile in ("at",):
                 answers[name][0][2].pop(volatile, None)
     assert answers["fast"] == answers["full"]
-    assert [status for status, _, _ in answers["fast"]] == [200, 401, 403, 400, 400, 405]
+    assert [status for status, _, _ in answers["fast"]] == [200, 401, 400, 403, 400, 400, 405]
+    # Each path wrote its one good beat and nothing for the refused ones; the short path's
+    # went on the event loop's own connection, not through Django's.
+    assert sorted(Heartbeat.objects.values_list("seq", flat=True)) == [7, 8]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(DISTINCT application_name) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE 'hearth-beats:%%'"
+        )
+        assert cursor.fetchone() == (1,)  # the short path's process, not the other
+
+
+def test_fast_path__claims_answer_as_through_the_full_stack(webs: dict[str, str]) -> None:
+    auth = {"Authorization": f"Bearer {webs['north_token']}"}
+    answers: dict[str, list[Any]] = {}
+    for name in ("fast", "full"):
+        with httpx.Client(base_url=webs[name], timeout=30, headers=auth) as http:
+            claim = "/api/outlets/north/claim"
+            nothing = http.post(claim, json={"station": f"{name}-s1"})
+            assert http.post("/api/orders", json=ORDER).status_code == 202
+            claimed = http.post(claim + "?wait=5", json={"station": f"{name}-s1"})
+            assert claimed.json()["order"]["lines"][0]["item"] == "margherita"
+            answers[name] = [
+                answer_of(nothing),
+                (claimed.status_code, answer_of(claimed)[1]),
+                answer_of(
+                    http.post(
+                        claim,
+                        json={"station": f"{name}-s1"},
+                        headers={"Authorization": "Bearer forged"},
+                    )
+                ),
+                answer_of(http.post(claim + "?wait=nan", json={})),
+                answer_of(http.get(claim)),
+                answer_of(http.post(claim, json={}, headers={"Host": "evil.example"})),
+            ]
+    assert answers["fast"] == answers["full"]
+    assert [answer[0] for answer in answers["fast"]] == [204, 200, 401, 400, 405, 400]
+
+
+def _threads(pid: str) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+async def _park(base: str, token: str, count: int) -> list[int]:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+        return [
+            r.status_code
+            for r in await asyncio.gather(
+                *(
+                    client.post("/api/outlets/north/claim?wait=6", json={"station": f"s{i}"})
+                    for i in range(count)
+                )
+            )
+        ]
+
+
+def test_fast_path__parked_claims_hold_no_thread_each(webs: dict[str, str]) -> None:
+    """Through Django's handler each parked claim holds a thread of its own; here none does."""
+    for name in ("full", "fast"):
+        pid = webs[f"{name}_pid"]
+        before = _threads(pid)
+        statuses: list[int] = []
+
+        def park(base: str = webs[name], out: list[int] = statuses) -> None:
+            out.extend(asyncio.run(_park(base, webs["north_token"], 60)))
+
+        parking = threading.Thread(target=park)
+        parking.start()
+        most = before
+        while parking.is_alive():  # the claims wait 6 s, parked side by side
+            most = max(most, _threads(pid))
+            time.sleep(0.1)
+        assert statuses == [204] * 60
+        if name == "full":
+            assert most - before >= 60  # the cost this path avoids, seen as it parks
+        else:
+            assert most - before < 20, (before, most)
 
 
 def test_fast_path__a_signed_in_member_of_staff_may_still_rush(webs: dict[str, str]) -> None:
@@ -139,9 +236,11 @@ def test_fast_path__a_signed_in_member_of_staff_may_still_rush(webs: dict[str, s
         assert anonymous.status_code == 403
 
 
-def test_fast_path__covers_the_order_endpoints_and_heartbeats_only() -> None:
+def test_fast_path__covers_the_order_endpoints_heartbeats_and_claims_only() -> None:
     assert FAST_PATH.fullmatch("/api/orders") and FAST_PATH.fullmatch("/api/orders/Ab-_9")
     assert FAST_PATH.fullmatch("/api/outlets/north-2/heartbeat")
+    assert CLAIM_PATH.fullmatch("/api/outlets/north-2/claim")
+    assert not CLAIM_PATH.fullmatch("/api/outlets/n/claim/x")
     for other in (
         "/api/orders/x/ready",
         "/api/outlets/n/claim",

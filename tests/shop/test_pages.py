@@ -25,7 +25,7 @@ from queueing.services import (
     outlet_authenticate,
     outlet_mark_down,
 )
-from queueing.services.outlets import outlet_take_down
+from queueing.services.outlets import outlet_heartbeat, outlet_take_down
 from shop.forms import OrderForm
 from shop.kitchen import TICKET_GONE
 from shop.models import Membership, MenuItem
@@ -704,6 +704,62 @@ def test_ops__a_big_chain_names_three_heirs_and_the_rest_together(
         assert line.count('class="heir"') <= 4
         assert sum(int(p) for p in re.findall(r"takes (\d+)%", line)) == 100, line
     assert re.search(r"the rest \(\d+ outlets\) takes \d+%", html)
+
+
+def outlet_rows(html: str) -> list[str]:
+    return re.findall(r'<tr class="outlet-row[^"]*" data-outlet="([^"]+)">', html)
+
+
+@pytest.fixture
+def chain(make_outlet: Callable[..., tuple[Outlet, str]], settings: Any) -> list[Outlet]:
+    """Five heartbeating outlets, a table page of two; o3 is down, so it needs a look."""
+    settings.HEARTH_OPS_PAGE_SIZE = 2
+    outlets = [make_outlet(f"o{i}", name=f"Outlet {i}")[0] for i in range(1, 6)]
+    for outlet in outlets:
+        outlet_heartbeat(outlet=outlet, source="agent")
+    outlet_mark_down(outlet=outlets[2])
+    return outlets
+
+
+def test_ops__a_big_chain_is_paged_those_that_need_a_look_first(
+    manager: Client, chain: list[Outlet]
+) -> None:
+    html = manager.get("/ops/").content.decode()
+    assert outlet_rows(html) == ["o3", "o1"]  # down first, then by slug
+    assert "Outlets 1–2 of 5" in html
+    assert 'href="/ops/?page=2" rel="next"' in html
+    assert "4 active" in html and "1 down" in html and "<b>1</b> needs a look" in html
+    # The ring lists the page's live outlets only, each with its share of the whole ring.
+    assert len(ring_percents(html)) == 1
+    assert 0 < ring_percents(html)[0] < 100
+    page3 = manager.get("/ops/overview/?page=3").content.decode()
+    assert outlet_rows(page3) == ["o5"]
+    assert 'href="/ops/?page=2" rel="prev"' in page3 and 'rel="next"' not in page3
+    # A page that is not a number is the first; one past the end, the last.
+    assert outlet_rows(manager.get("/ops/overview/?page=x").content.decode()) == ["o3", "o1"]
+    assert outlet_rows(manager.get("/ops/overview/?page=99").content.decode()) == ["o5"]
+
+
+def test_ops__search_and_state_filter_the_table_and_the_live_part_keeps_them(
+    manager: Client, chain: list[Outlet]
+) -> None:
+    html = manager.get("/ops/?q=outlet+4").content.decode()
+    assert outlet_rows(html) == ["o4"]
+    assert 'data-part-url="/ops/overview/?q=outlet+4"' in html  # the polls keep the search
+    assert 'value="outlet 4"' in html
+    assert outlet_rows(manager.get("/ops/overview/?q=O5").content.decode()) == ["o5"]
+    assert outlet_rows(manager.get("/ops/overview/?state=down").content.decode()) == ["o3"]
+    assert outlet_rows(manager.get("/ops/overview/?state=look").content.decode()) == ["o3"]
+    paged = manager.get("/ops/overview/?state=active&page=2").content.decode()
+    assert outlet_rows(paged) == ["o4", "o5"]
+    assert 'href="/ops/?state=active" rel="prev"' in paged
+    # Unknown states show everything; a search for nothing says so; nothing typed is unescaped.
+    assert len(outlet_rows(manager.get("/ops/overview/?state=bogus").content.decode())) == 2
+    nothing = manager.get("/ops/?q=%3Cscript%3Ex" + "y" * 5000)
+    assert nothing.status_code == 200
+    body = nothing.content.decode()
+    assert "No outlet matches" in body and "<script>x" not in body
+    assert 'value="&lt;script&gt;x' + "y" * 41 + '"' in body  # cut to 50 characters
 
 
 @pytest.mark.parametrize(
