@@ -160,7 +160,8 @@ class Fleet:
             response = await client.post(path, json=body)
         except httpx.HTTPError as exc:
             self.errors += 1
-            self.error_kinds[type(exc).__name__] = self.error_kinds.get(type(exc).__name__, 0) + 1
+            kind = f"{path.rsplit('/', 1)[-1].split('?')[0]} {type(exc).__name__}"
+            self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
             await asyncio.sleep(1)
             return 0
         if response.status_code == 200 and "/claim" in path:

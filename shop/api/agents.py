@@ -179,8 +179,14 @@ def _closing(work: Any) -> Any:
     return sync_to_async(run, thread_sensitive=False)
 
 
-_claim_parse_parked = _closing(_claim_parse)
-_claim_once_parked = _closing(_claim_once)
+def _claim_first(request: HttpRequest, slug: str) -> tuple[Any, str, int | None, list[Ticket]]:
+    """A parked claim's first look: authenticated and parsed, then claimed, in one thread."""
+    outlet, station, limit = _claim_parse(request, slug)
+    return outlet, station, limit, _claim_once(outlet, station, limit)
+
+
+_claim_first_pooled = _closing(_claim_first)
+_claim_again_pooled = _closing(_claim_once)
 
 
 def _claimed(tickets: list[Ticket], limit: int | None) -> HttpResponse:
@@ -209,14 +215,14 @@ async def claim(request: HttpRequest, slug: str) -> HttpResponse:
         if wait <= 0:
             outlet, station, limit = await sync_to_async(_claim_parse)(request, slug)
             return _claimed(await sync_to_async(_claim_once)(outlet, station, limit), limit)
-        # Authenticated (401/403) and checked before anything is parked.
-        outlet, station, limit = await _claim_parse_parked(request, slug)
         deadline = time.monotonic() + wait
         listener = await listener_ready(timeout=min(wait, 5.0))
-        # Parked before the first look: whatever commits after it wakes this claim.
-        async with claim_waiting(outlet.slug) as woken:
+        # Parked before the first look: whatever commits after it wakes this claim. The
+        # first look authenticates (401/403, refused before it waits) and claims in one
+        # trip to a pool thread: an idle fleet re-parks every station every CLAIM_WAIT.
+        async with claim_waiting(slug) as woken:
+            outlet, station, limit, tickets = await _claim_first_pooled(request, slug)
             while True:
-                tickets = await _claim_once_parked(outlet, station, limit)
                 left = deadline - time.monotonic()
                 if tickets or left <= 0:
                     return _claimed(tickets, limit)
@@ -228,6 +234,7 @@ async def claim(request: HttpRequest, slug: str) -> HttpResponse:
                     if time.monotonic() >= deadline:
                         return HttpResponse(status=204)
                 woken.clear()
+                tickets = await _claim_again_pooled(outlet, station, limit)
     except (Refused, QueueError) as exc:
         return refusal_response(exc)
 

@@ -27,6 +27,7 @@ import contextlib
 import re
 from io import BytesIO
 from typing import cast
+from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -47,8 +48,20 @@ from shop.body_limit import ASGIApp, Message, Receive, Scope, Send
 FAST_PATH = re.compile(
     r"/api/orders(?:/[A-Za-z0-9_-]{1,40})?|/api/outlets/[-A-Za-z0-9_]{1,50}/heartbeat"
 )
-# Agents' claims: async views (a parked one waits up to a minute), answered in the loop.
+# Agents' parked claims (``?wait=`` more than 0: up to a minute each), answered in the
+# loop; a claim that answers at once goes through Django like any other request.
 CLAIM_PATH = re.compile(r"/api/outlets/(?P<slug>[-A-Za-z0-9_]{1,50})/claim")
+
+
+def parks(query_string: bytes) -> bool:
+    """Whether a claim asks to wait: ``wait`` read as the view reads it (its last value)."""
+    values = parse_qs(query_string.decode("latin1")).get("wait") or ["0"]
+    try:
+        return float(values[-1]) > 0  # NaN is not > 0
+    except ValueError:
+        return False
+
+
 # Every page's middleware, less what an anonymous or token-authenticated API call never uses.
 SKIPPED = {
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -96,7 +109,7 @@ class ApiFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        claim = CLAIM_PATH.fullmatch(path)
+        claim = CLAIM_PATH.fullmatch(path) if parks(scope.get("query_string", b"")) else None
         if self.handler is None or not (claim or FAST_PATH.fullmatch(path)):
             await self.app(scope, receive, send)
             return
@@ -128,7 +141,7 @@ class ApiFastPath:
     async def claim(
         self, scope: Scope, body: bytes, slug: str, receive: Receive, send: Send
     ) -> None:
-        """A claim, parked or not, in the event loop: the async view with no middleware.
+        """A parked claim in the event loop: the async view with no middleware.
 
         Through Django's handler every request, an async view's too, runs its sync
         middleware in a thread made for that request: 2,000 parked claims were 2,000

@@ -18,7 +18,7 @@ from django.db import connection
 from django.test import Client
 
 from queueing.models import Heartbeat, Outlet
-from shop.api.fast import CLAIM_PATH, FAST_PATH, ApiHandler
+from shop.api.fast import CLAIM_PATH, FAST_PATH, ApiHandler, parks
 from tests.processes import web_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -241,6 +241,10 @@ def test_fast_path__covers_the_order_endpoints_heartbeats_and_claims_only() -> N
     assert FAST_PATH.fullmatch("/api/outlets/north-2/heartbeat")
     assert CLAIM_PATH.fullmatch("/api/outlets/north-2/claim")
     assert not CLAIM_PATH.fullmatch("/api/outlets/n/claim/x")
+    # Only a claim that waits (read as the view reads ``wait``) takes the short path.
+    assert parks(b"wait=25") and parks(b"station=a&wait=0.5") and parks(b"wait=0&wait=3")
+    for answers_at_once in (b"", b"wait=0", b"wait=0.0", b"wait=nan", b"wait=x", b"wait=5&wait=0"):
+        assert not parks(answers_at_once), answers_at_once
     for other in (
         "/api/orders/x/ready",
         "/api/outlets/n/claim",

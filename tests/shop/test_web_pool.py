@@ -1,0 +1,48 @@
+"""The web process's connection pool lends no connection the server has closed, without a round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from django.db import connection
+
+from queueing.models import Outlet
+from tests.processes import web_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def _terminate_backends_of(pid: int) -> int:
+    """Terminate the database sessions the web process's pool holds; how many there were."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a"
+            " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+            " AND a.backend_type = 'client backend'"
+            " AND a.application_name NOT LIKE 'hearth-%%'"  # its own listener, waker, beats
+        )
+        return len(cursor.fetchall())
+
+
+def test_web_pool__connections_the_server_closed_are_not_lent(
+    tmp_path: Path, menu: None, make_outlet: Callable[..., tuple[Outlet, str]]
+) -> None:
+    make_outlet("north")
+    order = {
+        "kind": "takeaway",
+        "outlet": "north",
+        "lines": [{"item": "margherita", "qty": 1}],
+        "customer": {"name": "Ada"},
+    }
+    with web_server(tmp_path) as (web, url), httpx.Client(base_url=url, timeout=30) as http:
+        token = http.post("/api/orders", json=order).json()["token"]
+        for _ in range(5):  # the pool holds its connections now
+            assert http.get(f"/api/orders/{token}").status_code == 200
+        assert _terminate_backends_of(web.pid) >= 1
+        # Every pooled connection is dead: each request must get a live one all the same.
+        statuses = [http.get(f"/api/orders/{token}").status_code for _ in range(10)]
+        statuses.append(http.post("/api/orders", json=order).status_code)
+    assert statuses == [200] * 10 + [202]
