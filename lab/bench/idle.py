@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -38,15 +37,13 @@ from django.conf import settings
 from django.core.management import call_command
 
 from lab.bench.harness import (
-    Child,
     bench_database,
     cpu_seconds,
-    free_port,
     quantile,
     raise_open_files,
-    wait_for_port,
 )
 from lab.bench.report import write_section
+from lab.bench.web import web_processes
 from queueing.models import Order, Outlet
 from queueing.services import order_enqueue
 from queueing.services.outlets import outlet_activate, outlet_create
@@ -159,6 +156,8 @@ class Fleet:
         try:
             response = await client.post(path, json=body)
         except httpx.HTTPError as exc:
+            if self.stop.is_set():
+                return 0  # the fleet is closing its connections under its own requests
             self.errors += 1
             kind = f"{path.rsplit('/', 1)[-1].split('?')[0]} {type(exc).__name__}"
             self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
@@ -290,34 +289,20 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Run]:
         f"open-file limit {files}, logs in {logs}\n"
     )
     runs: list[Run] = []
-    with bench_database(DB_NAME) as url:
+    with bench_database(DB_NAME):
         call_command("loaddata", "sample_menu", verbosity=0)
         tokens: dict[str, str] = {}
-        env = dict(
-            os.environ,
-            DATABASE_URL=url,
-            DJANGO_SETTINGS_MODULE="shop.settings",
-            PYTHONUNBUFFERED="1",
-            HEARTH_ORDER_RATE_LIMIT="0",
-        )
         for mode, count in plan.runs:
             outlets = seed_outlets(count, tokens)
-            port = free_port()
-            web = Child(
-                f"web-{mode}-{count}",
-                [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port)]
-                + ["shop.asgi:application"],
-                env=env,
-                logs=logs,
-            )
-            try:
-                wait_for_port(port, web)
+            # Started as ``up`` starts it, on a socket with a deep accept queue: daphne's own
+            # (``-p``) keeps 50 waiting connections, and a fleet reconnecting in a burst
+            # overflowed it (the kernel drops the handshake's last step; the client's
+            # request then waits a second for a retry, or the connection is reset).
+            with web_processes(
+                1, database=DB_NAME, fast=settings.HEARTH_API_FAST, log_dir=logs
+            ) as (base, pids):
                 result = Run(mode=mode, outlets=count)
-                asyncio.run(
-                    _measure(result, f"http://127.0.0.1:{port}", outlets, plan, web.popen.pid)
-                )
-            finally:
-                web.stop()
+                asyncio.run(_measure(result, base, outlets, plan, pids[0]))
             runs.append(result)
             stdout.write(f"  {_line(result)}\n")
             stdout.flush()

@@ -50,6 +50,7 @@ LINE = {"item": "margherita", "name": "Margherita", "qty": 1, "note": "", "prep_
 class Size:
     outlets: int
     overview_ms: float | None
+    overview_kb: float | None  # the answer's size: the page polls it every few seconds
     place_cpu_ms: float
     place_wall_ms: float
     route_cpu_ms: float
@@ -92,10 +93,11 @@ def _timed(work: object) -> tuple[float, float]:
 
 def measure(outlets: int, *, render: bool, client: Client) -> Size:
     _grow(outlets)
-    overview = None
+    overview = size = None
     if render:
         answer = client.get("/ops/overview/")  # warm
         assert answer.status_code == 200, f"ops overview answered {answer.status_code}"
+        size = len(answer.content) / 1024
         overview = min(_timed(lambda: client.get("/ops/overview/"))[1] for _ in range(3))
     places = [_timed(lambda n=n: _place(n)) for n in range(PLACEMENTS)]
     routes = [
@@ -108,6 +110,7 @@ def measure(outlets: int, *, render: bool, client: Client) -> Size:
     return Size(
         outlets=outlets,
         overview_ms=overview,
+        overview_kb=size,
         place_cpu_ms=statistics.median(c for c, _ in places),
         place_wall_ms=statistics.median(w for _, w in places),
         route_cpu_ms=statistics.median(c for c, _ in routes),
@@ -118,14 +121,15 @@ def measure(outlets: int, *, render: bool, client: Client) -> Size:
 
 def table(sizes: list[Size]) -> str:
     rows = [
-        "| outlets | ops overview render | placement CPU (median) | of which routing | placement wall "
-        "| tick CPU | tick wall |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| outlets | ops overview render | its answer | placement CPU (median) | of which routing "
+        "| placement wall | tick CPU | tick wall |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in sizes:
         render = f"{s.overview_ms:,.0f} ms" if s.overview_ms is not None else "not measured"
+        kb = f"{s.overview_kb:,.0f} KiB" if s.overview_kb is not None else "–"
         rows.append(
-            f"| {s.outlets:,} | {render} | {s.place_cpu_ms:.2f} ms | {s.route_cpu_ms:.2f} ms "
+            f"| {s.outlets:,} | {render} | {kb} | {s.place_cpu_ms:.2f} ms | {s.route_cpu_ms:.2f} ms "
             f"| {s.place_wall_ms:.2f} ms "
             f"| {s.tick_cpu_ms:.1f} ms | {s.tick_wall_ms:.1f} ms |"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from typing import Any
 
@@ -164,8 +165,8 @@ def _claim_once(outlet: Any, station: str, limit: int | None) -> list[Ticket]:
     return order_claim_next(outlet=outlet, station=station, limit=limit or 1, resend_held=True)
 
 
-def _closing(work: Any) -> Any:
-    """``work`` in the shared pool of threads, its connection back to the pool right after.
+def _closing(work: Any, executor: ThreadPoolExecutor | None = None) -> Any:
+    """``work`` in a pool of threads (the loop's shared one by default), its connection back right after.
 
     A waiting claim then holds neither a thread of its own nor a connection while parked.
     """
@@ -176,7 +177,13 @@ def _closing(work: Any) -> Any:
         finally:
             connection.close()
 
-    return sync_to_async(run, thread_sensitive=False)
+    return sync_to_async(run, thread_sensitive=False, executor=executor)
+
+
+# A woken claim (an order may be waiting for it) has threads of its own: an idle fleet
+# re-parks its stations in bursts (every station of a fleet that started together, every
+# CLAIM_WAIT), and their first looks queued in the shared pool ahead of the order's claim.
+_WOKEN_CLAIMS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hearth-woken-claim")
 
 
 def _claim_first(request: HttpRequest, slug: str) -> tuple[Any, str, int | None, list[Ticket]]:
@@ -186,7 +193,7 @@ def _claim_first(request: HttpRequest, slug: str) -> tuple[Any, str, int | None,
 
 
 _claim_first_pooled = _closing(_claim_first)
-_claim_again_pooled = _closing(_claim_once)
+_claim_again_pooled = _closing(_claim_once, _WOKEN_CLAIMS)
 
 
 def _claimed(tickets: list[Ticket], limit: int | None) -> HttpResponse:

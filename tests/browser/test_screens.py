@@ -525,6 +525,22 @@ def test_ops__a_rows_actions_share_one_line_and_retired_outlets_stay_folded(
         expect(ops.locator(".ops-snapshot[data-old]")).to_have_count(0)
         expect(ops.locator("#retired-outlets")).to_have_attribute("open", "")
 
+        # A search, then a state: each keeps to its outlets while the overview refreshes.
+        ops.fill("#ops-q", "centre")
+        ops.locator(".ops-filter button").click()
+        expect(ops).to_have_url(re.compile(r"/ops/\?q=centre"))
+        expect(ops.locator("#live-pill")).to_have_text("live")
+        expect(rows).to_have_count(1)
+        expect(ops.locator('.health tr[data-outlet="centre"]')).to_have_count(1)
+        ops.evaluate("document.querySelector('.ops-snapshot').dataset.old = 'yes'")
+        expect(ops.locator(".ops-snapshot[data-old]")).to_have_count(0)
+        expect(rows).to_have_count(1)
+        ops.fill("#ops-q", "")
+        ops.select_option("#ops-state", "down")
+        ops.locator(".ops-filter button").click()
+        expect(ops.locator(".health tbody tr[data-outlet]")).to_have_count(1)
+        expect(ops.locator('.health tr[data-outlet="north"]')).to_have_count(1)
+
 
 # Everything on a phone that must be reachable without scrolling sideways, and where it ends.
 OVERFLOW = """sel => {
