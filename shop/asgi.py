@@ -47,7 +47,8 @@ daphne_refuses_large_bodies(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 application = ProtocolTypeRouter(
     {
         "http": BodyLimit(
-            # The order endpoints in one pool thread each; every other path through Django's.
+            # The order endpoints in one pool thread each, heartbeats and parked claims in the
+            # loop (shop.api.fast, shop.api.beats); every other path through Django's.
             ApiFastPath(django_application),  # type: ignore[arg-type]  # Django's narrow type
             settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
         ),

@@ -377,6 +377,12 @@ class OutletsView:
         return not q or q in outlet.slug.casefold() or q in outlet.name.casefold()
 
 
+def _ops_href(view: OutletsView, page: int) -> str:
+    """The operations screen at another page of the same view."""
+    query = view.query(page=str(page))
+    return f"{reverse('ops')}?{query}" if query else reverse("ops")
+
+
 def _needs_look(outlet: Outlet) -> bool:
     """Silent, down, draining, or with an order older than the outlet's red age."""
     return bool(
@@ -444,8 +450,8 @@ def overview_context(view: OutletsView | None = None) -> dict[str, Any]:
         "view": view,
         "page": page,
         "filtered": len(kept),
-        "previous_query": page.has_previous() and view.query(page=str(page.number - 1)),
-        "next_query": page.has_next() and view.query(page=str(page.number + 1)),
+        "previous_href": page.has_previous() and _ops_href(view, page.number - 1),
+        "next_href": page.has_next() and _ops_href(view, page.number + 1),
         "state_counts": [(state, counts[state]) for state in OUTLET_STATES],
         "look_count": len([o for o in outlets if o.needs_look]),  # type: ignore[attr-defined]
         "retired": retired,
@@ -453,6 +459,7 @@ def overview_context(view: OutletsView | None = None) -> dict[str, Any]:
         "chain_takings": takings_line(takings_total(takings.values())),
         "ring": ring_rows(outlets, shown={o.pk for o in shown}),
         "ring_partial": len(shown) < len(outlets),
+        "ring_empty": not any(o.state == OutletState.ACTIVE for o in outlets),
         "events": [(event, event_words(event)) for event in events_notable()],
         "attention": list(orders_needing_attention()),
         "stranded": list(orders_stranded()),

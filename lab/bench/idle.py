@@ -299,7 +299,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Run]:
             # overflowed it (the kernel drops the handshake's last step; the client's
             # request then waits a second for a retry, or the connection is reset).
             with web_processes(
-                1, database=DB_NAME, fast=settings.HEARTH_API_FAST, log_dir=logs
+                1, database=DB_NAME, fast=settings.HEARTH_API_FAST, log_dir=logs, access_log=False
             ) as (base, pids):
                 result = Run(mode=mode, outlets=count)
                 asyncio.run(_measure(result, base, outlets, plan, pids[0]))

@@ -126,9 +126,14 @@ def in_process_rate(duration: float) -> Rate:
 
 @contextmanager
 def web_processes(
-    n: int, *, database: str, fast: bool, log_dir: Path
+    n: int, *, database: str, fast: bool, log_dir: Path, access_log: bool | None = None
 ) -> Iterator[tuple[str, list[int]]]:
-    """``n`` daphne processes on one shared socket, started as ``up`` starts them."""
+    """``n`` daphne processes on one shared socket, started as ``up`` starts them.
+
+    With an access log when ``access_log`` (by default: on the path as before, not ``fast``).
+    """
+    if access_log is None:
+        access_log = not fast
     from shop.management.commands.up import _listening_socket, web_argv
 
     port = free_port()
@@ -150,7 +155,7 @@ def web_processes(
                     subprocess.Popen(
                         web_argv(
                             listening.fileno(),
-                            access_log=None if fast else str(log_dir / "access.log"),
+                            access_log=str(log_dir / "access.log") if access_log else None,
                         ),
                         env=env,
                         stdout=log,

@@ -209,7 +209,9 @@ async def claim(request: HttpRequest, slug: str) -> HttpResponse:
 
     A waiting claim is parked on this process's event listener, not on the database:
     it claims again only when an event of its outlet may have brought work. A client
-    that goes away while parked is cancelled (Django cancels the view) and claims nothing.
+    that goes away while parked is cancelled and claims nothing; one that goes away while
+    a look is in its pool thread may still get an order claimed for its station, which is
+    sent again on that station's next claim (``resend_held``) or moves on with its lease.
     """
     if request.method != "POST":
         response = refusal_response(

@@ -20,7 +20,7 @@ BIGINT_MAX = 2**63 - 1  # fences and sequence numbers are PostgreSQL bigints
 ORDER_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
-def _storable_text_check(data: Any) -> None:
+def storable_text_check(data: Any) -> None:
     """Refuse strings PostgreSQL cannot store (NUL, lone surrogates) anywhere in the document."""
     stack = [data]
     while stack:
@@ -76,7 +76,7 @@ def json_body(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
         raise Refused(400, "malformed_json", "request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise Refused(400, "malformed_json", "request body must be a JSON object")
-    _storable_text_check(data)
+    storable_text_check(data)
     return data
 
 

@@ -30,7 +30,7 @@ def security_headers(secure: bool) -> list[tuple[bytes, bytes]]:
     """What Django's SecurityMiddleware and XFrameOptionsMiddleware add to a JSON answer."""
     headers = [
         (b"Content-Type", b"application/json"),
-        (b"X-Frame-Options", b"DENY"),
+        (b"X-Frame-Options", settings.X_FRAME_OPTIONS.encode()),
         (b"Content-Security-Policy", _policy()),
     ]
     if settings.SECURE_CONTENT_TYPE_NOSNIFF:
@@ -71,5 +71,6 @@ def is_secure(scope: Scope, headers: dict[bytes, bytes]) -> bool:
     proxy = settings.SECURE_PROXY_SSL_HEADER
     if proxy:
         name = proxy[0].removeprefix("HTTP_").replace("_", "-").lower().encode()
-        return headers.get(name, b"").decode("latin1").split(",")[0].strip() == proxy[1]
+        if name in headers:
+            return headers[name].decode("latin1").split(",")[0].strip() == proxy[1]
     return scope.get("scheme") == "https"

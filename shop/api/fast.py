@@ -5,11 +5,15 @@ Under ASGI, Django runs every request in a thread made for it (a
 each middleware's request and response halves and for the view: about 18 hand-offs
 and one new thread per request, each paid on the process's one event loop. The
 order endpoints (``/api/orders``, ``/api/orders/<token>``: placing and following an
-order, the paths a chain's customers hit hardest) and the agents' heartbeats (every
-outlet, every few seconds, all day; a well-formed one is answered on the event loop
-by ``shop.api.beats``, without Django at all) need none of that: this ASGI
+order, the paths a chain's customers hit hardest) need none of that: this ASGI
 wrapper answers them with a synchronous Django handler run whole in one thread of
 the loop's pool, so requests wait for PostgreSQL side by side.
+
+Two agent requests go shorter still, since an idle fleet sends them all day: a
+well-formed heartbeat is answered on the event loop by ``shop.api.beats`` (the
+heartbeats that it declines come here, to the view), and a parked claim
+(``?wait=`` above 0) runs the async view in the loop, with no thread of its own
+(``ApiFastPath.claim``).
 
 The handler is Django's own (URL resolution, the views, refusals, the
 ``request_started``/``request_finished`` signals that hand connections back to the
@@ -44,7 +48,7 @@ from shop.api.edge import security_headers, short_path_allowed
 from shop.body_limit import ASGIApp, Message, Receive, Scope, Send
 
 # The paths answered here: the order endpoints and the agents' heartbeats (an idle
-# fleet's whole load), not claims (they long-poll, async) or pages.
+# fleet's whole load, declined by shop.api.beats), not claims or pages.
 FAST_PATH = re.compile(
     r"/api/orders(?:/[A-Za-z0-9_-]{1,40})?|/api/outlets/[-A-Za-z0-9_]{1,50}/heartbeat"
 )
@@ -99,7 +103,8 @@ class ApiHandler(BaseHandler):
 
 
 class ApiFastPath:
-    """ASGI app: the order endpoints and heartbeats through ApiHandler, everything else to ``app``."""
+    """ASGI app: heartbeats on the loop (else ApiHandler), the order endpoints through
+    ApiHandler, parked claims in the loop; everything else to ``app``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -109,7 +114,9 @@ class ApiFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        claim = CLAIM_PATH.fullmatch(path) if parks(scope.get("query_string", b"")) else None
+        claim = CLAIM_PATH.fullmatch(path)
+        if claim and not parks(scope.get("query_string", b"")):
+            claim = None  # answered at once: through Django like any other request
         if self.handler is None or not (claim or FAST_PATH.fullmatch(path)):
             await self.app(scope, receive, send)
             return
@@ -147,7 +154,9 @@ class ApiFastPath:
         middleware in a thread made for that request: 2,000 parked claims were 2,000
         threads in one web process. The view authenticates by token and uses no
         session; the security headers are added as the middleware would. As Django
-        does, a client that goes away cancels the view, so it claims nothing.
+        does, a client that goes away cancels the view: parked, it claims nothing; a
+        claim already in its pool thread still commits, and that order is sent again on
+        the station's next claim (``resend_held``) or moves on when its lease runs out.
         """
         set_script_prefix(scope.get("root_path", "") or "/")
         request = ASGIRequest(scope, BytesIO(body))

@@ -732,6 +732,8 @@ def test_ops__a_big_chain_is_paged_those_that_need_a_look_first(
     # The ring lists the page's live outlets only, each with its share of the whole ring.
     assert len(ring_percents(html)) == 1
     assert 0 < ring_percents(html)[0] < 100
+    page2 = manager.get("/ops/overview/?page=2").content.decode()
+    assert 'href="/ops/" rel="prev"' in page2 and 'href="/ops/?page=3" rel="next"' in page2
     page3 = manager.get("/ops/overview/?page=3").content.decode()
     assert outlet_rows(page3) == ["o5"]
     assert 'href="/ops/?page=2" rel="prev"' in page3 and 'rel="next"' not in page3
@@ -748,7 +750,11 @@ def test_ops__search_and_state_filter_the_table_and_the_live_part_keeps_them(
     assert 'data-part-url="/ops/overview/?q=outlet+4"' in html  # the polls keep the search
     assert 'value="outlet 4"' in html
     assert outlet_rows(manager.get("/ops/overview/?q=O5").content.decode()) == ["o5"]
-    assert outlet_rows(manager.get("/ops/overview/?state=down").content.decode()) == ["o3"]
+    down = manager.get("/ops/overview/?state=down").content.decode()
+    assert outlet_rows(down) == ["o3"]
+    # The ring card speaks of the page, not of the chain, when the page has no live outlet.
+    assert "None of the outlets on this page is active or draining" in down
+    assert "No outlet is taking orders" not in down
     assert outlet_rows(manager.get("/ops/overview/?state=look").content.decode()) == ["o3"]
     paged = manager.get("/ops/overview/?state=active&page=2").content.decode()
     assert outlet_rows(paged) == ["o4", "o5"]

@@ -1,4 +1,4 @@
-"""The web process's connection pool lends no connection the server has closed, without a round trip."""
+"""The web process's connection pool lends no connection whose backend the server has ended."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from tests.processes import web_server
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def _terminate_backends_of(pid: int) -> int:
-    """Terminate the database sessions the web process's pool holds; how many there were."""
+def _terminate_pooled_backends() -> int:
+    """End every client session of the test database but this one and the hearth-* ones
+    (listener, waker, heartbeats): the web process's pooled connections; how many."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a"
@@ -37,11 +38,11 @@ def test_web_pool__connections_the_server_closed_are_not_lent(
         "lines": [{"item": "margherita", "qty": 1}],
         "customer": {"name": "Ada"},
     }
-    with web_server(tmp_path) as (web, url), httpx.Client(base_url=url, timeout=30) as http:
+    with web_server(tmp_path) as (_, url), httpx.Client(base_url=url, timeout=30) as http:
         token = http.post("/api/orders", json=order).json()["token"]
         for _ in range(5):  # the pool holds its connections now
             assert http.get(f"/api/orders/{token}").status_code == 200
-        assert _terminate_backends_of(web.pid) >= 1
+        assert _terminate_pooled_backends() >= 1
         # Every pooled connection is dead: each request must get a live one all the same.
         statuses = [http.get(f"/api/orders/{token}").status_code for _ in range(10)]
         statuses.append(http.post("/api/orders", json=order).status_code)
