@@ -410,6 +410,34 @@ LEASES_EXPIRED = """
     FOR NO KEY UPDATE SKIP LOCKED
 """
 
+_OUTLET_COLUMNS = (
+    "id",
+    "slug",
+    "name",
+    "weight",
+    "state",
+    "last_heartbeat_at",
+    "back_since",
+    "back_beats",
+    "down_by_manager",
+    "resume_state",
+    "token_hash",
+    "amber_after",
+    "red_after",
+    "created_at",
+)
+
+# The outlet (not retired) an agent token belongs to, by the token's hash. Every agent
+# request starts with it, so it is a named statement (prepared) rather than the ORM's;
+# the columns are named so that a column added by a later migration does not change
+# the prepared statement's result.
+OUTLET_BY_TOKEN_HASH = f"""
+    SELECT {", ".join(_OUTLET_COLUMNS)} FROM queueing_outlet
+    WHERE token_hash = %(token_hash)s AND state <> 'retired'
+    ORDER BY id
+    LIMIT 1
+"""
+
 # Orders waiting for any outlet (their outlet died while none was alive).
 ORDERS_WAITING = """
     SELECT id, token, kind, zone, outlet_id, state, attempts

@@ -32,7 +32,14 @@ log = logging.getLogger("hearth.events")
 
 WINDOW_SECONDS = 0.02
 # Django OPTIONS that are not libpq connection parameters.
-_NOT_LIBPQ = {"pool", "server_side_binding", "isolation_level", "assume_role", "cursor_factory"}
+_NOT_LIBPQ = {
+    "pool",
+    "server_side_binding",
+    "isolation_level",
+    "assume_role",
+    "cursor_factory",
+    "prepare_threshold",
+}
 
 
 def own_conninfo(application_name: str) -> str:

@@ -89,10 +89,15 @@ def session_timeouts(*, lock: float, statement: float, idle_in_transaction: floa
     )
 
 
-def django_database(url: str, *, timeouts: str = "") -> dict[str, Any]:
+def django_database(
+    url: str, *, timeouts: str = "", prepare_threshold: int | None = None
+) -> dict[str, Any]:
     """Django's DATABASES entry for a conninfo URL, with ``timeouts`` (session_timeouts) set.
 
     Options already in the URL come after the timeouts, so a URL's own ``-c`` wins.
+    ``prepare_threshold`` is psycopg's: a statement run that many times on a connection
+    is prepared there (None: never). Only the engine's named statements can be
+    (``queueing.db`` binds them on the server); Django's own queries bind on the client.
     """
     params = conninfo_to_dict(url)
     options = {
@@ -100,6 +105,7 @@ def django_database(url: str, *, timeouts: str = "") -> dict[str, Any]:
     }
     if timeouts:
         options["options"] = f"{timeouts} {options.get('options', '')}".strip()
+    options["prepare_threshold"] = prepare_threshold
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": params.get("dbname") or DATABASE_NAME,

@@ -144,6 +144,12 @@ HEARTH_DB_IDLE_IN_TRANSACTION_TIMEOUT = env_seconds("HEARTH_DB_IDLE_IN_TRANSACTI
 # `manage.py migrate` lifts the statement timeout to this (0: none): an index build runs long.
 HEARTH_DB_MIGRATE_STATEMENT_TIMEOUT = env_seconds("HEARTH_DB_MIGRATE_STATEMENT_TIMEOUT", 0)
 
+# The engine's named statements (queueing.sql) are prepared on each connection after this
+# many runs, so PostgreSQL plans a claim once instead of on every claim (planning cost
+# twice the claim itself). 0 turns it off: a pooler in transaction mode that does not
+# track prepared statements (PgBouncer before 1.21) needs that.
+HEARTH_DB_PREPARE_THRESHOLD = int(os.environ.get("HEARTH_DB_PREPARE_THRESHOLD", "5"))
+
 if env_bool("HEARTH_NO_DATABASE", False):
     # An HTTP-only process (the outlet agent): never start the embedded server for it.
     DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "unused"}}
@@ -156,6 +162,7 @@ else:
                 statement=HEARTH_DB_STATEMENT_TIMEOUT,
                 idle_in_transaction=HEARTH_DB_IDLE_IN_TRANSACTION_TIMEOUT,
             ),
+            prepare_threshold=HEARTH_DB_PREPARE_THRESHOLD or None,
         )
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

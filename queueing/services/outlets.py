@@ -104,11 +104,8 @@ def outlet_authenticate(*, slug: str, token: str) -> Outlet | None:
 
 def outlet_by_token(*, token: str) -> Outlet | None:
     """The (not retired) outlet whose agent token this is, or None."""
-    return (
-        Outlet.objects.filter(token_hash=_token_hash(token))
-        .exclude(state=OutletState.RETIRED)
-        .first()
-    )
+    row = fetch_one(sql.OUTLET_BY_TOKEN_HASH, {"token_hash": _token_hash(token)})
+    return None if row is None else Outlet.from_db("default", list(row), list(row.values()))
 
 
 def outlet_heartbeat(

@@ -654,6 +654,8 @@ PATHS: dict[str, Any] = {
                 "outlet claims nothing. With `wait`, a claim that finds nothing waits at the "
                 "server (no polling, no database work while it waits) until something may have "
                 "arrived at the outlet, then claims; 204 when the wait ends with nothing. "
+                "The wait ends at random between 80 % and 100 % of `wait`, so that stations "
+                "that parked together re-park spread out. "
                 "The token is checked before it waits. A client that goes away while it waits "
                 "claims nothing; set its timeout a little longer than `wait`."
             ),

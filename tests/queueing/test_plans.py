@@ -4,13 +4,16 @@
 few open orders per outlet, are inserted once for the module with one
 ``INSERT ... SELECT ... FROM generate_series`` and ANALYZEd. Each statement is
 then EXPLAINed (never run) and its plan must not read ``queueing_order`` with a
-sequential scan. When one does, the fix is an index (models.Meta + migration),
+sequential scan. The engine's statements are prepared on each connection after a
+few runs (``queueing.db``), and PostgreSQL may then settle on a generic plan, made
+without the parameters' values: the hot ones are EXPLAINed that way too. When one does, the fix is an index (models.Meta + migration),
 not this test.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -102,10 +105,35 @@ def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from plan_nodes(child)
 
 
-def explain(statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def explain(
+    statement: str, params: dict[str, Any], *, generic: bool = False
+) -> list[dict[str, Any]]:
+    """The plan for these values; ``generic``: the plan of the prepared statement with no values.
+
+    The generic plan is the one a prepared statement may switch to after its fifth run
+    (plan_cache_mode auto); force_generic_plan shows it now.
+    """
     with connection.cursor() as cur:
-        cur.execute(f"EXPLAIN (FORMAT JSON) {statement}", params)
-        raw = cur.fetchone()[0]
+        if not generic:
+            cur.execute(f"EXPLAIN (FORMAT JSON) {statement}", params)
+            raw = cur.fetchone()[0]
+        else:
+            names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", statement)))
+            numbered = re.sub(
+                r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", statement
+            )
+            cur.execute(f"PREPARE generic_plan AS {numbered.replace('%%', '%')}")
+            try:
+                cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                values = ", ".join(["%s"] * len(names))
+                cur.execute(
+                    f"EXPLAIN (FORMAT JSON) EXECUTE generic_plan ({values})",
+                    [params[n] for n in names],
+                )
+                raw = cur.fetchone()[0]
+            finally:
+                cur.execute("DEALLOCATE generic_plan")
+                cur.execute("RESET plan_cache_mode")
     document = json.loads(raw) if isinstance(raw, str) else raw
     return list(plan_nodes(document[0]["Plan"]))
 
@@ -160,8 +188,9 @@ def deep_queue(make_outlet: Any) -> dict[str, Any]:
     return {"outlet": outlet, "tokens": ["deep-1", "deep-2", "deep-3"]}
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 def test_plan__claim_reads_the_queue_in_claim_order_without_sorting_it(
-    deep_queue: dict[str, Any],
+    deep_queue: dict[str, Any], generic: bool
 ) -> None:
     params = {
         "outlet_id": deep_queue["outlet"].pk,
@@ -170,7 +199,7 @@ def test_plan__claim_reads_the_queue_in_claim_order_without_sorting_it(
         "lease": 120,
         **event("claimed"),
     }
-    nodes = explain(sql.CLAIM_NEXT, params)
+    nodes = explain(sql.CLAIM_NEXT, params, generic=generic)
     assert_indexed(nodes, uses="order_claim_queue")
     # Sorting the outlet's whole queue for every claim would make each claim cost O(queue).
     # (The ready orders that lost their station come first; there are few, so they may sort.)
@@ -181,8 +210,11 @@ def test_plan__claim_reads_the_queue_in_claim_order_without_sorting_it(
     assert below["Node Type"] == "Index Scan", (below["Node Type"], below.get("Sort Key"))
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 @pytest.mark.parametrize("name", ["MARK_READY", "ORDER_COMPLETE"])
-def test_plan__fenced_batch_finds_its_rows_by_token(deep_queue: dict[str, Any], name: str) -> None:
+def test_plan__fenced_batch_finds_its_rows_by_token(
+    deep_queue: dict[str, Any], name: str, generic: bool
+) -> None:
     tokens = deep_queue["tokens"]
     params = {
         "tokens": tokens,
@@ -191,7 +223,7 @@ def test_plan__fenced_batch_finds_its_rows_by_token(deep_queue: dict[str, Any], 
         "lease": 120,
         **event(name.lower()),
     }
-    nodes = explain(getattr(sql, name), params)
+    nodes = explain(getattr(sql, name), params, generic=generic)
     assert_indexed(nodes)
     # Not the outlet's open orders (thousands on a busy night): the named ones, by token
     # (either of Django's two token indexes), or at most the orders being prepared right
@@ -212,9 +244,10 @@ def test_plan__fenced_batch_finds_its_rows_by_token(deep_queue: dict[str, Any], 
 # --- the statements of the brief ----------------------------------------------------
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 @pytest.mark.parametrize("limit", [1, 20])
 def test_plan__claim_next_reads_the_outlets_queue_index(
-    big_queue: dict[str, Any], limit: int
+    big_queue: dict[str, Any], limit: int, generic: bool
 ) -> None:
     params = {
         "outlet_id": big_queue["outlet"].pk,
@@ -223,7 +256,7 @@ def test_plan__claim_next_reads_the_outlets_queue_index(
         "lease": 120,
         **event("claimed"),
     }
-    nodes = explain(sql.CLAIM_NEXT, params)
+    nodes = explain(sql.CLAIM_NEXT, params, generic=generic)
     assert_indexed(nodes, uses="order_claim_queue")
 
 
@@ -244,7 +277,10 @@ def test_plan__outlet_health_reads_only_open_orders(big_queue: dict[str, Any]) -
     assert_indexed(explain_queryset(selectors.outlets_health()), uses="order_open_by_outlet")
 
 
-def test_plan__heartbeat_touches_one_outlet_by_key(big_queue: dict[str, Any]) -> None:
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_plan__heartbeat_touches_one_outlet_by_key(
+    big_queue: dict[str, Any], generic: bool
+) -> None:
     params = {
         "outlet_id": big_queue["outlet"].pk,
         "source": "agent",
@@ -252,7 +288,7 @@ def test_plan__heartbeat_touches_one_outlet_by_key(big_queue: dict[str, Any]) ->
         "now": None,
         "timeout": 15,
     }
-    nodes = explain(sql.OUTLET_HEARTBEAT, params)
+    nodes = explain(sql.OUTLET_HEARTBEAT, params, generic=generic)
     outlet_scans = [n["Node Type"] for n in nodes if n.get("Relation Name") == "queueing_outlet"]
     assert outlet_scans and "Seq Scan" not in outlet_scans, outlet_scans
     assert not order_scans(nodes)
@@ -289,7 +325,10 @@ def claims_params(big_queue: dict[str, Any]) -> dict[str, Any]:
         "ORDERS_WAITING",
     ],
 )
-def test_plan__fenced_writes_and_moves_use_indexes(big_queue: dict[str, Any], name: str) -> None:
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_plan__fenced_writes_and_moves_use_indexes(
+    big_queue: dict[str, Any], name: str, generic: bool
+) -> None:
     params = {
         **claims_params(big_queue),
         **event(name.lower()),
@@ -297,7 +336,7 @@ def test_plan__fenced_writes_and_moves_use_indexes(big_queue: dict[str, Any], na
         "order_ids": [],
         "limit": 1000,
     }
-    assert_indexed(explain(getattr(sql, name), params))
+    assert_indexed(explain(getattr(sql, name), params, generic=generic))
 
 
 def test_plan__screens_selectors_use_indexes(big_queue: dict[str, Any]) -> None:

@@ -71,7 +71,34 @@ def test_parked_claim__nothing_comes__204_after_the_wait(
             "/api/outlets/north/claim?wait=1.5", headers={"Authorization": f"Bearer {token}"}
         )
         assert answer.status_code == 204
-        assert time.monotonic() - started >= 1.4
+        assert time.monotonic() - started >= 1.5 * 0.8 - 0.05  # at least 80 % of the wait
+
+
+def test_parked_claims__parked_together__are_answered_spread_out(
+    tmp_path: Path, make_outlet: MakeOutlet
+) -> None:
+    # A fleet that parked together must not re-park together every wait.
+    _, token = make_outlet("north")
+    auth = {"Authorization": f"Bearer {token}"}
+    with web_server(tmp_path) as (_, url):
+
+        async def twelve_stations() -> list[float]:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+                async def park(n: int) -> float:
+                    answer = await client.post(
+                        "/api/outlets/north/claim?wait=2", headers=auth, json={"station": f"s{n}"}
+                    )
+                    assert answer.status_code == 204
+                    return time.monotonic()
+
+                started = time.monotonic()
+                return [end - started for end in await asyncio.gather(*map(park, range(12)))]
+
+        ends = asyncio.run(twelve_stations())
+    assert min(ends) >= 2 * 0.8 - 0.05, ends
+    # Uniform over the last 0.4 s: twelve ends within 0.1 s of each other is a 1-in-30,000 chance.
+    assert max(ends) - min(ends) >= 0.1, ends
 
 
 def test_parked_claim__client_gone__claims_nothing(

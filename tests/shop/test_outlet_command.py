@@ -31,6 +31,18 @@ def place(**payload: Any) -> Order:
     return order
 
 
+def test_outlet_by_token__loads_every_field_as_the_orm_does(db: None) -> None:
+    # A named statement, not the ORM: a field added to the model must be added there too.
+    token = outlet("add", "north", "--name", "North Street", "--weight", "3")[-1]
+    found = outlet_by_token(token=token)
+    assert found is not None
+    assert found.get_deferred_fields() == set()
+    orm = Outlet.objects.get(slug="north")
+    fields = [f.attname for f in Outlet._meta.concrete_fields]
+    assert [getattr(found, f) for f in fields] == [getattr(orm, f) for f in fields]
+    assert outlet_by_token(token=token + "x") is None
+
+
 def test_add__prints_the_agent_token_as_the_last_line(db: None) -> None:
     lines = outlet("add", "north", "--name", "North Street", "--weight", "3")
 
