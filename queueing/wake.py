@@ -63,6 +63,12 @@ def own_conninfo(application_name: str) -> str:
     return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
+def prepare_threshold() -> int | None:
+    """psycopg's prepare_threshold of Django's connections, for connections a component owns."""
+    db: dict[str, Any] = settings.DATABASES["default"]
+    return (db.get("OPTIONS") or {}).get("prepare_threshold")
+
+
 class Waker:
     """The process's NOTIFY sender: at most one NOTIFY per ``window`` seconds, none when idle."""
 
@@ -111,7 +117,11 @@ class Waker:
     def _notify(self) -> None:
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(own_conninfo("hearth-wake"), autocommit=True)
+                self._conn = psycopg.connect(
+                    own_conninfo("hearth-wake"),
+                    autocommit=True,
+                    prepare_threshold=prepare_threshold(),
+                )
                 self._conn.execute(sql.EVENTS_WAKE_SESSION)
             self._conn.execute(sql.EVENTS_WAKE)
             self.sent += 1

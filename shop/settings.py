@@ -146,8 +146,9 @@ HEARTH_DB_MIGRATE_STATEMENT_TIMEOUT = env_seconds("HEARTH_DB_MIGRATE_STATEMENT_T
 
 # The engine's named statements (queueing.sql) are prepared on each connection after this
 # many runs, so PostgreSQL plans a claim once instead of on every claim (planning cost
-# twice the claim itself). 0 turns it off: a pooler in transaction mode that does not
-# track prepared statements (PgBouncer before 1.21) needs that.
+# twice the claim itself). 0 turns it off (every connection of the process, the heartbeat
+# pool and the waker's too): behind PgBouncer in transaction mode, keep 0 unless it is
+# 1.22 or later with max_prepared_statements above 0.
 HEARTH_DB_PREPARE_THRESHOLD = int(os.environ.get("HEARTH_DB_PREPARE_THRESHOLD", "5"))
 
 if env_bool("HEARTH_NO_DATABASE", False):

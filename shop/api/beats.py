@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from queueing.services.outlets import outlet_heartbeat_by_token_async
-from queueing.wake import own_conninfo
+from queueing.wake import own_conninfo, prepare_threshold
 from shop.api.agents import heartbeat_answer, heartbeat_fields
 from shop.api.common import storable_text_check
 from shop.api.edge import security_headers, short_path_allowed
@@ -59,7 +59,11 @@ class Heartbeats:
                         own_conninfo("hearth-beats"),
                         min_size=1,
                         max_size=4,
-                        kwargs={"autocommit": True, "row_factory": dict_row},
+                        kwargs={
+                            "autocommit": True,
+                            "row_factory": dict_row,
+                            "prepare_threshold": prepare_threshold(),
+                        },
                         open=False,
                         name="hearth-beats",
                     )

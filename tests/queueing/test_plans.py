@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -110,8 +110,10 @@ def explain(
 ) -> list[dict[str, Any]]:
     """The plan for these values; ``generic``: the plan of the prepared statement with no values.
 
-    The generic plan is the one a prepared statement may switch to after its fifth run
-    (plan_cache_mode auto); force_generic_plan shows it now.
+    The generic plan is the one a prepared statement may switch to after five custom plans
+    (plan_cache_mode auto); force_generic_plan shows it now. Here the server infers the
+    parameters' types; psycopg declares them (int2/int4 for small ints), which changes
+    no index choice (cross-type integer comparisons use the same indexes).
     """
     with connection.cursor() as cur:
         if not generic:
@@ -122,15 +124,18 @@ def explain(
             numbered = re.sub(
                 r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", statement
             )
+            # PREPARE outlives the test's transaction: deallocated whatever happens, and
+            # the EXPLAIN in a savepoint so that its failure is reported, not hidden.
             cur.execute(f"PREPARE generic_plan AS {numbered.replace('%%', '%')}")
             try:
-                cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-                values = ", ".join(["%s"] * len(names))
-                cur.execute(
-                    f"EXPLAIN (FORMAT JSON) EXECUTE generic_plan ({values})",
-                    [params[n] for n in names],
-                )
-                raw = cur.fetchone()[0]
+                with transaction.atomic():
+                    cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                    values = ", ".join(["%s"] * len(names))
+                    cur.execute(
+                        f"EXPLAIN (FORMAT JSON) EXECUTE generic_plan ({values})",
+                        [params[n] for n in names],
+                    )
+                    raw = cur.fetchone()[0]
             finally:
                 cur.execute("DEALLOCATE generic_plan")
                 cur.execute("RESET plan_cache_mode")

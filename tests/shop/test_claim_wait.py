@@ -97,7 +97,7 @@ def test_parked_claims__parked_together__are_answered_spread_out(
 
         ends = asyncio.run(twelve_stations())
     assert min(ends) >= 2 * 0.8 - 0.05, ends
-    # Uniform over the last 0.4 s: twelve ends within 0.1 s of each other is a 1-in-30,000 chance.
+    # Uniform over the last 0.4 s: twelve ends within 0.1 s of each other: 1 chance in 450,000.
     assert max(ends) - min(ends) >= 0.1, ends
 
 
