@@ -507,6 +507,44 @@ OUTLET_HEARTBEAT_BY_TOKEN = f"""
     SELECT me.slug, beat.state, beat.last_heartbeat_at FROM me LEFT JOIN beat ON true
 """
 
+# Several agents' heartbeats in one statement, so one commit (one WAL flush) for all of
+# them: the web process's event loop writes the beats that arrived while the last write
+# was in flight together. Each %(token_hashes)s[n] (at most once in a batch) with
+# %(slugs)s[n], %(sources)s[n], %(seqs)s[n] is OUTLET_HEARTBEAT_BY_TOKEN's beat; a row
+# per token found, in order (n): another slug and no state is another outlet's token.
+# The outlets are locked in id order first, so two batches never deadlock.
+OUTLET_HEARTBEATS_BY_TOKEN = f"""
+    WITH sent AS (
+        SELECT * FROM unnest(
+            %(token_hashes)s::text[], %(slugs)s::text[], %(sources)s::text[], %(seqs)s::bigint[]
+        ) WITH ORDINALITY AS s(token_hash, asked, source, seq, n)
+    ), me AS (
+        SELECT DISTINCT ON (s.n) s.n, o.id, o.slug, s.asked, s.source, s.seq
+        FROM sent s
+        JOIN queueing_outlet o ON o.token_hash = s.token_hash AND o.state <> 'retired'
+        ORDER BY s.n, o.id
+    ), locked AS MATERIALIZED (
+        SELECT o.id FROM queueing_outlet o
+        WHERE o.id IN (SELECT id FROM me WHERE slug = asked) AND o.state <> 'retired'
+        ORDER BY o.id
+        FOR NO KEY UPDATE
+    ), clock AS (
+        SELECT now() AS at
+    ), beat AS (
+        UPDATE queueing_outlet o{_HEARTBEAT_SET}
+        FROM clock, locked
+        WHERE o.id = locked.id
+        RETURNING o.id, o.state, o.last_heartbeat_at
+    ), hist AS (
+        INSERT INTO queueing_heartbeat (outlet_id, source, seq, at)
+        SELECT beat.id, me.source, me.seq, beat.last_heartbeat_at
+        FROM beat JOIN me ON me.id = beat.id AND me.slug = me.asked
+    )
+    SELECT me.n, me.slug, beat.state, beat.last_heartbeat_at
+    FROM me LEFT JOIN beat ON beat.id = me.id AND me.slug = me.asked
+    ORDER BY me.n
+"""
+
 HEARTBEATS_PRUNE = """
     DELETE FROM queueing_heartbeat WHERE at < %(now)s - make_interval(secs => %(keep)s)
 """

@@ -147,17 +147,31 @@ def outlet_heartbeat_by_token(
     )
 
 
-async def outlet_heartbeat_by_token_async(
-    conn: psycopg.AsyncConnection[Any], *, slug: str, token: str, source: str, seq: int = 0
-) -> tuple[str, dict[str, Any] | None] | None:
-    """``outlet_heartbeat_by_token`` on an async connection (autocommit, dict rows) of the caller's.
+async def outlet_heartbeats_by_token_async(
+    conn: psycopg.AsyncConnection[Any], beats: list[tuple[str, str, str, int]]
+) -> list[tuple[str, dict[str, Any] | None] | None]:
+    """Several ``(slug, token, source, seq)`` heartbeats in one statement and one commit.
 
-    For the web process's event loop: a heartbeat with no thread and no Django request.
+    For the web process's event loop (an async connection of the caller's, autocommit,
+    dict rows): heartbeats with no thread and no Django request. Each answer is
+    ``outlet_heartbeat_by_token``'s, in the order of ``beats``. A token may appear once:
+    two beats of one outlet in one statement would count as one.
     """
+    params = [_beat_params(*beat) for beat in beats]
+    if len({p["token_hash"] for p in params}) != len(params):
+        raise ValueError("a token may beat once per batch")
     cursor = await conn.execute(
-        sql.OUTLET_HEARTBEAT_BY_TOKEN, _beat_params(slug, token, source, seq)
+        sql.OUTLET_HEARTBEATS_BY_TOKEN,
+        {
+            "token_hashes": [p["token_hash"] for p in params],
+            "slugs": [p["slug"] for p in params],
+            "sources": [p["source"] for p in params],
+            "seqs": [p["seq"] for p in params],
+            "timeout": settings.HEARTH_HEARTBEAT_TIMEOUT,
+        },
     )
-    return _beat_answer(await cursor.fetchone())
+    found = {row["n"]: row for row in await cursor.fetchall()}
+    return [_beat_answer(found.get(n)) for n in range(1, len(beats) + 1)]
 
 
 def _beat_params(slug: str, token: str, source: str, seq: int) -> dict[str, Any]:

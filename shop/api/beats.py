@@ -4,10 +4,16 @@ An idle fleet's whole load is heartbeats: 1,000 outlets beating every 5 s are 20
 requests a second, all day. Through Django's handler each cost the web process about
 3.9 ms of CPU, and 1.6 ms through the API's short path (``ApiHandler``: a request
 object, the middleware, a pool thread); here (about 0.9 ms) a heartbeat is
-checked by the view's own rules (``heartbeat_fields``), written by the engine's one
-statement on a pooled async connection (``outlet_heartbeat_by_token_async``) and
+checked by the view's own rules (``heartbeat_fields``), written by the engine's
+statement on a pooled async connection (``outlet_heartbeats_by_token_async``) and
 answered with the view's JSON (``heartbeat_answer``) after the checks and with the
 security headers Django's middleware would add (allowed hosts, HTTPS, CSP).
+
+Beats are written in batches: the beats that arrive while a write is in flight go
+together in the next statement, so one commit (one WAL flush) serves them all. A
+steady fleet writes one or two at a time; a burst (a fleet reconnecting, a client
+that fell behind) is written in a few statements instead of queueing one commit
+each behind the pool's connections.
 
 Only a well-formed heartbeat with a token of this outlet is answered here. Anything
 else (no token, a body that is not JSON or not a valid heartbeat, a token that is no
@@ -31,7 +37,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from queueing.services.outlets import outlet_heartbeat_by_token_async
+from queueing.services.outlets import outlet_heartbeats_by_token_async
 from queueing.wake import own_conninfo, prepare_threshold
 from shop.api.agents import heartbeat_answer, heartbeat_fields
 from shop.api.common import storable_text_check
@@ -42,6 +48,12 @@ from shop.refusal import Refused
 log = logging.getLogger("hearth.api")
 
 HEARTBEAT_PATH = re.compile(r"/api/outlets/(?P<slug>[-A-Za-z0-9_]{1,50})/heartbeat")
+# Statements in flight at once (each on its own pooled connection), and beats per statement.
+WRITERS = 2
+BATCH = 200
+
+Beat = tuple[str, str, str, int]  # slug, token, source, seq
+Answer = tuple[str, dict[str, Any] | None] | None
 
 
 class Heartbeats:
@@ -50,6 +62,9 @@ class Heartbeats:
     def __init__(self) -> None:
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._opening = asyncio.Lock()
+        self._waiting: list[tuple[Beat, asyncio.Future[Answer]]] = []
+        self._writers = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # the running writers, kept referenced
 
     async def _connections(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         if self._pool is None:
@@ -58,7 +73,7 @@ class Heartbeats:
                     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
                         own_conninfo("hearth-beats"),
                         min_size=1,
-                        max_size=4,
+                        max_size=WRITERS,
                         kwargs={
                             "autocommit": True,
                             "row_factory": dict_row,
@@ -70,6 +85,51 @@ class Heartbeats:
                     await pool.open()
                     self._pool = pool
         return self._pool
+
+    async def _write(self, beat: Beat) -> Answer:
+        """Write this beat with whatever else is waiting; its answer."""
+        written: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiting.append((beat, written))
+        if self._writers < WRITERS:
+            self._writers += 1
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await written
+
+    async def _drain(self) -> None:
+        """Write waiting beats, a batch per statement, until none wait."""
+        try:
+            while self._waiting:
+                batch, later, tokens = [], [], set()
+                for beat, written in self._waiting:
+                    if written.done():
+                        continue  # its client went away
+                    token = beat[1]
+                    if token in tokens or len(batch) >= BATCH:
+                        later.append((beat, written))  # a token beats once per statement
+                    else:
+                        tokens.add(token)
+                        batch.append((beat, written))
+                self._waiting = later
+                if not batch:
+                    continue
+                try:
+                    pool = await self._connections()
+                    async with pool.connection(timeout=5) as conn:
+                        answers = await outlet_heartbeats_by_token_async(
+                            conn, [beat for beat, _ in batch]
+                        )
+                except Exception as exc:  # noqa: BLE001 - each beat's caller decides (the view)
+                    for _, written in batch:
+                        if not written.done():
+                            written.set_exception(exc)
+                    continue
+                for (_, written), found in zip(batch, answers, strict=True):
+                    if not written.done():
+                        written.set_result(found)
+        finally:
+            self._writers -= 1
 
     async def answer(
         self, scope: Scope, body: bytes
@@ -97,11 +157,7 @@ class Heartbeats:
         except (ValueError, RecursionError, Refused):
             return None
         try:
-            pool = await self._connections()
-            async with pool.connection(timeout=5) as conn:
-                found = await outlet_heartbeat_by_token_async(
-                    conn, slug=match["slug"], token=token.strip(), source=source, seq=seq
-                )
+            found = await self._write((match["slug"], token.strip(), source, seq))
         except (psycopg.Error, OSError, ValueError) as exc:  # the pool's timeout is a psycopg.Error
             log.warning("heartbeat on the event loop failed (%s); the view answers it", exc)
             return None

@@ -163,6 +163,37 @@ def test_fast_path__heartbeats_answer_as_through_the_full_stack(
     assert "on the event loop failed" not in log
 
 
+def test_fast_path__a_burst_of_heartbeats_is_written_in_batches(
+    tmp_path: Path, make_outlet: Callable[..., tuple[Outlet, str]]
+) -> None:
+    # A fleet reconnecting at once: every beat answered as its own, written together.
+    tokens = dict((slug, make_outlet(slug)[1]) for slug in (f"outlet-{n}" for n in range(40)))
+    with web_server(tmp_path, HEARTH_API_FAST="1") as (process, url):
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                return await asyncio.gather(
+                    *(
+                        client.post(
+                            f"/api/outlets/{slug}/heartbeat",
+                            json={"seq": 1, "source": "burst"},
+                            headers={"Authorization": f"Bearer {token}"},
+                        )
+                        for slug, token in tokens.items()
+                    )
+                )
+
+        answers = asyncio.run(burst())
+        log = process.log_path.read_text()
+    assert [a.status_code for a in answers] == [200] * len(tokens)
+    assert [a.json()["outlet"] for a in answers] == list(tokens)
+    written = list(Heartbeat.objects.values_list("outlet__slug", "at"))
+    assert sorted(slug for slug, _ in written) == sorted(tokens)
+    # One statement, one clock: fewer distinct times than beats means beats shared a commit.
+    assert len({at for _, at in written}) < len(tokens), written
+    assert "on the event loop failed" not in log
+
+
 def test_fast_path__claims_answer_as_through_the_full_stack(
     webs: dict[str, str], make_outlet: Callable[..., tuple[Outlet, str]]
 ) -> None:
