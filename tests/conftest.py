@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from django.core.management import call_command
+from django.db import OperationalError
+from django.db.backends.postgresql.operations import DatabaseOperations
 from hypothesis import settings as hypothesis_settings
 
 from queueing.models import Outlet
@@ -18,6 +22,36 @@ from queueing.services.outlets import outlet_activate
 # machine is a defect of the test.
 hypothesis_settings.register_profile("hearth", deadline=None)
 hypothesis_settings.load_profile("hearth")
+
+
+FLUSH_TRIES = 5
+
+
+def _flush_retried_on_deadlock(flush: Callable[..., None]) -> Callable[..., None]:
+    """A transactional test's TRUNCATE, tried again when PostgreSQL picks it as a deadlock's victim.
+
+    The TRUNCATE takes its locks table by table; a live web process of the test (the
+    listener, a socket's re-check) may hold a later table and ask for an earlier one.
+    The reader finishes once the TRUNCATE gives way, so the next try goes through.
+    """
+
+    def execute_sql_flush(self: DatabaseOperations, sql_list: list[str]) -> None:
+        for attempt in range(1, FLUSH_TRIES + 1):
+            try:
+                return flush(self, sql_list)
+            except OperationalError as exc:
+                if attempt == FLUSH_TRIES or not isinstance(
+                    exc.__cause__, psycopg.errors.DeadlockDetected
+                ):
+                    raise
+                time.sleep(0.1 * attempt)
+
+    return execute_sql_flush
+
+
+DatabaseOperations.execute_sql_flush = _flush_retried_on_deadlock(  # type: ignore[method-assign]
+    DatabaseOperations.execute_sql_flush
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
