@@ -39,6 +39,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from shop.api.fast import ApiFastPath  # noqa: E402
 from shop.body_limit import BodyLimit, daphne_refuses_large_bodies  # noqa: E402
+from shop.collector import quiet_collector  # noqa: E402
 from shop.routing import websocket_urlpatterns  # noqa: E402
 
 # Daphne reads a whole body before any ASGI code runs: refuse oversized ones as they arrive.
@@ -57,3 +58,6 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Loaded: what is here lives as long as the process, and is never scanned again.
+quiet_collector(settings.HEARTH_GC_FULL_AFTER)

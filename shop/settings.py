@@ -196,6 +196,10 @@ HEARTH_WEB_PROCESSES = int(os.environ.get("HEARTH_WEB_PROCESSES", "0")) or os.cp
 # Daphne's access log (a file path, "-" for the console); empty: none, the default, since
 # every line is written by the process's one event loop (a proxy in front logs requests).
 HEARTH_ACCESS_LOG = os.environ.get("HEARTH_ACCESS_LOG", "")
+# A web process runs a full garbage collection after this many collections of the middle
+# generation (Python's default: 10), and freezes what it loaded (shop.collector); 0 leaves
+# Python's collector as it is.
+HEARTH_GC_FULL_AFTER = int(os.environ.get("HEARTH_GC_FULL_AFTER", "1000"))
 # The hot API endpoints' short path (shop.api.fast); 0 serves them like every page, for
 # `bench web` to measure the difference.
 HEARTH_API_FAST = env_bool("HEARTH_API_FAST", True)

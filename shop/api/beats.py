@@ -101,7 +101,9 @@ class Heartbeats:
         """Write waiting beats, a batch per statement, until none wait."""
         try:
             while self._waiting:
-                batch, later, tokens = [], [], set()
+                batch: list[tuple[Beat, asyncio.Future[Answer]]] = []
+                later: list[tuple[Beat, asyncio.Future[Answer]]] = []
+                tokens: set[str] = set()
                 for beat, written in self._waiting:
                     if written.done():
                         continue  # its client went away
