@@ -7,7 +7,7 @@ in one of two ways:
 
 - ``polling`` — the agent as it was: ``POST …/claim``, and on 204 ask again after
   0.1 s doubling to 1 s (jittered);
-- ``waiting`` — the agent as it is: ``POST …/claim?wait=25``, parked at the server
+- ``waiting`` — the agent as it is: ``POST …/claim?wait=50`` (its ``--claim-wait``), parked at the server
   until an event of its outlet may have brought work (or 204 after the wait).
 
 Two more modes split the cost (``HEARTH_BENCH_IDLE_RUNS``): ``parked`` (waiting
@@ -47,13 +47,17 @@ from lab.bench.web import web_processes
 from queueing.models import Order, Outlet
 from queueing.services import order_enqueue
 from queueing.services.outlets import outlet_activate, outlet_create
+from shop.agent import CLAIM_WAIT as AGENT_CLAIM_WAIT
 
 COMMAND = "python manage.py bench idle"
 DB_NAME = "bench_idle"
 STATIONS = 2
-CLAIM_WAIT = 25.0
+# The agent's wait (``outlet_agent --claim-wait``); HEARTH_BENCH_CLAIM_WAIT measures another.
+CLAIM_WAIT = float(os.environ.get("HEARTH_BENCH_CLAIM_WAIT", "") or AGENT_CLAIM_WAIT)
 POLL_MIN, POLL_MAX = 0.1, 1.0
-START_SPREAD = 5.0  # seconds over which the stations first connect, as agents start
+# Stations first claim at random over one whole wait, as a fleet whose agents started over
+# a day: they re-park spread out, not in one burst per wait.
+START_SPREAD = CLAIM_WAIT
 LINE = {"item": "cola", "name": "Cola", "qty": 1, "note": "", "prep_seconds": 10}
 
 
@@ -245,7 +249,7 @@ async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web
             await asyncio.sleep(0.2)
         await asyncio.sleep(5)  # every station parked (or polling at its slowest)
         requests, cpu, clock = fleet.requests, cpu_seconds(web_pid), time.monotonic()
-        await asyncio.sleep(plan.window)
+        await asyncio.sleep(_window(plan, run.mode))
         elapsed = time.monotonic() - clock
         run.web_cpu = (cpu_seconds(web_pid) - cpu) / elapsed
         run.requests_per_s = (fleet.requests - requests) / elapsed
@@ -267,6 +271,11 @@ async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web
         run.error_kinds = fleet.error_kinds
     finally:
         await fleet.close()
+
+
+def _window(plan: Plan, mode: str) -> float:
+    """The CPU window: with parked stations, a whole wait, so each station re-parks about once."""
+    return max(plan.window, CLAIM_WAIT) if mode in ("waiting", "parked") else plan.window
 
 
 def _line(r: Run) -> str:
@@ -325,8 +334,11 @@ def _report(plan: Plan, runs: list[Run], *, quick: bool) -> str:
 {STATIONS} stations per outlet and one heartbeat per outlet every
 {settings.HEARTH_HEARTBEAT_INTERVAL:g} s, simulated by one client process against one
 daphne process. *polling*: the agent before waiting claims (claim, then 0.1 s → 1 s
-back-off on 204); *waiting*: `claim?wait={CLAIM_WAIT:g}`. Web CPU is the web process's
-user + system time over {plan.window:g} s with every outlet idle. commit → claim is
+back-off on 204); *waiting*: `claim?wait={CLAIM_WAIT:g}`, each station's first claim at
+a random moment in the first {START_SPREAD:g} s (so stations re-park spread out, as a
+fleet started over a day would). Web CPU is the web process's user + system time with every
+outlet idle, over {plan.window:g} s, or one whole wait ({max(plan.window, CLAIM_WAIT):g} s)
+when stations park. commit → claim is
 measured from `order_enqueue` returning to the claim's answer arriving at the station
 (client side; "db" is the order's `claimed_at - created_at`), over {plan.orders}
 orders ({POLLING_ORDERS} when polling) placed one at a time at random idle outlets;

@@ -4,7 +4,7 @@ On its own database (``bench_scale``), ``up``'s web processes (one per core, one
 shared listening socket) serve everything at once:
 
 - a fleet of outlets (``bench idle``'s ``Fleet``, in a child process of its own):
-  every outlet heartbeats and each of its two stations parks ``claim?wait=25``; a
+  every outlet heartbeats and each of its two stations parks ``claim?wait=`` (the agent's wait); a
   station that gets an order marks it ready and completes it at once, so the
   outlets that receive orders work and the rest stay idle;
 - ``bench sockets``' crowd (this process): kitchen sockets signed in as staff,
@@ -517,7 +517,7 @@ def _report(result: Result) -> str:
 
 {plan.outlets} outlets with {STATIONS} stations each, simulated by one client process (`bench
 idle`'s fleet): every outlet heartbeats every {settings.HEARTH_HEARTBEAT_INTERVAL:g} s and each
-station parks `claim?wait=25`; a station that gets an order marks it ready and completes it at
+station parks `claim?wait={CLAIM_WAIT:g}`; a station that gets an order marks it ready and completes it at
 once. {plan.kitchens} kitchen sockets (staff sessions) spread over the first {plan.working}
 outlets; {plan.customers} customer sockets (`bench sockets`' crowd: each new order's customer
 replaces the oldest whose order is done; at most {result.most_open} open at once) in a second

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -49,6 +50,7 @@ def agent(
     *,
     pace: str = "0",
     stations: str = "2",
+    extra: tuple[str, ...] = (),
     **env: str,
 ) -> Iterator[Process]:
     proc = Process(
@@ -66,6 +68,7 @@ def agent(
             "1",
             "--made-log",
             str(tmp_path / "made.jsonl"),
+            *extra,
         ),
         env=process_env(HEARTH_OUTLET_TOKEN=token, **env),
         log_path=tmp_path / f"agent-{slug}.log",
@@ -218,6 +221,40 @@ def test_agent__renews_the_lease_while_cooking(
     order.refresh_from_db()
     assert order.fence == claimed.fence  # the one claim held throughout
     assert "fence lost" not in output
+
+
+def test_agent__claim_wait__an_idle_station_parks_that_long_then_parks_again(
+    tmp_path: Path, make_outlet: MakeOutlet
+) -> None:
+    _, token = make_outlet("north")
+
+    with (
+        web_server(tmp_path) as (web, url),
+        agent(tmp_path, url, "north", token, stations="1", extra=("--claim-wait", "1.5")) as proc,
+    ):
+        # Daphne's access log (its output): each wait ends in 204 after 80-100 % of 1.5 s.
+        wait_for(
+            lambda: web.output().count('claim?wait=1.5" 204') >= 3,
+            timeout=30,
+            message="three parked claims of 1.5 s answered 204",
+        )
+        output, served = proc.output(), web.output()
+
+    assert "claim?wait=50" not in served
+    assert "Traceback" not in output + served
+
+
+@pytest.mark.parametrize("wait", ["0", "61", "nan"])
+def test_agent__claim_wait_out_of_range__refused_before_it_starts(wait: str) -> None:
+    result = subprocess.run(
+        manage("outlet_agent", "--outlet", "north", "--token", "t", "--claim-wait", wait),
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "--claim-wait" in result.stderr or "expected a number" in result.stderr
 
 
 def test_agent__wrong_token__exits_non_zero_saying_so(

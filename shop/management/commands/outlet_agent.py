@@ -9,7 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from shop.agent import AgentConfig, agent_run
+from shop.agent import CLAIM_WAIT, AgentConfig, agent_run
+from shop.api.agents import MAX_CLAIM_WAIT
 
 TOKEN_ENV = "HEARTH_OUTLET_TOKEN"
 
@@ -49,6 +50,16 @@ class Command(BaseCommand):
             help="seconds between heartbeats (default: HEARTH_HEARTBEAT_INTERVAL)",
         )
         parser.add_argument(
+            "--claim-wait",
+            type=positive_float,
+            default=CLAIM_WAIT,
+            help=(
+                f"seconds an idle station's claim waits at the server for an order, at most "
+                f"{MAX_CLAIM_WAIT} (default {CLAIM_WAIT:g}; shorter behind a proxy that cuts "
+                "idle requests sooner)"
+            ),
+        )
+        parser.add_argument(
             "--made-log",
             type=Path,
             default=None,
@@ -66,6 +77,8 @@ class Command(BaseCommand):
             interval = float(settings.HEARTH_HEARTBEAT_INTERVAL)
         if interval <= 0:
             raise CommandError("--heartbeat-interval must be more than 0")
+        if not 0 < options["claim_wait"] <= MAX_CLAIM_WAIT:
+            raise CommandError(f"--claim-wait must be more than 0 and at most {MAX_CLAIM_WAIT}")
         config = AgentConfig(
             outlet=options["outlet"],
             token=token,
@@ -74,6 +87,7 @@ class Command(BaseCommand):
             pace=options["pace"],
             heartbeat_interval=interval,
             made_log=options["made_log"],
+            claim_wait=options["claim_wait"],
         )
         if agent_run(config) != 0:
             raise CommandError(f"the server refused the agent of outlet {config.outlet}")
