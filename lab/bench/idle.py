@@ -321,12 +321,16 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Run]:
     return runs
 
 
+def _ms(seconds: list[float], q: float) -> str:
+    """A quantile in milliseconds; a dash for a run that placed no orders (heartbeats only)."""
+    return f"{1000 * quantile(seconds, q):.0f}" if seconds else "–"
+
+
 def _report(plan: Plan, runs: list[Run], *, quick: bool) -> str:
     rows = "\n".join(
         f"| {r.mode} | {r.outlets} | {100 * r.web_cpu:.1f} % | {r.requests_per_s:.1f} "
-        f"| {1000 * quantile(r.latencies, 0.5):.0f} | {1000 * quantile(r.latencies, 0.99):.0f} "
-        f"| {1000 * max(r.latencies, default=0):.0f} | {1000 * quantile(r.db_latencies, 0.99):.0f} "
-        f"| {len(r.latencies)} | {r.errors} | {r.load:.2f} |"
+        f"| {_ms(r.latencies, 0.5)} | {_ms(r.latencies, 0.99)} | {_ms(r.latencies, 1.0)} "
+        f"| {_ms(r.db_latencies, 0.99)} | {len(r.latencies)} | {r.errors} | {r.load:.2f} |"
         for r in runs
     )
     return f"""{"A quick run (`--quick`): a check that the bench works, not a measurement." if quick else ""}

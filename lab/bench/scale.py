@@ -79,6 +79,9 @@ class Plan:
     seconds: float  # per step
     idle_seconds: float  # the window with everything connected and no orders
     stop_when_over: bool  # stop at the first step that does not hold
+    # Seconds over which the stations first claim: one whole wait, so they re-park spread
+    # out as a fleet started over a day (the quick run: a few seconds, it checks the bench).
+    spread: float = CLAIM_WAIT
 
 
 FULL = Plan(
@@ -101,6 +104,7 @@ QUICK = Plan(
     seconds=5,
     idle_seconds=3,
     stop_when_over=False,
+    spread=5,
 )
 
 
@@ -186,11 +190,11 @@ class DatabaseCpu:
 
 
 async def _fleet(
-    base: str, outlets: dict[str, str], parked: Any, stop: Any, report: Connection
+    base: str, outlets: dict[str, str], spread: float, parked: Any, stop: Any, report: Connection
 ) -> None:
-    # First claims spread over one whole wait: a fleet started in one burst re-parks in one
-    # burst every CLAIM_WAIT seconds, where agents started over a day would not.
-    fleet = Fleet(base=base, outlets=outlets, mode="waiting", spread=CLAIM_WAIT)
+    # A fleet started in one burst re-parks in one burst every CLAIM_WAIT seconds, where
+    # agents started over a day would not: the plan's spread is one whole wait.
+    fleet = Fleet(base=base, outlets=outlets, mode="waiting", spread=spread)
     fleet.start()
     try:
         while fleet.first_claims < len(outlets) * STATIONS:
@@ -211,23 +215,23 @@ async def _fleet(
 
 
 def _fleet_main(
-    base: str, outlets: dict[str, str], parked: Any, stop: Any, report: Connection
+    base: str, outlets: dict[str, str], spread: float, parked: Any, stop: Any, report: Connection
 ) -> None:
     os.setpgrp()  # a Ctrl-C at the terminal stops the steps, not the fleet under them
-    asyncio.run(_fleet(base, outlets, parked, stop, report))
+    asyncio.run(_fleet(base, outlets, spread, parked, stop, report))
 
 
 class FleetProcess:
     """The outlets' agents, forked so that their event loop does not delay the sockets'."""
 
-    def __init__(self, base: str, outlets: dict[str, str]) -> None:
+    def __init__(self, base: str, outlets: dict[str, str], *, spread: float) -> None:
         context = multiprocessing.get_context("fork")
         self.parked, self.stop_event = context.Event(), context.Event()
         self._receive, send = context.Pipe(duplex=False)
         connections.close_all()  # the child must not share this process's database connections
         self.process = context.Process(
             target=_fleet_main,
-            args=(base, outlets, self.parked, self.stop_event, send),
+            args=(base, outlets, spread, self.parked, self.stop_event, send),
             daemon=True,
         )
         self.process.start()
@@ -414,7 +418,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> Result:
         stdout.write(f"  seeded in {time.monotonic() - started:.1f}s\n")
         database = DatabaseCpu(conninfo, name)
         with web_processes(processes, database=name, fast=True, log_dir=logs) as (base, pids):
-            fleet = FleetProcess(base, outlets)
+            fleet = FleetProcess(base, outlets, spread=plan.spread)
             try:
                 started = time.monotonic()
                 if not fleet.wait_parked(FLEET_READY_TIMEOUT):
