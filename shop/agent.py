@@ -45,12 +45,13 @@ log = logging.getLogger("hearth.agent")
 # An idle station's claim waits at the server up to ``claim_wait`` seconds for an order
 # (``claim?wait=``: woken by the order's commit, no polling); its HTTP client waits a
 # little longer than that. Each wait that brings nothing costs the web process a request
-# (1,000 idle outlets with 2 stations re-park 40 claims a second at 50 s, 80 at 25 s), so
-# the default is as long as a proxy's usual 60-second idle timeout allows; behind one that
-# cuts idle requests sooner, pass a shorter ``--claim-wait``. A server that answers 204 at
+# per station (an idle fleet's stations re-park all day), so the default is as long as a
+# proxy's usual 60-second idle timeout allows; behind one that cuts idle requests sooner,
+# pass a shorter ``--claim-wait`` (at least CLAIM_WAIT_MIN). A server that answers 204 at
 # once (one without waiting claims) is asked again after IDLE_POLL_MIN, doubling up to
 # IDLE_POLL_MAX.
 CLAIM_WAIT = 50.0
+CLAIM_WAIT_MIN = 1.0
 CLAIM_WAIT_SLACK = 10.0
 IDLE_POLL_MIN = 0.1
 IDLE_POLL_MAX = 1.0

@@ -36,6 +36,7 @@ django_application = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
 from shop.api.fast import ApiFastPath  # noqa: E402
 from shop.body_limit import BodyLimit, daphne_refuses_large_bodies  # noqa: E402
@@ -59,5 +60,7 @@ application = ProtocolTypeRouter(
     }
 )
 
-# Loaded: what is here lives as long as the process, and is never scanned again.
+# Loaded (the URLconf and its views too, not at the first request): what is here lives
+# as long as the process, and is never scanned again.
+get_resolver().url_patterns  # noqa: B018 (imports the URLconf and its views now)
 quiet_collector(settings.HEARTH_GC_FULL_AFTER)

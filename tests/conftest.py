@@ -40,8 +40,10 @@ def _flush_retried_on_deadlock(flush: Callable[..., None]) -> Callable[..., None
             try:
                 return flush(self, sql_list)
             except OperationalError as exc:
-                if attempt == FLUSH_TRIES or not isinstance(
-                    exc.__cause__, psycopg.errors.DeadlockDetected
+                if (
+                    attempt == FLUSH_TRIES
+                    or self.connection.in_atomic_block  # an outer transaction is aborted: no retry
+                    or not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected)
                 ):
                     raise
                 time.sleep(0.1 * attempt)

@@ -38,6 +38,9 @@ def test_flush__a_reader_holding_a_later_table_while_asking_for_an_earlier__stil
     def reader() -> None:
         try:
             with psycopg.connect(dsn, autocommit=False) as other:
+                # The TRUNCATE (1 s, the server's default) finds the deadlock first and is
+                # its victim, however slowly this side runs on a busy machine.
+                other.execute("SET deadlock_timeout = '30s'")
                 other.execute(f'SELECT 1 FROM "{last}" LIMIT 1')
                 holding.set()
                 # Wait until the flush is queued behind this lock, then ask for its first table.
@@ -60,7 +63,7 @@ def test_flush__a_reader_holding_a_later_table_while_asking_for_an_earlier__stil
     assert holding.wait(10)
     connection.ops.execute_sql_flush([truncate])
     thread.join(30)
-    assert outcome and outcome[0] is None or isinstance(outcome[0], psycopg.errors.DeadlockDetected)
+    assert outcome == [None]  # the reader went through; the TRUNCATE gave way and went again
     with connection.cursor() as cursor:
         cursor.execute(f'SELECT count(*) FROM "{first}"')
         assert cursor.fetchone() == (0,)

@@ -108,6 +108,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def resident_mib(pid: int) -> float:
+    """A process's resident memory in MiB (Linux /proc; 0 elsewhere or once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), "0")
+    return int(kib) / 1024
+
+
 def raise_open_files() -> int:
     """The soft open-files limit raised to the hard one (children inherit it); returns it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

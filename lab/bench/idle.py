@@ -41,6 +41,7 @@ from lab.bench.harness import (
     cpu_seconds,
     quantile,
     raise_open_files,
+    resident_mib,
 )
 from lab.bench.report import write_section
 from lab.bench.web import web_processes
@@ -48,6 +49,7 @@ from queueing.models import Order, Outlet
 from queueing.services import order_enqueue
 from queueing.services.outlets import outlet_activate, outlet_create
 from shop.agent import CLAIM_WAIT as AGENT_CLAIM_WAIT
+from shop.agent import CLAIM_WAIT_SLACK
 
 COMMAND = "python manage.py bench idle"
 DB_NAME = "bench_idle"
@@ -55,17 +57,17 @@ STATIONS = 2
 # The agent's wait (``outlet_agent --claim-wait``); HEARTH_BENCH_CLAIM_WAIT measures another.
 CLAIM_WAIT = float(os.environ.get("HEARTH_BENCH_CLAIM_WAIT", "") or AGENT_CLAIM_WAIT)
 POLL_MIN, POLL_MAX = 0.1, 1.0
-# Stations first claim at random over one whole wait, as a fleet whose agents started over
-# a day: they re-park spread out, not in one burst per wait.
-START_SPREAD = CLAIM_WAIT
 LINE = {"item": "cola", "name": "Cola", "qty": 1, "note": "", "prep_seconds": 10}
 
 
 @dataclass(frozen=True)
 class Plan:
     runs: tuple[tuple[str, int], ...]  # (mode, outlets)
-    window: float  # seconds of CPU sampling, all idle
+    window: float  # seconds of CPU sampling, all idle (one whole wait at least, when parked)
     orders: int  # placed one at a time, per run
+    # Stations first claim at random over this many seconds: one whole wait, as a fleet whose
+    # agents started over a day, so they re-park spread out, not in one burst per wait.
+    spread: float = CLAIM_WAIT
 
 
 FULL = Plan(
@@ -83,7 +85,7 @@ FULL = Plan(
 # Polling answers in seconds once the web process is saturated: fewer orders measure it.
 POLLING_ORDERS = 30
 CLAIM_GIVE_UP = 5.0  # seconds after which an order counts as not claimed (an error)
-QUICK = Plan(runs=(("polling", 10), ("waiting", 10)), window=6.0, orders=10)
+QUICK = Plan(runs=(("polling", 10), ("waiting", 10)), window=6.0, orders=10, spread=5.0)
 # e.g. HEARTH_BENCH_IDLE_RUNS="polling:50,waiting:1000": other runs than FULL's.
 RUNS_ENV = "HEARTH_BENCH_IDLE_RUNS"
 
@@ -94,7 +96,7 @@ def _plan(quick: bool) -> Plan:
     if not runs:
         return plan
     parsed = tuple((m, int(n)) for m, _, n in (r.strip().partition(":") for r in runs.split(",")))
-    return Plan(runs=parsed, window=plan.window, orders=plan.orders)
+    return Plan(runs=parsed, window=plan.window, orders=plan.orders, spread=plan.spread)
 
 
 @dataclass
@@ -102,6 +104,7 @@ class Run:
     mode: str
     outlets: int
     web_cpu: float = 0.0  # share of one core over the idle window
+    web_mib: float = 0.0  # the web process's resident memory at the window's end
     requests_per_s: float = 0.0
     load: float = 0.0
     latencies: list[float] = field(default_factory=list)  # client side, seconds
@@ -114,7 +117,7 @@ class Fleet:
     """N outlets' stations and heartbeats, all in this event loop."""
 
     def __init__(
-        self, *, base: str, outlets: dict[str, str], mode: str, spread: float = START_SPREAD
+        self, *, base: str, outlets: dict[str, str], mode: str, spread: float = CLAIM_WAIT
     ) -> None:
         self.outlets = outlets
         self.mode = mode
@@ -125,7 +128,7 @@ class Fleet:
         self.clients = {
             slug: httpx.AsyncClient(
                 base_url=base,
-                timeout=CLAIM_WAIT + 10,
+                timeout=CLAIM_WAIT + CLAIM_WAIT_SLACK,
                 headers={"Authorization": f"Bearer {token}"},
                 limits=httpx.Limits(max_connections=STATIONS + 2),
             )
@@ -238,7 +241,7 @@ def _db_latencies(tokens: list[str]) -> list[float]:
 
 
 async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web_pid: int) -> None:
-    fleet = Fleet(base=base, outlets=outlets, mode=run.mode)
+    fleet = Fleet(base=base, outlets=outlets, mode=run.mode, spread=plan.spread)
     fleet.start()
     try:
         stations = len(outlets) * STATIONS
@@ -253,6 +256,7 @@ async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web
         elapsed = time.monotonic() - clock
         run.web_cpu = (cpu_seconds(web_pid) - cpu) / elapsed
         run.requests_per_s = (fleet.requests - requests) / elapsed
+        run.web_mib = resident_mib(web_pid)
         run.load = os.getloadavg()[0]
         slugs = list(outlets)
         tokens: list[str] = []
@@ -274,14 +278,14 @@ async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web
 
 
 def _window(plan: Plan, mode: str) -> float:
-    """The CPU window: with parked stations, a whole wait, so each station re-parks about once."""
-    return max(plan.window, CLAIM_WAIT) if mode in ("waiting", "parked") else plan.window
+    """The CPU window: with parked stations, the whole spread, so each re-parks about once."""
+    return max(plan.window, plan.spread) if mode in ("waiting", "parked") else plan.window
 
 
 def _line(r: Run) -> str:
     return (
         f"{r.mode:8} {r.outlets:5} outlets: web {100 * r.web_cpu:5.1f} % of a core, "
-        f"{r.requests_per_s:6.1f} req/s; commit→claim p50 {1000 * quantile(r.latencies, 0.5):.0f} ms "
+        f"{r.requests_per_s:6.1f} req/s, {r.web_mib:.0f} MiB; commit→claim p50 {1000 * quantile(r.latencies, 0.5):.0f} ms "
         f"p99 {1000 * quantile(r.latencies, 0.99):.0f} ms max {1000 * max(r.latencies, default=0):.0f} ms "
         f"(db p99 {1000 * quantile(r.db_latencies, 0.99):.0f} ms, {len(r.latencies)} orders); "
         f"errors {r.errors} {r.error_kinds or ''}; load {r.load:.2f}"
@@ -328,7 +332,7 @@ def _ms(seconds: list[float], q: float) -> str:
 
 def _report(plan: Plan, runs: list[Run], *, quick: bool) -> str:
     rows = "\n".join(
-        f"| {r.mode} | {r.outlets} | {100 * r.web_cpu:.1f} % | {r.requests_per_s:.1f} "
+        f"| {r.mode} | {r.outlets} | {100 * r.web_cpu:.1f} % | {r.web_mib:.0f} | {r.requests_per_s:.1f} "
         f"| {_ms(r.latencies, 0.5)} | {_ms(r.latencies, 0.99)} | {_ms(r.latencies, 1.0)} "
         f"| {_ms(r.db_latencies, 0.99)} | {len(r.latencies)} | {r.errors} | {r.load:.2f} |"
         for r in runs
@@ -339,10 +343,10 @@ def _report(plan: Plan, runs: list[Run], *, quick: bool) -> str:
 {settings.HEARTH_HEARTBEAT_INTERVAL:g} s, simulated by one client process against one
 daphne process. *polling*: the agent before waiting claims (claim, then 0.1 s → 1 s
 back-off on 204); *waiting*: `claim?wait={CLAIM_WAIT:g}`, each station's first claim at
-a random moment in the first {START_SPREAD:g} s (so stations re-park spread out, as a
+a random moment in the first {plan.spread:g} s (so stations re-park spread out, as a
 fleet started over a day would). Web CPU is the web process's user + system time with every
-outlet idle, over {plan.window:g} s, or one whole wait ({max(plan.window, CLAIM_WAIT):g} s)
-when stations park. commit → claim is
+outlet idle, over {plan.window:g} s, or {_window(plan, "waiting"):g} s when stations park; web memory is its
+resident set at the end of that window. commit → claim is
 measured from `order_enqueue` returning to the claim's answer arriving at the station
 (client side; "db" is the order's `claimed_at - created_at`), over {plan.orders}
 orders ({POLLING_ORDERS} when polling) placed one at a time at random idle outlets;
@@ -351,7 +355,7 @@ at the end of the window (the machine is shared).
 
 Targets at 1,000 outlets: web ≤ 25 % of one core; commit → claim p99 ≤ 100 ms.
 
-| mode | outlets | web CPU (one core) | requests/s | p50 ms | p99 ms | max ms | db p99 ms | orders claimed | errors | load |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| mode | outlets | web CPU (one core) | web memory (MiB) | requests/s | p50 ms | p99 ms | max ms | db p99 ms | orders claimed | errors | load |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from django.db.models import Count
 
 from queueing.models import Order, OrderEvent, Outlet
 from queueing.services import order_claim_next, order_mark_ready, outlets_reroute
+from shop.agent import Agent, AgentConfig, Answer
 from shop.ordering import order_place, order_request_parse
 from tests.processes import Process, manage, process_env, wait_for, web_server
 
@@ -244,7 +246,7 @@ def test_agent__claim_wait__an_idle_station_parks_that_long_then_parks_again(
     assert "Traceback" not in output + served
 
 
-@pytest.mark.parametrize("wait", ["0", "61", "nan"])
+@pytest.mark.parametrize("wait", ["0", "0.5", "61", "nan"])
 def test_agent__claim_wait_out_of_range__refused_before_it_starts(wait: str) -> None:
     result = subprocess.run(
         manage("outlet_agent", "--outlet", "north", "--token", "t", "--claim-wait", wait),
@@ -255,6 +257,41 @@ def test_agent__claim_wait_out_of_range__refused_before_it_starts(wait: str) -> 
     )
     assert result.returncode != 0
     assert "--claim-wait" in result.stderr or "expected a number" in result.stderr
+
+
+def test_agent__a_claim_that_waited__parks_again_at_once_without_backing_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 204 after at least half the wait is an idle outlet, not a server that cannot wait."""
+    station = Agent(AgentConfig(outlet="north", token="t", claim_wait=1.0))
+    claims = 0
+
+    async def parked(name: str, *, who: str) -> Answer:
+        nonlocal claims
+        claims += 1
+        if claims == 3:
+            station.stop.set()
+        await asyncio.sleep(0.6)  # the server answers 204 after 60 % of the wait
+        return Answer(204, {}, retried=False)
+
+    slept: list[float] = []
+    real_sleep = station._sleep
+
+    async def sleep(seconds: float) -> bool:
+        slept.append(seconds)
+        return await real_sleep(seconds)
+
+    monkeypatch.setattr(station, "claim_waiting", parked)
+    monkeypatch.setattr(station, "_sleep", sleep)
+
+    async def run() -> None:
+        await station.station_loop(1)
+        await station.client.aclose()
+
+    asyncio.run(run())
+
+    assert claims == 3
+    assert slept == []  # it parked again at once, each time
 
 
 def test_agent__wrong_token__exits_non_zero_saying_so(

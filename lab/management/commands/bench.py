@@ -12,7 +12,7 @@ from shop.collector import quiet_collector
 BENCHES = ("queue", "failover", "sockets", "outlets", "web", "idle", "scale")
 # The bench's own clients (a simulated fleet of 1,000 outlets, thousands of sockets) hold as
 # many objects as a web process: without the web process's collector their full collections
-# stop the clients for a quarter of a second and read as the server's latency. Fixed here,
+# stop the clients and read as the server's latency. Fixed here,
 # so HEARTH_GC_FULL_AFTER=0 compares the web processes' collector alone.
 CLIENT_GC_FULL_AFTER = 1000
 

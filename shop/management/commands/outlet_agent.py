@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from shop.agent import CLAIM_WAIT, AgentConfig, agent_run
+from shop.agent import CLAIM_WAIT, CLAIM_WAIT_MIN, AgentConfig, agent_run
 from shop.api.agents import MAX_CLAIM_WAIT
 
 TOKEN_ENV = "HEARTH_OUTLET_TOKEN"
@@ -54,9 +54,9 @@ class Command(BaseCommand):
             type=positive_float,
             default=CLAIM_WAIT,
             help=(
-                f"seconds an idle station's claim waits at the server for an order, at most "
-                f"{MAX_CLAIM_WAIT} (default {CLAIM_WAIT:g}; shorter behind a proxy that cuts "
-                "idle requests sooner)"
+                f"seconds an idle station's claim waits at the server for an order, from "
+                f"{CLAIM_WAIT_MIN:g} to {MAX_CLAIM_WAIT} (default {CLAIM_WAIT:g}; shorter behind "
+                "a proxy that cuts idle requests sooner)"
             ),
         )
         parser.add_argument(
@@ -77,8 +77,12 @@ class Command(BaseCommand):
             interval = float(settings.HEARTH_HEARTBEAT_INTERVAL)
         if interval <= 0:
             raise CommandError("--heartbeat-interval must be more than 0")
-        if not 0 < options["claim_wait"] <= MAX_CLAIM_WAIT:
-            raise CommandError(f"--claim-wait must be more than 0 and at most {MAX_CLAIM_WAIT}")
+        if not CLAIM_WAIT_MIN <= options["claim_wait"] <= MAX_CLAIM_WAIT:
+            # Shorter, a 204 after the wait and one at once (a server without waiting
+            # claims, which the agent backs off from) could not be told apart.
+            raise CommandError(
+                f"--claim-wait must be from {CLAIM_WAIT_MIN:g} to {MAX_CLAIM_WAIT} seconds"
+            )
         config = AgentConfig(
             outlet=options["outlet"],
             token=token,
