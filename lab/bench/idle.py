@@ -88,15 +88,23 @@ CLAIM_GIVE_UP = 5.0  # seconds after which an order counts as not claimed (an er
 QUICK = Plan(runs=(("polling", 10), ("waiting", 10)), window=6.0, orders=10, spread=5.0)
 # e.g. HEARTH_BENCH_IDLE_RUNS="polling:50,waiting:1000": other runs than FULL's.
 RUNS_ENV = "HEARTH_BENCH_IDLE_RUNS"
+# e.g. HEARTH_BENCH_IDLE_WINDOW=900: a longer idle window, to see the web process's memory
+# over a quarter of an hour (it is read at the window's start and end).
+WINDOW_ENV = "HEARTH_BENCH_IDLE_WINDOW"
 
 
 def _plan(quick: bool) -> Plan:
     plan = QUICK if quick else FULL
     runs = os.environ.get(RUNS_ENV, "").strip()
-    if not runs:
-        return plan
-    parsed = tuple((m, int(n)) for m, _, n in (r.strip().partition(":") for r in runs.split(",")))
-    return Plan(runs=parsed, window=plan.window, orders=plan.orders, spread=plan.spread)
+    if runs:
+        parsed = tuple(
+            (m, int(n)) for m, _, n in (r.strip().partition(":") for r in runs.split(","))
+        )
+        plan = Plan(runs=parsed, window=plan.window, orders=plan.orders, spread=plan.spread)
+    window = os.environ.get(WINDOW_ENV, "").strip()
+    if window:
+        plan = Plan(runs=plan.runs, window=float(window), orders=plan.orders, spread=plan.spread)
+    return plan
 
 
 @dataclass
@@ -104,7 +112,8 @@ class Run:
     mode: str
     outlets: int
     web_cpu: float = 0.0  # share of one core over the idle window
-    web_mib: float = 0.0  # the web process's resident memory at the window's end
+    web_mib_start: float = 0.0  # the web process's resident memory at the window's start
+    web_mib: float = 0.0  # and at its end
     requests_per_s: float = 0.0
     load: float = 0.0
     latencies: list[float] = field(default_factory=list)  # client side, seconds
@@ -252,6 +261,7 @@ async def _measure(run: Run, base: str, outlets: dict[str, str], plan: Plan, web
             await asyncio.sleep(0.2)
         await asyncio.sleep(5)  # every station parked (or polling at its slowest)
         requests, cpu, clock = fleet.requests, cpu_seconds(web_pid), time.monotonic()
+        run.web_mib_start = resident_mib(web_pid)
         await asyncio.sleep(_window(plan, run.mode))
         elapsed = time.monotonic() - clock
         run.web_cpu = (cpu_seconds(web_pid) - cpu) / elapsed
@@ -285,7 +295,7 @@ def _window(plan: Plan, mode: str) -> float:
 def _line(r: Run) -> str:
     return (
         f"{r.mode:8} {r.outlets:5} outlets: web {100 * r.web_cpu:5.1f} % of a core, "
-        f"{r.requests_per_s:6.1f} req/s, {r.web_mib:.0f} MiB; commit→claim p50 {1000 * quantile(r.latencies, 0.5):.0f} ms "
+        f"{r.requests_per_s:6.1f} req/s, {r.web_mib_start:.0f} → {r.web_mib:.0f} MiB; commit→claim p50 {1000 * quantile(r.latencies, 0.5):.0f} ms "
         f"p99 {1000 * quantile(r.latencies, 0.99):.0f} ms max {1000 * max(r.latencies, default=0):.0f} ms "
         f"(db p99 {1000 * quantile(r.db_latencies, 0.99):.0f} ms, {len(r.latencies)} orders); "
         f"errors {r.errors} {r.error_kinds or ''}; load {r.load:.2f}"
@@ -332,7 +342,7 @@ def _ms(seconds: list[float], q: float) -> str:
 
 def _report(plan: Plan, runs: list[Run], *, quick: bool) -> str:
     rows = "\n".join(
-        f"| {r.mode} | {r.outlets} | {100 * r.web_cpu:.1f} % | {r.web_mib:.0f} | {r.requests_per_s:.1f} "
+        f"| {r.mode} | {r.outlets} | {100 * r.web_cpu:.1f} % | {r.web_mib_start:.0f} → {r.web_mib:.0f} | {r.requests_per_s:.1f} "
         f"| {_ms(r.latencies, 0.5)} | {_ms(r.latencies, 0.99)} | {_ms(r.latencies, 1.0)} "
         f"| {_ms(r.db_latencies, 0.99)} | {len(r.latencies)} | {r.errors} | {r.load:.2f} |"
         for r in runs
@@ -346,7 +356,7 @@ back-off on 204); *waiting*: `claim?wait={CLAIM_WAIT:g}`, each station's first c
 a random moment in the first {plan.spread:g} s (so stations re-park spread out, as a
 fleet started over a day would). Web CPU is the web process's user + system time with every
 outlet idle, over {plan.window:g} s, or {_window(plan, "waiting"):g} s when stations park; web memory is its
-resident set at the end of that window. commit → claim is
+resident set at the start and the end of that window. commit → claim is
 measured from `order_enqueue` returning to the claim's answer arriving at the station
 (client side; "db" is the order's `claimed_at - created_at`), over {plan.orders}
 orders ({POLLING_ORDERS} when polling) placed one at a time at random idle outlets;
