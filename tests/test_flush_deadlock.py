@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import psycopg
 import pytest
 from django.core.management.color import no_style
 from django.core.management.sql import sql_flush
 from django.db import connection
+
+from tests.processes import test_database_url as database_url_of_tests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,16 +31,12 @@ def test_flush__a_reader_holding_a_later_table_while_asking_for_an_earlier__stil
     (truncate,) = sql_flush(no_style(), connection)
     tables = re.findall(r'"([^"]+)"', truncate)
     first, last = tables[0], tables[-1]
-    params = connection.get_connection_params()
-    dsn = psycopg.conninfo.make_conninfo(
-        **{k: v for k, v in params.items() if k in {"host", "port", "user", "password", "dbname"}}
-    )
     holding = threading.Event()
     outcome: list[BaseException | None] = []
 
     def reader() -> None:
         try:
-            with psycopg.connect(dsn, autocommit=False) as other:
+            with psycopg.connect(database_url_of_tests(), autocommit=False) as other:
                 # The TRUNCATE (1 s, the server's default) finds the deadlock first and is
                 # its victim, however slowly this side runs on a busy machine.
                 other.execute("SET deadlock_timeout = '30s'")
@@ -51,7 +50,7 @@ def test_flush__a_reader_holding_a_later_table_while_asking_for_an_earlier__stil
                     ).fetchone()
                     if waiting and waiting[0]:
                         break
-                    threading.Event().wait(0.05)
+                    time.sleep(0.05)
                 other.execute(f'SELECT 1 FROM "{first}" LIMIT 1')
                 other.commit()
             outcome.append(None)

@@ -28,7 +28,7 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -100,10 +100,10 @@ def _plan(quick: bool) -> Plan:
         parsed = tuple(
             (m, int(n)) for m, _, n in (r.strip().partition(":") for r in runs.split(","))
         )
-        plan = Plan(runs=parsed, window=plan.window, orders=plan.orders, spread=plan.spread)
+        plan = replace(plan, runs=parsed)
     window = os.environ.get(WINDOW_ENV, "").strip()
     if window:
-        plan = Plan(runs=plan.runs, window=float(window), orders=plan.orders, spread=plan.spread)
+        plan = replace(plan, window=float(window))
     return plan
 
 
