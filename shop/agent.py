@@ -58,6 +58,12 @@ IDLE_POLL_MAX = 1.0
 BACKOFF_START = 0.1
 BACKOFF_MAX = 2.0
 REQUEST_TIMEOUT = 10.0
+# An idle connection is kept this long (httpx's default is 5 s, the heartbeat interval, so
+# every beat of an idle outlet opened a new TCP connection: an accept and a close more for
+# the web process each time). Longer than the heartbeat interval, shorter than the idle
+# timeout of Daphne (Twisted's HTTP factory: 60 s); one the server closed sooner (a proxy's)
+# is seen closed and replaced before it is used.
+KEEP_ALIVE = 30.0
 STOP_GRACE = 1.5  # seconds an acknowledgement on the wire gets after a stop
 
 
@@ -111,6 +117,7 @@ class Agent:
             base_url=config.server.rstrip("/"),
             headers={"Authorization": f"Bearer {config.token}"},
             timeout=REQUEST_TIMEOUT,
+            limits=httpx.Limits(keepalive_expiry=KEEP_ALIVE),
             transport=transport,
         )
         self._made_fd: int | None = None

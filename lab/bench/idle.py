@@ -49,7 +49,7 @@ from queueing.models import Order, Outlet
 from queueing.services import order_enqueue
 from queueing.services.outlets import outlet_activate, outlet_create
 from shop.agent import CLAIM_WAIT as AGENT_CLAIM_WAIT
-from shop.agent import CLAIM_WAIT_SLACK
+from shop.agent import CLAIM_WAIT_SLACK, KEEP_ALIVE
 
 COMMAND = "python manage.py bench idle"
 DB_NAME = "bench_idle"
@@ -139,7 +139,7 @@ class Fleet:
                 base_url=base,
                 timeout=CLAIM_WAIT + CLAIM_WAIT_SLACK,
                 headers={"Authorization": f"Bearer {token}"},
-                limits=httpx.Limits(max_connections=STATIONS + 2),
+                limits=httpx.Limits(max_connections=STATIONS + 2, keepalive_expiry=KEEP_ALIVE),
             )
             for slug, token in outlets.items()
         }

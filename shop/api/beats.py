@@ -9,11 +9,14 @@ statement on a pooled async connection (``outlet_heartbeats_by_token_async``) an
 answered with the view's JSON (``heartbeat_answer``) after the checks and with the
 security headers Django's middleware would add (allowed hosts, HTTPS, CSP).
 
-Beats are written in batches: the beats that arrive while a write is in flight go
-together in the next statement, so one commit (one WAL flush) serves them all. A
-steady fleet writes one or two at a time; a burst (a fleet reconnecting, a client
-that fell behind) is written in a few statements instead of queueing one commit
-each behind the pool's connections.
+Beats are written in batches: a beat waits up to ``GATHER`` (20 ms) for the beats
+that arrive after it, and those that arrive while a write is in flight go together in
+the next statement, so one commit (one WAL flush, one round trip) serves them all. A
+steady fleet of 1,000 outlets (200 beats a second) writes about four per statement
+instead of one or two; a burst (a fleet reconnecting, a client that fell behind) is
+written in a few statements instead of queueing one commit each behind the pool's
+connections. A heartbeat's answer comes 20 ms later; the outlet's silence is counted
+in seconds.
 
 Only a well-formed heartbeat with a token of this outlet is answered here. Anything
 else (no token, a body that is not JSON or not a valid heartbeat, a token that is no
@@ -51,6 +54,8 @@ HEARTBEAT_PATH = re.compile(r"/api/outlets/(?P<slug>[-A-Za-z0-9_]{1,50})/heartbe
 # Statements in flight at once (each on its own pooled connection), and beats per statement.
 WRITERS = 2
 BATCH = 200
+# How long the first beat of a batch waits for others (seconds).
+GATHER = 0.02
 
 Beat = tuple[str, str, str, int]  # slug, token, source, seq
 Answer = tuple[str, dict[str, Any] | None] | None
@@ -64,6 +69,7 @@ class Heartbeats:
         self._opening = asyncio.Lock()
         self._waiting: list[tuple[Beat, asyncio.Future[Answer]]] = []
         self._writers = 0
+        self._gathering: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # the running writers, kept referenced
 
     async def _connections(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
@@ -88,14 +94,21 @@ class Heartbeats:
 
     async def _write(self, beat: Beat) -> Answer:
         """Write this beat with whatever else is waiting; its answer."""
-        written: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[Answer] = loop.create_future()
         self._waiting.append((beat, written))
-        if self._writers < WRITERS:
+        if self._gathering is None:
+            self._gathering = loop.call_later(GATHER, self._gathered)
+        return await written
+
+    def _gathered(self) -> None:
+        """The gather window is over: a writer takes what waits (a busy one, after its statement)."""
+        self._gathering = None
+        if self._waiting and self._writers < WRITERS:
             self._writers += 1
             task = asyncio.get_running_loop().create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await written
 
     async def _drain(self) -> None:
         """Write waiting beats, a batch per statement, until none wait."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 from collections import Counter
@@ -244,6 +245,28 @@ def test_agent__claim_wait__an_idle_station_parks_that_long_then_parks_again(
 
     assert "claim?wait=50" not in served
     assert "Traceback" not in output + served
+
+
+def test_agent__an_idle_outlets_heartbeats_reuse_one_connection(
+    tmp_path: Path, make_outlet: MakeOutlet
+) -> None:
+    """httpx drops an idle connection after 5 s by default, the heartbeat interval: every
+    beat of an idle outlet was a new TCP connection (an accept and a close more for the web)."""
+    _, token = make_outlet("north")
+    beat = re.compile(r"^(\S+) .*\"POST /api/outlets/north/heartbeat\" 200", re.M)
+
+    with (
+        web_server(tmp_path) as (web, url),
+        agent(tmp_path, url, "north", token, stations="1", extra=("--heartbeat-interval", "6")),
+    ):
+        wait_for(
+            lambda: len(beat.findall(web.output())) >= 3,
+            timeout=40,
+            message="three heartbeats, 6 s apart",
+        )
+        clients = beat.findall(web.output())
+
+    assert len(set(clients[:3])) == 1, clients  # one client address:port, one connection
 
 
 @pytest.mark.parametrize("wait", ["0", "0.5", "61", "nan"])
