@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from daphne import http_protocol
+from twisted.web.test.requesthelper import DummyChannel
 
-from shop.body_limit import BodyLimit
+from shop.body_limit import BodyLimit, daphne_refuses_large_bodies
 from tests.body_flood import rss_kib, send_big_body
 from tests.processes import Process, web_server
 
@@ -123,3 +126,20 @@ def test_body_limit_middleware__hands_a_small_body_to_the_app_whole() -> None:
     ]
     sent, body, _ = run_body_limit(messages, [])
     assert sent == [] and body == b"1234567890"
+
+
+def test_daphne_request__leaves_a_form_body_to_the_application() -> None:
+    """Twisted parsed every POST's Content-Type and form body into ``args``, which Daphne
+    never reads; the body still reaches the application whole."""
+    daphne_refuses_large_bodies()
+    channel = DummyChannel()
+    channel.factory = SimpleNamespace(server=SimpleNamespace(protocol_connected=lambda p: None))  # type: ignore[attr-defined]
+    request = http_protocol.WebRequest(channel)
+    request.process = lambda: None  # Daphne's: hands the request to the application
+    body = b"username=north&password=secret"
+    request.gotLength(len(body))
+    request.handleContentChunk(body)
+    request.requestHeaders.setRawHeaders(b"content-type", [b"application/x-www-form-urlencoded"])
+    request.requestReceived(b"POST", b"/accounts/login/?next=/kitchen/", b"HTTP/1.1")
+    assert request.args == {b"next": [b"/kitchen/"]}  # the query string only
+    assert request.content.getvalue() == body
