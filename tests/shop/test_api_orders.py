@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -363,3 +365,20 @@ def test_place__random_bytes__never_a_500(
     assert response.status_code < 500
     if response.status_code != 202:
         assert row_counts() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_place__one_transaction_without_a_savepoint(
+    client: Client, shop: dict[str, Outlet]
+) -> None:
+    """Placing an order is one transaction: a nested one added a savepoint (two more round trips)."""
+    with CaptureQueriesContext(connection) as without_key:
+        assert post(client, TAKEAWAY).status_code == 202
+    with CaptureQueriesContext(connection) as with_key:
+        assert post(client, TAKEAWAY, **{"Idempotency-Key": "k-savepoint"}).status_code == 202
+    statements = [q["sql"].split()[0].upper() for q in without_key.captured_queries]
+    assert statements.count("BEGIN") == statements.count("COMMIT") == 1, statements
+    assert not any(s.startswith(("SAVEPOINT", "RELEASE")) for s in statements), statements
+    # With a key, the key's row and the order commit together (its savepoint catches a twin).
+    keyed = [q["sql"].split()[0].upper() for q in with_key.captured_queries]
+    assert keyed.count("COMMIT") == 1, keyed
