@@ -33,6 +33,12 @@ if _db.get("ENGINE") == "django.db.backends.postgresql" and "pool" not in _db.ge
 # Django is set up before anything imports models (the consumers do).
 django_application = get_asgi_application()
 
+from django.db import connection  # noqa: E402
+
+from shop.database import pool_check_quietly  # noqa: E402
+
+pool_check_quietly(connection)
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

@@ -17,10 +17,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def _terminate_pooled_backends() -> int:
     """End every client session of the test database but this one and the hearth-* ones
-    (listener, waker, heartbeats): the web process's pooled connections; how many."""
+    (listener, waker, heartbeats): the web process's pooled connections; how many. Each has
+    ended (its reason sent, its socket closed) when this returns."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a"
+            "SELECT pg_terminate_backend(a.pid, 10000) FROM pg_stat_activity a"
             " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
             " AND a.backend_type = 'client backend'"
             " AND a.application_name NOT LIKE 'hearth-%%'"  # its own listener, waker, beats
