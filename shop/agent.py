@@ -117,7 +117,10 @@ class Agent:
             base_url=config.server.rstrip("/"),
             headers={"Authorization": f"Bearer {config.token}"},
             timeout=REQUEST_TIMEOUT,
-            limits=httpx.Limits(keepalive_expiry=KEEP_ALIVE),
+            # httpx's own limits (100 connections, 20 kept), with a longer keep-alive.
+            limits=httpx.Limits(
+                max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEP_ALIVE
+            ),
             transport=transport,
         )
         self._made_fd: int | None = None

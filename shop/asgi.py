@@ -35,8 +35,9 @@ django_application = get_asgi_application()
 
 from django.db import connection  # noqa: E402
 
-from shop.database import pool_check_quietly  # noqa: E402
+from shop.pool_check import pool_check_quietly  # noqa: E402
 
+# No empty query before every request: a dead pooled connection has said so (pool_check).
 pool_check_quietly(connection)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -97,7 +97,7 @@ def daphne_refuses_large_bodies(limit: int = MAX_BODY) -> None:
 
     And leave the body to the application: Twisted parses a POST's Content-Type (through
     the ``email`` package) and any form body into ``request.args``, which Daphne never
-    reads. That was about a tenth of a heartbeat's cost, on every POST.
+    reads, on every POST.
     """
     from daphne import http_protocol
     from twisted.web import http

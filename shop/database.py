@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 from pathlib import Path
 from typing import Any
 
@@ -119,41 +118,3 @@ def django_database(
         "CONN_HEALTH_CHECKS": True,
         "TEST": {"NAME": f"test_{params.get('dbname') or DATABASE_NAME}"},
     }
-
-
-def pool_check_quietly(wrapper: Any) -> None:
-    """Make the pool of Django's ``wrapper`` (a connection) check the connections it lends
-    without a round trip, when it can. The pool is made now, opened at the first query.
-
-    Django's pool (``CONN_HEALTH_CHECKS``) runs an empty query on every connection it
-    lends: one more round trip to PostgreSQL for every request. A server that ended a
-    session (a restart, ``pg_terminate_backend``, an idle timeout) sends its reason and
-    closes the socket, so an idle connection with nothing to read is alive as far as an
-    empty query could tell; only one with something waiting is checked the slow way.
-    psycopg_pool takes its check only when the pool is made (Django makes it): this
-    swaps the check Django gave for this one, and leaves any other check alone.
-    """
-    from psycopg_pool import ConnectionPool
-
-    pool: Any = getattr(wrapper, "pool", None)  # None: this process does not pool
-    if getattr(pool, "_check", None) is ConnectionPool.check_connection:
-        pool._check = check_quietly
-
-
-def check_quietly(conn: Any) -> None:
-    """psycopg_pool's check (an empty query) only when the idle connection has something to read."""
-    from psycopg_pool import ConnectionPool
-
-    try:
-        fd = conn.pgconn.socket
-        idle = not conn.closed and not _readable(fd)
-    except Exception:  # noqa: BLE001 - a broken connection: the full check says so
-        idle = False
-    if not idle:
-        ConnectionPool.check_connection(conn)
-
-
-def _readable(fd: int) -> bool:
-    poller = select.poll()  # not select(): a busy web process has descriptors past 1,024
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -9,15 +11,28 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from shop.database import _readable, check_quietly, pool_check_quietly
+from shop.pool_check import check_quietly, pool_check_quietly, readable
+from tests.processes import process_env
 from tests.processes import test_database_url as database_url_of_tests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_pool_check__no_round_trip_for_a_quiet_connection__a_dead_one_replaced(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def full_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The backend pid of every connection given psycopg_pool's empty-query check."""
+    checked: list[int] = []
+    full_check = ConnectionPool.check_connection
+
+    def counted(conn: psycopg.Connection[Any]) -> None:
+        checked.append(conn.info.backend_pid)
+        full_check(conn)
+
+    monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(counted))
+    return checked
+
+
+def test_pool_check_quietly__swaps_the_empty_query_check_django_gives() -> None:
     # As Django makes its pool: the empty-query check on every connection lent.
     pool: ConnectionPool[Any] = ConnectionPool(
         database_url_of_tests(),
@@ -27,14 +42,15 @@ def test_pool_check__no_round_trip_for_a_quiet_connection__a_dead_one_replaced(
         open=False,
     )
     pool_check_quietly(type("Wrapper", (), {"pool": pool})())
-    full_checks: list[int] = []
-    full_check = ConnectionPool.check_connection
+    assert pool._check is check_quietly
 
-    def counted(conn: psycopg.Connection[Any]) -> None:
-        full_checks.append(conn.info.backend_pid)
-        full_check(conn)
 
-    monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(counted))
+def test_check_quietly__lends_a_quiet_connection_unchecked__a_dead_one_checked_and_replaced(
+    full_checks: list[int],
+) -> None:
+    pool: ConnectionPool[Any] = ConnectionPool(
+        database_url_of_tests(), min_size=1, max_size=1, check=check_quietly, open=False
+    )
     with pool:
         for _ in range(3):
             with pool.connection() as conn:
@@ -50,14 +66,35 @@ def test_pool_check__no_round_trip_for_a_quiet_connection__a_dead_one_replaced(
     assert again != pid
 
 
-def test_check_quietly__a_connection_with_a_notice_waiting_is_checked_and_still_lent() -> None:
-    # Something to read on a live connection (here a NOTIFY it listens for): the full check.
+def test_check_quietly__a_live_connection_with_something_to_read_gets_the_full_check(
+    full_checks: list[int],
+) -> None:
     with psycopg.connect(database_url_of_tests(), autocommit=True) as conn:
         conn.execute("LISTEN pool_check")
         with psycopg.connect(database_url_of_tests(), autocommit=True) as other:
             other.execute("NOTIFY pool_check")
-        deadline = time.monotonic() + 10
-        while not _readable(conn.pgconn.socket) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while not readable(conn.pgconn.socket) and time.monotonic() < deadline:
             time.sleep(0.01)
-        check_quietly(conn)  # does not raise: the empty query answered
+        assert readable(conn.pgconn.socket)  # the notification waits on the socket
+        check_quietly(conn)  # the empty query answers: no exception
+        assert full_checks == [conn.info.backend_pid]
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_web_process__its_pool_gets_the_quiet_check() -> None:
+    """shop.asgi swaps the check Django gave its pool (a psycopg_pool change would undo it)."""
+    probe = (
+        "import shop.asgi\n"
+        "from django.db import connection\n"
+        "from shop.pool_check import check_quietly\n"
+        "assert connection.pool._check is check_quietly, connection.pool._check\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
