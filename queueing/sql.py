@@ -438,6 +438,12 @@ OUTLET_BY_TOKEN_HASH = f"""
     LIMIT 1
 """
 
+# An outlet by its slug, whatever its state: every takeaway order names one, so it is a
+# named statement too.
+OUTLET_BY_SLUG = f"""
+    SELECT {", ".join(_OUTLET_COLUMNS)} FROM queueing_outlet WHERE slug = %(slug)s
+"""
+
 # Orders waiting for any outlet (their outlet died while none was alive).
 ORDERS_WAITING = """
     SELECT id, token, kind, zone, outlet_id, state, attempts

@@ -104,7 +104,15 @@ def outlet_authenticate(*, slug: str, token: str) -> Outlet | None:
 
 def outlet_by_token(*, token: str) -> Outlet | None:
     """The (not retired) outlet whose agent token this is, or None."""
-    row = fetch_one(sql.OUTLET_BY_TOKEN_HASH, {"token_hash": _token_hash(token)})
+    return _outlet_of(fetch_one(sql.OUTLET_BY_TOKEN_HASH, {"token_hash": _token_hash(token)}))
+
+
+def outlet_by_slug(*, slug: str) -> Outlet | None:
+    """The outlet with this slug, whatever its state, or None."""
+    return _outlet_of(fetch_one(sql.OUTLET_BY_SLUG, {"slug": slug}))
+
+
+def _outlet_of(row: dict[str, Any] | None) -> Outlet | None:
     return None if row is None else Outlet.from_db("default", list(row), list(row.values()))
 
 

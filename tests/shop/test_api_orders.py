@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from queueing.models import Order, OrderEvent, Outlet
 from queueing.services import outlet_drain, outlet_mark_down
 from shop.models import IdempotentRequest
+from shop.ordering import order_place, order_request_parse
 
 pytestmark = pytest.mark.django_db
 
@@ -382,3 +383,20 @@ def test_place__one_transaction_without_a_savepoint(
     # With a key, the key's row and the order commit together (its savepoint catches a twin).
     keyed = [q["sql"].split()[0].upper() for q in with_key.captured_queries]
     assert keyed.count("COMMIT") == 1, keyed
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("key", ["", "k-built"], ids=["no key", "key"])
+@pytest.mark.parametrize("body", [TAKEAWAY, DELIVERY], ids=["takeaway", "delivery"])
+def test_place__the_order_answered_is_the_row_written_and_is_not_read_back(
+    shop: dict[str, Outlet], body: dict[str, Any], key: str
+) -> None:
+    request = order_request_parse(body)
+    with CaptureQueriesContext(connection) as placing:
+        order, created = order_place(request=request, idempotency_key=key, body=b"{}")
+    assert created
+    assert not [q for q in placing.captured_queries if 'FROM "queueing_order"' in q["sql"]]
+    stored = Order.objects.get(pk=order.pk)
+    for name in (f.attname for f in Order._meta.concrete_fields):
+        assert getattr(order, name) == getattr(stored, name), name
+    assert order.outlet == stored.outlet == shop["north"]
