@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,7 +40,24 @@ from queueing.models import (
 
 
 def order_by_token(*, token: str) -> Order | None:
-    return Order.objects.select_related("outlet").filter(token=token).first()
+    """The order with this token, its outlet loaded with it; None when there is none.
+
+    A named statement (prepared on the server, no query built per call): every
+    customer's page, socket and status call starts here.
+    """
+    row = fetch_one(sql.ORDER_WITH_OUTLET, {"token": token})
+    if row is None:
+        return None
+    own = {name: value for name, value in row.items() if not name.startswith("outlet__")}
+    for name in ("lines", "customer"):  # Django's cursor hands jsonb over as text
+        if isinstance(own[name], str):
+            own[name] = json.loads(own[name])
+    names = [f.attname for f in Order._meta.concrete_fields]  # from_db takes the model's order
+    order = Order.from_db("default", names, [own[name] for name in names])
+    outlet = {n.removeprefix("outlet__"): v for n, v in row.items() if n.startswith("outlet__")}
+    if outlet["id"] is not None:
+        order.outlet = Outlet.from_db("default", list(outlet), list(outlet.values()))
+    return order
 
 
 def order_events(*, order: Order, after: int = 0) -> QuerySet[OrderEvent]:

@@ -438,6 +438,16 @@ OUTLET_BY_TOKEN_HASH = f"""
     LIMIT 1
 """
 
+# An order and its outlet by the order's token: a customer's page, socket and API calls
+# all start with it. Every column of both, the outlet's prefixed ``outlet__``.
+_ORDER_ALL_COLUMNS = (*_ORDER_COLUMNS, "customer", "claimed_at", "ready_at", "finished_at")
+ORDER_WITH_OUTLET = f"""
+    SELECT {", ".join(f"o.{c}" for c in _ORDER_ALL_COLUMNS)},
+           {", ".join(f"t.{c} AS outlet__{c}" for c in _OUTLET_COLUMNS)}
+    FROM queueing_order o LEFT JOIN queueing_outlet t ON t.id = o.outlet_id
+    WHERE o.token = %(token)s
+"""
+
 # An outlet by its slug, whatever its state: every takeaway order names one, so it is a
 # named statement too.
 OUTLET_BY_SLUG = f"""

@@ -14,6 +14,7 @@ from queueing import sql
 from queueing.errors import OutletUnavailable, QueueError
 from queueing.events import events_cursor, events_since
 from queueing.models import EventType, Order, OrderEvent, OrderState, Outlet, OutletState
+from queueing.selectors import order_by_token
 from queueing.services import order_enqueue, outlet_drain, outlet_mark_down, outlet_retire
 from queueing.services.routing import active_outlets, ring_of
 from tests import processes
@@ -285,3 +286,22 @@ def test_enqueue__take_down_waiting_on_a_placement_moves_the_new_order(
     moved, _ = result["value"]
     assert [t.id for t in moved] == [placed.id]
     assert Order.objects.get().outlet_id == soho.pk
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("has_outlet", [True, False], ids=["at an outlet", "waiting for one"])
+def test_order_by_token__is_the_stored_order_with_its_outlet(
+    make_outlet: MakeOutlet, django_assert_num_queries: Any, has_outlet: bool
+) -> None:
+    if has_outlet:
+        make_outlet("soho")
+    ticket = place(zone="zone-1")  # with no outlet alive it waits, outlet None
+    stored = Order.objects.select_related("outlet").get(pk=ticket.id)
+    with django_assert_num_queries(1):  # the outlet comes with it
+        found = order_by_token(token=ticket.token)
+        assert found is not None
+        assert found.outlet == stored.outlet
+    for name in (f.attname for f in Order._meta.concrete_fields):
+        assert getattr(found, name) == getattr(stored, name), name
+    assert isinstance(found.lines, list) and isinstance(found.customer, dict)
+    assert order_by_token(token="no-such-token") is None

@@ -326,6 +326,7 @@ def claims_params(big_queue: dict[str, Any]) -> dict[str, Any]:
         "ORDER_RECALL",
         "LEASE_RENEW",
         "ORDER_BY_TOKEN",
+        "ORDER_WITH_OUTLET",
         "ORDERS_TO_MOVE",
         "ORDERS_WAITING",
     ],
