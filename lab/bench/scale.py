@@ -503,7 +503,9 @@ def _report(result: Result) -> str:
             f"| {s.lost} of {s.expected} | {s.load:.1f} | {'yes' if s.holds else 'no'} |"
         )
     best = result.best
-    last = steps[-1] if steps else None
+    # The step after the best: the first that did not hold (the steps may have gone on past it).
+    later = [s for s in steps if best is None or s.rate > best.rate]
+    last = later[0] if later else None
     lost = sum(s.lost for s in steps)
     fleet = result.fleet
     fleet_line = (

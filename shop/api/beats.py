@@ -3,7 +3,7 @@
 An idle fleet's whole load is heartbeats: 1,000 outlets beating every 5 s are 200
 requests a second, all day. Through Django's handler each cost the web process about
 3.9 ms of CPU, and 1.6 ms through the API's short path (``ApiHandler``: a request
-object, the middleware, a pool thread); here (about 0.9 ms) a heartbeat is
+object, the middleware, a pool thread); here (about 0.5 ms, written with others) a heartbeat is
 checked by the view's own rules (``heartbeat_fields``), written by the engine's
 statement on a pooled async connection (``outlet_heartbeats_by_token_async``) and
 answered with the view's JSON (``heartbeat_answer``) after the checks and with the
