@@ -14,13 +14,14 @@ to the caller.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, models
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from psycopg.rows import dict_row
 
@@ -29,6 +30,8 @@ from queueing.wake import events_written
 timeouts_log = logging.getLogger("hearth.database")
 
 EVENT_ID_COLUMN = "event_id"
+
+M = TypeVar("M", bound=models.Model)
 
 
 # What each timeout's error looks like: (SQLSTATE, words of its message, setting).
@@ -116,3 +119,20 @@ def execute(statement: str, params: dict[str, Any]) -> int:
             timeout_logged(exc, where=f"statement {_statement_name(statement)!r}")
             raise
         return cursor.rowcount
+
+
+def model_from_row(model: type[M], row: dict[str, Any]) -> M:
+    """A ``model`` instance from a row of a named statement, as the ORM would load it.
+
+    Columns are matched to fields by name (``from_db`` takes them in the model's order);
+    a field the row does not carry is deferred, read from the database if it is used.
+    """
+    fields = [f for f in model._meta.concrete_fields if f.attname in row]
+    values = [_loaded(f, row[f.attname]) for f in fields]
+    return model.from_db("default", [f.attname for f in fields], values)
+
+
+def _loaded(field: models.Field[Any, Any], value: Any) -> Any:
+    if isinstance(field, models.JSONField) and isinstance(value, str):
+        return json.loads(value)  # Django's cursor hands jsonb over as text
+    return value

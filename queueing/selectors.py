@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +24,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from queueing import sql
-from queueing.db import fetch_all, fetch_one
+from queueing.db import fetch_all, fetch_one, model_from_row
 from queueing.models import (
     OPEN_STATES,
     EventType,
@@ -48,15 +47,10 @@ def order_by_token(*, token: str) -> Order | None:
     row = fetch_one(sql.ORDER_WITH_OUTLET, {"token": token})
     if row is None:
         return None
-    own = {name: value for name, value in row.items() if not name.startswith("outlet__")}
-    for name in ("lines", "customer"):  # Django's cursor hands jsonb over as text
-        if isinstance(own[name], str):
-            own[name] = json.loads(own[name])
-    names = [f.attname for f in Order._meta.concrete_fields]  # from_db takes the model's order
-    order = Order.from_db("default", names, [own[name] for name in names])
+    order = model_from_row(Order, {n: v for n, v in row.items() if not n.startswith("outlet__")})
     outlet = {n.removeprefix("outlet__"): v for n, v in row.items() if n.startswith("outlet__")}
     if outlet["id"] is not None:
-        order.outlet = Outlet.from_db("default", list(outlet), list(outlet.values()))
+        order.outlet = model_from_row(Outlet, outlet)
     return order
 
 

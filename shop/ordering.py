@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from queueing.db import fetch_all
+from queueing.db import fetch_all, model_from_row
 from queueing.models import Order, OrderKind, Outlet
 from queueing.services import order_enqueue
 from queueing.services.outlets import outlet_by_slug
@@ -95,7 +95,7 @@ def order_request_parse(payload: Any) -> OrderRequest:
         raise invalid("lines", f"at most {MAX_LINES} lines per order")
     slugs = [line.get("item") for line in raw_lines if isinstance(line, dict)]
     rows = fetch_all(MENU_ITEMS, {"slugs": [s for s in slugs if isinstance(s, str)]})
-    menu = {r["slug"]: MenuItem.from_db("default", list(r), list(r.values())) for r in rows}
+    menu = {r["slug"]: model_from_row(MenuItem, r) for r in rows}
     lines: list[dict[str, Any]] = []
     for i, line in enumerate(raw_lines):
         where = f"lines[{i}]"
@@ -202,11 +202,14 @@ def order_place(
 def _placed(ticket: Ticket, request: OrderRequest) -> Order:
     """The order just written, built from the row its statement returned (not read back)."""
     written: dict[str, Any] = {name: getattr(ticket, name) for name in Ticket.__dataclass_fields__}
-    written |= {"customer": request.customer, "claimed_at": None, "ready_at": None}
-    written["finished_at"] = None
-    # A column the row does not carry is left deferred: read from the database if used.
-    names = [f.attname for f in Order._meta.concrete_fields if f.attname in written]
-    order = Order.from_db("default", names, [written[name] for name in names])
+    # What the row does not carry: the customer as sent, and no times past the placing yet.
+    written |= {
+        "customer": request.customer,
+        "claimed_at": None,
+        "ready_at": None,
+        "finished_at": None,
+    }
+    order = model_from_row(Order, written)
     if request.outlet is not None and request.outlet.pk == ticket.outlet_id:
         order.outlet = request.outlet  # a takeaway's: a delivery's is read when it is asked for
     return order

@@ -15,7 +15,7 @@ from django.db import transaction
 from psycopg.types.json import Jsonb
 
 from queueing import sql
-from queueing.db import fetch_all, fetch_one
+from queueing.db import fetch_all, fetch_one, model_from_row
 from queueing.errors import InvalidState, NotFound, OutletNotEmpty
 from queueing.models import OPEN_STATES, Order, Outlet, OutletState
 from queueing.services.leadership import leader_fence
@@ -113,7 +113,7 @@ def outlet_by_slug(*, slug: str) -> Outlet | None:
 
 
 def _outlet_of(row: dict[str, Any] | None) -> Outlet | None:
-    return None if row is None else Outlet.from_db("default", list(row), list(row.values()))
+    return None if row is None else model_from_row(Outlet, row)
 
 
 def outlet_heartbeat(

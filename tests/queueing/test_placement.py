@@ -11,6 +11,7 @@ import pytest
 from django.db import connections, transaction
 
 from queueing import sql
+from queueing.db import model_from_row
 from queueing.errors import OutletUnavailable, QueueError
 from queueing.events import events_cursor, events_since
 from queueing.models import EventType, Order, OrderEvent, OrderState, Outlet, OutletState
@@ -305,3 +306,14 @@ def test_order_by_token__is_the_stored_order_with_its_outlet(
         assert getattr(found, name) == getattr(stored, name), name
     assert isinstance(found.lines, list) and isinstance(found.customer, dict)
     assert order_by_token(token="no-such-token") is None
+
+
+@pytest.mark.django_db
+def test_model_from_row__columns_by_name_in_any_order__a_missing_one_deferred(
+    make_outlet: MakeOutlet,
+) -> None:
+    soho = make_outlet("soho")[0]
+    built = model_from_row(Outlet, {"slug": "soho", "state": soho.state, "id": soho.pk})
+    assert (built.pk, built.slug, built.state) == (soho.pk, "soho", soho.state)
+    assert "name" in built.get_deferred_fields()
+    assert built.name == soho.name  # read when it is used
