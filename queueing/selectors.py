@@ -47,20 +47,31 @@ def order_by_token(*, token: str) -> Order | None:
     row = fetch_one(sql.ORDER_WITH_OUTLET, {"token": token})
     if row is None:
         return None
-    order = model_from_row(Order, {n: v for n, v in row.items() if not n.startswith("outlet__")})
-    outlet = {n.removeprefix("outlet__"): v for n, v in row.items() if n.startswith("outlet__")}
+    order = model_from_row(Order, _unprefixed(row, ""))
+    outlet = _unprefixed(row, "outlet__")
     if outlet["id"] is not None:
         order.outlet = model_from_row(Outlet, outlet)
     return order
 
 
-def order_events(*, order: Order, after: int = 0) -> QuerySet[OrderEvent]:
-    """The order's timeline, oldest first."""
-    return (
-        OrderEvent.objects.filter(order=order, id__gt=after)
-        .select_related("outlet", "from_outlet")
-        .order_by("id")
-    )
+def order_events(*, order: Order, after: int = 0) -> list[OrderEvent]:
+    """The order's timeline, oldest first, each event's outlets (slug and name) loaded with it."""
+    events = []
+    for row in fetch_all(sql.ORDER_EVENTS, {"order_id": order.pk, "after": after}):
+        event = model_from_row(OrderEvent, _unprefixed(row, ""))
+        for relation in ("outlet", "from_outlet"):
+            if row[f"{relation}_id"] is not None:
+                outlet = {"id": row[f"{relation}_id"], **_unprefixed(row, f"{relation}__")}
+                setattr(event, relation, model_from_row(Outlet, outlet))
+        events.append(event)
+    return events
+
+
+def _unprefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The columns of ``row`` named ``prefix…``, the prefix taken off; with "", the unprefixed ones."""
+    if not prefix:
+        return {n: v for n, v in row.items() if "__" not in n}
+    return {n.removeprefix(prefix): v for n, v in row.items() if n.startswith(prefix)}
 
 
 def outlet_queue(*, outlet: Outlet) -> QuerySet[Order]:

@@ -448,6 +448,20 @@ ORDER_WITH_OUTLET = f"""
     WHERE o.token = %(token)s
 """
 
+# An order's timeline, oldest first, with the slug and name of each event's outlets: the
+# customer's status call and page read it on every visit, so it is a named statement.
+ORDER_EVENTS = """
+    SELECT e.id, e.order_id, e.type, e.state, e.outlet_id, e.from_outlet_id, e.fence,
+           e.detail, e.at,
+           t.slug AS outlet__slug, t.name AS outlet__name,
+           f.slug AS from_outlet__slug, f.name AS from_outlet__name
+    FROM queueing_orderevent e
+    LEFT JOIN queueing_outlet t ON t.id = e.outlet_id
+    LEFT JOIN queueing_outlet f ON f.id = e.from_outlet_id
+    WHERE e.order_id = %(order_id)s AND e.id > %(after)s
+    ORDER BY e.id
+"""
+
 # An outlet by its slug, whatever its state: every takeaway order names one, so it is a
 # named statement too.
 OUTLET_BY_SLUG = f"""

@@ -15,7 +15,7 @@ from queueing.db import model_from_row
 from queueing.errors import OutletUnavailable, QueueError
 from queueing.events import events_cursor, events_since
 from queueing.models import EventType, Order, OrderEvent, OrderState, Outlet, OutletState
-from queueing.selectors import order_by_token
+from queueing.selectors import order_by_token, order_events
 from queueing.services import order_enqueue, outlet_drain, outlet_mark_down, outlet_retire
 from queueing.services.routing import active_outlets, ring_of
 from tests import processes
@@ -306,6 +306,38 @@ def test_order_by_token__is_the_stored_order_with_its_outlet(
         assert getattr(found, name) == getattr(stored, name), name
     assert isinstance(found.lines, list) and isinstance(found.customer, dict)
     assert order_by_token(token="no-such-token") is None
+
+
+@pytest.mark.django_db
+def test_order_events__the_stored_timeline_with_both_outlets_in_one_query(
+    make_outlet: MakeOutlet, django_assert_num_queries: Any
+) -> None:
+    make_outlet("soho")
+    make_outlet("camden")
+    ticket = place(zone="zone-1")
+    first = Outlet.objects.get(pk=ticket.outlet_id)
+    outlet_mark_down(outlet=first)  # the delivery order moves to the other outlet
+    stored = list(
+        OrderEvent.objects.filter(order_id=ticket.id)
+        .select_related("outlet", "from_outlet")
+        .order_by("id")
+    )
+    assert [e.type for e in stored] == ["placed", "rerouted"]
+    order = Order.objects.get(pk=ticket.id)
+    with django_assert_num_queries(1):  # the outlets' slugs and names come with it
+        found = order_events(order=order)
+        seen = [
+            (e.pk, e.type, e.state, e.fence, e.detail, e.at, e.outlet, e.from_outlet) for e in found
+        ]
+        names = [(e.outlet.slug, e.outlet.name) for e in found]
+        assert found[1].from_outlet is not None
+        assert (found[1].from_outlet.slug, found[1].from_outlet.name) == (first.slug, first.name)
+    assert seen == [
+        (e.pk, e.type, e.state, e.fence, e.detail, e.at, e.outlet, e.from_outlet) for e in stored
+    ]
+    assert names == [(e.outlet.slug, e.outlet.name) for e in stored]
+    assert found[0].from_outlet is None
+    assert order_events(order=order, after=stored[0].pk) == [found[1]]
 
 
 @pytest.mark.django_db

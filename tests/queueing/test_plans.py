@@ -327,6 +327,7 @@ def claims_params(big_queue: dict[str, Any]) -> dict[str, Any]:
         "LEASE_RENEW",
         "ORDER_BY_TOKEN",
         "ORDER_WITH_OUTLET",
+        "ORDER_EVENTS",
         "ORDERS_TO_MOVE",
         "ORDERS_WAITING",
     ],
@@ -341,6 +342,7 @@ def test_plan__fenced_writes_and_moves_use_indexes(
         "outlet_ids": [big_queue["outlet"].pk],
         "order_ids": [],
         "limit": 1000,
+        "after": 0,
     }
     assert_indexed(explain(getattr(sql, name), params, generic=generic))
 
