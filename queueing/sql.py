@@ -70,23 +70,42 @@ ORDER BY c.sort_key, c.id
 
 _RETURNING = f"RETURNING {order_columns('o')}"
 
-# Place an order. sort_key = now() - boost (see queueing.services.orders).
-ORDER_INSERT = with_events(f"""
+# Place an order at an outlet, if it still takes orders: ``held`` takes the outlet's row
+# FOR KEY SHARE until the placement commits (sort_key = now() - boost, see
+# queueing.services.orders). KEY SHARE conflicts with the FOR UPDATE under which an outlet
+# is taken down (drained, retired), so either the take-down waits for this order and moves
+# it with the rest, or this waits for the take-down, finds the outlet no longer active and
+# inserts nothing. The insert alone does not do it: Django's foreign keys are checked at
+# commit. One statement, so a placement outside a transaction is one commit and one round
+# trip (no BEGIN, no separate hold, no COMMIT).
+_ORDER_INSERT = """
     INSERT INTO queueing_order AS o
         (token, kind, zone, rush, quick, lines, customer, prep_seconds, state, cancel_reason,
          outlet_id, sort_key, fence, claimed_by, attempts, created_at)
-    VALUES
-        (%(token)s, %(kind)s, %(zone)s, %(rush)s, %(quick)s, %(lines)s, %(customer)s,
-         %(prep_seconds)s, 'queued', '', %(outlet_id)s,
-         now() - make_interval(secs => %(boost)s), 1, '', 0, now())
-    {_RETURNING}, NULL::bigint AS from_outlet_id, %(detail)s::jsonb AS event_detail
-""")
+    SELECT %(token)s, %(kind)s, %(zone)s, %(rush)s, %(quick)s, %(lines)s, %(customer)s,
+         %(prep_seconds)s, 'queued', '', held.id,
+         now() - make_interval(secs => %(boost)s), 1, '', 0, now()
+    FROM {held} AS held
+    {returning}, NULL::bigint AS from_outlet_id, %(detail)s::jsonb AS event_detail
+"""
+ORDER_INSERT = with_events(
+    _ORDER_INSERT.format(
+        held="""(
+        SELECT id FROM queueing_outlet
+        WHERE id = %(outlet_id)s AND state = 'active'
+        FOR KEY SHARE
+    )""",
+        returning=_RETURNING,
+    )
+)
 
-# Hold the outlet an order is being placed at, if it still takes orders, until the
-# placement commits. KEY SHARE conflicts with the FOR UPDATE under which an outlet is
-# taken down (drained, retired), so either the take-down waits for this order and moves
-# it with the rest, or this waits for the take-down and finds the outlet no longer
-# active. The insert alone does not do it: Django's foreign keys are checked at commit.
+# Place a delivery order that waits for an outlet (none is alive): no outlet to hold.
+ORDER_INSERT_WAITING = with_events(
+    _ORDER_INSERT.format(held="(SELECT NULL::bigint AS id)", returning=_RETURNING)
+)
+
+# Hold an outlet, if it still takes orders, until the caller's transaction ends (a manager
+# sends an order there: queueing.services.ways_out), as ORDER_INSERT's ``held`` does.
 OUTLET_HOLD_ACTIVE = """
     SELECT id FROM queueing_outlet
     WHERE id = %(outlet_id)s AND state = 'active'

@@ -6,7 +6,6 @@ import secrets
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from psycopg.types.json import Jsonb
 
 from queueing import sql
@@ -40,6 +39,7 @@ def order_enqueue(
 ) -> Ticket:
     """Queue an order: takeaway at its named outlet, delivery through the ring.
 
+    One statement and, outside a transaction, one commit (``sql.ORDER_INSERT``).
     A delivery order with no outlet alive is queued with no outlet and a
     "no outlet available" event; the notifier assigns it when one comes back.
     """
@@ -50,47 +50,43 @@ def order_enqueue(
     if kind == OrderKind.DELIVERY and not zone:
         # The zone is the routing key: without one the order would land anywhere.
         raise QueueError("a delivery order needs its delivery zone", field="zone")
-    with transaction.atomic():
-        chosen = _outlet_for(kind=kind, zone=zone, outlet=outlet)
-        rows = fetch_all(
-            sql.ORDER_INSERT,
-            {
-                "token": secrets.token_urlsafe(18),
-                "kind": kind,
-                "zone": zone,
-                "rush": rush,
-                "quick": quick,
-                "lines": Jsonb(lines),
-                "customer": Jsonb(customer),
-                "prep_seconds": prep_seconds,
-                "outlet_id": chosen.pk if chosen else None,
-                "boost": order_boost(quick=quick, rush=rush),
-                "event_type": "placed" if chosen else "waiting",
-                "detail": Jsonb({} if chosen else {"reason": "no outlet available"}),
-            },
-        )
-    return Ticket.from_row(rows[0])
-
-
-def _outlet_hold(outlet: RingMember) -> bool:
-    """Hold the outlet until the caller's transaction ends, if it still takes orders."""
-    return fetch_one(sql.OUTLET_HOLD_ACTIVE, {"outlet_id": outlet.pk}) is not None
-
-
-def _outlet_for(*, kind: str, zone: str, outlet: Outlet | None) -> RingMember | None:
-    """The outlet that takes the order, held for the caller's transaction; None: none is live.
-
-    An outlet can go down between reading the live outlets and holding one; the
-    next look no longer sees it. Should outlets keep dying under it, the order waits
-    with no outlet and the notifier assigns it, rather than this looping on.
-    """
+    placed = {
+        "token": secrets.token_urlsafe(18),
+        "kind": kind,
+        "zone": zone,
+        "rush": rush,
+        "quick": quick,
+        "lines": Jsonb(lines),
+        "customer": Jsonb(customer),
+        "prep_seconds": prep_seconds,
+        "boost": order_boost(quick=quick, rush=rush),
+        "event_type": "placed",
+        "detail": Jsonb({}),
+    }
     if kind == OrderKind.TAKEAWAY:
-        if outlet is None or not _outlet_hold(outlet):
+        row = _insert_held(placed, outlet) if outlet is not None else None
+        if not row:
             name = outlet.slug if outlet else "?"
             raise OutletUnavailable(f"outlet {name} is not taking orders right now", field="outlet")
-        return outlet
+        return Ticket.from_row(row)
+    # An outlet can go down between reading the live outlets and placing the order there;
+    # the next look no longer sees it. Should outlets keep dying under it, the order waits
+    # with no outlet and the notifier assigns it, rather than this looping on.
     for _ in range(10):
         chosen = Router.for_live_outlets(incoming=1).choose(zone)
-        if chosen is None or _outlet_hold(chosen):
-            return chosen
-    return None
+        if chosen is None:
+            break
+        row = _insert_held(placed, chosen)
+        if row:
+            return Ticket.from_row(row)
+    waiting = {
+        **placed,
+        "event_type": "waiting",
+        "detail": Jsonb({"reason": "no outlet available"}),
+    }
+    return Ticket.from_row(fetch_all(sql.ORDER_INSERT_WAITING, waiting)[0])
+
+
+def _insert_held(placed: dict[str, Any], outlet: RingMember) -> dict[str, Any] | None:
+    """Insert the order at ``outlet`` if it still takes orders (held until the commit); its row."""
+    return fetch_one(sql.ORDER_INSERT, {**placed, "outlet_id": outlet.pk})

@@ -84,6 +84,18 @@ def test_enqueue__takeaway_goes_to_its_named_outlet_with_one_placed_event(
     assert ticket.event_id == OrderEvent.objects.get(order_id=ticket.id).id
 
 
+@pytest.mark.django_db(transaction=True)
+def test_enqueue__takeaway_is_one_statement_in_autocommit(
+    make_outlet: MakeOutlet, django_assert_num_queries: Any
+) -> None:
+    """The outlet's hold, the order and its event in one statement: one round trip, one commit."""
+    soho = make_outlet("soho")[0]
+    with django_assert_num_queries(1) as ran:
+        ticket = place("takeaway", outlet=soho)
+    assert "FOR KEY SHARE" in ran.captured_queries[0]["sql"]
+    assert Order.objects.get().outlet_id == soho.pk == ticket.outlet_id
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("state", ["draining", "down", "retired", "missing"])
 def test_enqueue__takeaway_at_an_outlet_not_taking_orders_is_refused(

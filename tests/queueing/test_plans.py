@@ -327,7 +327,6 @@ def claims_params(big_queue: dict[str, Any]) -> dict[str, Any]:
         "LEASE_RENEW",
         "ORDER_BY_TOKEN",
         "ORDER_WITH_OUTLET",
-        "ORDER_EVENTS",
         "ORDERS_TO_MOVE",
         "ORDERS_WAITING",
     ],
@@ -342,9 +341,32 @@ def test_plan__fenced_writes_and_moves_use_indexes(
         "outlet_ids": [big_queue["outlet"].pk],
         "order_ids": [],
         "limit": 1000,
-        "after": 0,
     }
     assert_indexed(explain(getattr(sql, name), params, generic=generic))
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_plan__a_customers_timeline_reads_its_orders_events_by_index(
+    big_queue: dict[str, Any], generic: bool
+) -> None:
+    with connection.cursor() as cur:  # a busy day's events: 200,000 of 20,000 orders
+        cur.execute(
+            "INSERT INTO queueing_orderevent (order_id, type, state, fence, detail, at)"
+            " SELECT o.id, 'placed', 'queued', 1, '{}', now()"
+            " FROM (SELECT id FROM queueing_order ORDER BY id LIMIT 20000) AS o,"
+            " generate_series(1, 10)"
+            " RETURNING order_id"
+        )
+        order_id = cur.fetchone()[0]
+    nodes = explain(sql.ORDER_EVENTS, {"order_id": order_id, "after": 0}, generic=generic)
+    scans = [
+        (n["Node Type"], n.get("Index Name", ""))
+        for n in nodes
+        if n.get("Relation Name") == "queueing_orderevent"
+    ]
+    assert scans and all(kind != "Seq Scan" for kind, _ in scans), scans
+    # A bitmap scan names its index on the Bitmap Index Scan below the heap scan.
+    assert "event_by_order" in {n["Index Name"] for n in nodes if "Index Name" in n}, scans
 
 
 def test_plan__screens_selectors_use_indexes(big_queue: dict[str, Any]) -> None:
