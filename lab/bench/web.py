@@ -13,7 +13,10 @@ one active outlet takes takeaway orders. Side by side in one run:
 Every web configuration runs twice where a switch allows it: with the web
 path's optimisations (``HEARTH_API_FAST=1``, the default) and without
 (``HEARTH_API_FAST=0``: the full middleware stack and sync views, as before).
-The CPU time each web process used is read from /proc. The rate limit is off
+The CPU time each web process used is read from /proc. The whole set runs
+``ROUNDS`` times in turn and every figure is its median round's: on a shared
+machine the cores' speed drifts over minutes, and rows measured once each, one
+after the other, compared one minute's machine with another's. The rate limit is off
 for the bench (one client places every order); the body limit stays.
 """
 
@@ -51,6 +54,7 @@ CONNECTIONS = 32
 THREADS = 8  # in-process callers of order_submit()
 DURATION = 10.0
 QUICK_DURATION = 3.0
+ROUNDS = 3  # every row is the median of this many rounds (1 with --quick)
 ORDER = {
     "kind": "takeaway",
     "outlet": "bench",
@@ -260,6 +264,32 @@ def web_rate(
     )
 
 
+def _median(runs: list[Rate]) -> Rate:
+    """The run with the median rate (the lower middle of an even number)."""
+    return sorted(runs, key=_per_second)[(len(runs) - 1) // 2]
+
+
+def _rounds_note(rounds: int, yardsticks: list[Rate], samples: dict[str, list[Rate]]) -> str:
+    """How the rows were taken, and how far apart their rounds were."""
+    if rounds == 1:
+        return "One round: each row is one run."
+    ranges = "; ".join(
+        f"{label} " + "–".join(f"{r.per_second:,.0f}" for r in sorted(runs, key=_per_second))
+        for label, runs in samples.items()
+    )
+    return (
+        f"{rounds} rounds, each the in-process rate and then every web row in turn; each "
+        f"figure below is its median round's (this machine's speed drifts over minutes, so "
+        f"rows taken once each, one after another, were not comparable). In-process by "
+        f"round: {', '.join(f'{y.per_second:,.0f}' for y in yardsticks)}/s. Each row by "
+        f"round, lowest first: {ranges}."
+    )
+
+
+def _per_second(rate: Rate) -> float:
+    return rate.per_second
+
+
 def table(rates: list[Rate], yardstick: Rate, one_before: dict[str, float]) -> str:
     rows = [
         "| what | web processes | web path | per second | × in-process | × 1 process before "
@@ -293,29 +323,38 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
     server.recreate_database(name)
     stdout.write(f"bench web: database {name}, wrk -c{CONNECTIONS}, {duration:g} s per run\n")
     load_before = os.getloadavg()
-    rates: list[Rate] = []
+    rounds = 1 if quick else ROUNDS
+    samples: dict[str, list[Rate]] = {}
+    yardsticks: list[Rate] = []
     with _django_database(name), tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         _seed()
         token = order_submit(payload=ORDER)[0].token
-        yardstick = in_process_rate(duration)
-        stdout.write(f"in-process: {yardstick.per_second:,.0f} orders/s\n")
-        for what in ("POST", "GET"):
-            for processes, fast in ((1, False), (1, True), (cores, False), (cores, True)):
-                rate = web_rate(
-                    what,
-                    processes=processes,
-                    fast=fast,
-                    database=name,
-                    token=token,
-                    duration=duration,
-                    tmp=tmp,
-                )
-                rates.append(rate)
-                stdout.write(f"{rate.what} x{processes} fast={fast}: {rate.per_second:,.0f}/s\n")
-                stdout.flush()
-        _queue_reset(keep=token)
-        yardstick_after = in_process_rate(duration)
+        for round_ in range(1, rounds + 1):
+            _queue_reset(keep=token)
+            yardsticks.append(in_process_rate(duration))
+            stdout.write(
+                f"round {round_}/{rounds}: in-process {yardsticks[-1].per_second:,.0f} orders/s\n"
+            )
+            for what in ("POST", "GET"):
+                for processes, fast in ((1, False), (1, True), (cores, False), (cores, True)):
+                    rate = web_rate(
+                        what,
+                        processes=processes,
+                        fast=fast,
+                        database=name,
+                        token=token,
+                        duration=duration,
+                        tmp=tmp,
+                    )
+                    label = f"{what} ×{processes} {'optimised' if fast else 'as before'}"
+                    samples.setdefault(label, []).append(rate)
+                    stdout.write(
+                        f"{rate.what} x{processes} fast={fast}: {rate.per_second:,.0f}/s\n"
+                    )
+                    stdout.flush()
+    yardstick = _median(yardsticks)
+    rates = [_median(runs) for runs in samples.values()]
     one_before = {r.what: r.per_second for r in rates if r.processes == 1 and not r.fast}
     load_after = os.getloadavg()
     up = {r.what: r for r in rates if r.processes == cores and r.fast}
@@ -336,8 +375,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
         f"{os.cpu_count()} cores as the web processes and PostgreSQL. Load average (1/5/15 min) "
         f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f} at the start, "
         f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} at the end. "
-        f"The in-process rate, measured again after the web rows: "
-        f"{yardstick_after.per_second:,.0f}/s.\n\n"
+        f"{_rounds_note(rounds, yardsticks, samples)}\n\n"
         f"{table(rates, yardstick, one_before)}\n\n{verdict}\n"
     )
     stdout.write(body)
