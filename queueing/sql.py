@@ -73,9 +73,9 @@ _RETURNING = f"RETURNING {order_columns('o')}"
 # Place an order at an outlet, if it still takes orders: ``held`` takes the outlet's row
 # FOR KEY SHARE until the placement commits (sort_key = now() - boost, see
 # queueing.services.orders). KEY SHARE conflicts with the FOR UPDATE under which an outlet
-# is taken down (drained, retired), so either the take-down waits for this order and moves
-# it with the rest, or this waits for the take-down, finds the outlet no longer active and
-# inserts nothing. The insert alone does not do it: Django's foreign keys are checked at
+# is taken down (drained, marked down, retired), so either the take-down waits for this
+# order and moves it with the rest, or this waits for the take-down, finds the outlet no
+# longer active and inserts nothing. The insert alone does not do it: Django's foreign keys are checked at
 # commit. One statement, so a placement outside a transaction is one commit and one round
 # trip (no BEGIN, no separate hold, no COMMIT).
 _ORDER_INSERT = """

@@ -102,7 +102,7 @@ def daphne_refuses_large_bodies(limit: int = MAX_BODY) -> None:
     And leave the body to the application: Twisted parses a POST's Content-Type (through
     the ``email`` package) and any form body into ``request.args``, which Daphne never
     reads, on every POST. Nor does Twisted format an access-log line per request: Daphne
-    sends Twisted's log nowhere and writes its own access log (``--access-log``), yet
+    (below ``-v 2``, as ``up`` runs it) sends Twisted's log nowhere and writes its own access log (``--access-log``), yet
     the line was built for every request (4 % of a web process's CPU under load).
     """
     from daphne import http_protocol

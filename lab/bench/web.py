@@ -96,7 +96,8 @@ def _queue_reset(*, keep: str) -> None:
     Nothing claims the orders a row places, so the bench outlet's queue grows by
     thousands a row; every answer to ``POST /api/orders`` carries the new order's
     ready estimate, which reads the work queued ahead of it (``ORDER_WORK_AHEAD``,
-    one index range), so without this each row would pay for the rows before it.
+    one index range), so without this each row would pay for the rows before it. The
+    bench sends no Idempotency-Key and takes no payment, so nothing else refers to them.
     """
     with connection.cursor() as cursor:
         cursor.execute(

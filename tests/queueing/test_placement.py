@@ -17,6 +17,7 @@ from queueing.events import events_cursor, events_since
 from queueing.models import EventType, Order, OrderEvent, OrderState, Outlet, OutletState
 from queueing.selectors import order_by_token, order_events
 from queueing.services import order_enqueue, outlet_drain, outlet_mark_down, outlet_retire
+from queueing.services import orders as orders_service
 from queueing.services.routing import active_outlets, ring_of
 from tests import processes
 from tests.orders import LINES, place
@@ -244,7 +245,7 @@ def _in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str, A
     return thread, result
 
 
-def _someone_waits_for_a_lock() -> bool:
+def _lock_waiters() -> int:
     with connections["default"].cursor() as cur:
         # Inside a transaction pg_stat_activity is read once and kept: look afresh each time.
         cur.execute("SELECT pg_stat_clear_snapshot()")
@@ -252,7 +253,11 @@ def _someone_waits_for_a_lock() -> bool:
             "SELECT count(*) FROM pg_stat_activity "
             "WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
-        return bool(cur.fetchone()[0])
+        return int(cur.fetchone()[0])
+
+
+def _someone_waits_for_a_lock() -> bool:
+    return _lock_waiters() > 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -298,6 +303,40 @@ def test_enqueue__take_down_waiting_on_a_placement_moves_the_new_order(
     assert not thread.is_alive() and "error" not in result, result
     moved, _ = result["value"]
     assert [t.id for t in moved] == [placed.id]
+    assert Order.objects.get().outlet_id == soho.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue__take_down_waiting_on_a_placement_in_autocommit_moves_the_new_order(
+    make_outlet: MakeOutlet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A placement outside any transaction holds its outlet until its own statement commits."""
+    camden, soho = make_outlet("camden")[0], make_outlet("soho")[0]
+    zone = next(z for z in ZONES if first_choice(z) == "camden")
+    token = "placement-stalled-on-a-twin"
+    monkeypatch.setattr(orders_service.secrets, "token_urlsafe", lambda _: token)
+    with psycopg.connect(processes.test_database_url()) as twin:
+        # An uncommitted order with the same token at soho: the placement's insert, camden
+        # already held by its FROM, waits on the token's unique index until the twin ends.
+        twin.execute(
+            "INSERT INTO queueing_order (token, kind, zone, rush, quick, lines, customer,"
+            " prep_seconds, state, cancel_reason, outlet_id, sort_key, fence, claimed_by,"
+            " attempts, created_at) VALUES (%s, 'takeaway', '', false, false, '[]', '{}',"
+            " 60, 'queued', '', %s, now(), 1, '', 0, now())",
+            [token, soho.pk],
+        )
+        placing, placed = _in_thread(lambda: place(zone=zone))
+        wait_for(lambda: _lock_waiters() >= 1, timeout=10, message="the placement to wait")
+        taking, took = _in_thread(lambda: outlet_mark_down(outlet=camden))
+        wait_for(lambda: _lock_waiters() >= 2, timeout=10, message="the take-down to wait")
+        twin.rollback()
+    placing.join(10)
+    taking.join(10)
+    assert not placing.is_alive() and not taking.is_alive()
+    assert "error" not in placed and "error" not in took, (placed, took)
+    assert placed["value"].outlet_id == camden.pk  # placed there, then moved with the rest
+    moved, _ = took["value"]
+    assert [t.id for t in moved] == [placed["value"].id]
     assert Order.objects.get().outlet_id == soho.pk
 
 
