@@ -49,9 +49,12 @@ from shop.api.fast import ApiFastPath  # noqa: E402
 from shop.body_limit import BodyLimit, daphne_refuses_large_bodies  # noqa: E402
 from shop.collector import quiet_collector  # noqa: E402
 from shop.routing import websocket_urlpatterns  # noqa: E402
+from shop.serving import daphne_adjusted  # noqa: E402
 
 # Daphne reads a whole body before any ASGI code runs: refuse oversized ones as they arrive.
 daphne_refuses_large_bodies(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+# One connection accepted per wake-up, so the web processes on one socket share them.
+daphne_adjusted()
 
 application = ProtocolTypeRouter(
     {

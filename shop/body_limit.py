@@ -92,23 +92,15 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def _no_twisted_access_log(self: Any, request: Any) -> None:
-    """Daphne's own access log (``server.log_action``) is the one that is kept."""
-
-
 def daphne_refuses_large_bodies(limit: int = MAX_BODY) -> None:
     """Make Daphne answer 413 when the headers announce too much or a chunked body passes ``limit``.
 
     And leave the body to the application: Twisted parses a POST's Content-Type (through
     the ``email`` package) and any form body into ``request.args``, which Daphne never
-    reads, on every POST. Nor does Twisted format an access-log line per request: Daphne
-    (below ``-v 2``, as ``up`` runs it) sends Twisted's log nowhere and writes its own access log (``--access-log``), yet
-    the line was built for every request (4 % of a web process's CPU under load).
+    reads, on every POST.
     """
     from daphne import http_protocol
     from twisted.web import http
-
-    http_protocol.HTTPFactory.log = _no_twisted_access_log
 
     # Twisted knows no reason phrase for these; the status line read "Unknown Status".
     http.RESPONSES.setdefault(422, b"Unprocessable Content")

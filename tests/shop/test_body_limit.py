@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import io
 import json
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -150,14 +149,3 @@ def test_daphne_request__leaves_a_form_body_to_the_application() -> None:
     request.requestReceived(b"POST", b"/accounts/login/?next=/kitchen/", b"HTTP/1.1")
     assert request.args == {b"next": [b"/kitchen/"]}  # the query string only
     assert request.content.getvalue() == body
-
-
-def test_daphne_factory__builds_no_twisted_access_log_line() -> None:
-    """Daphne sends Twisted's log nowhere; the line Twisted formatted per request is not built."""
-    daphne_refuses_large_bodies()
-    factory = http_protocol.HTTPFactory(SimpleNamespace())
-    written = io.StringIO()
-    factory._logFile = written
-    factory._logFormatter = lambda *_: pytest.fail("an access-log line was formatted")
-    factory.log(SimpleNamespace())
-    assert written.getvalue() == ""

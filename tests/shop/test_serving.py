@@ -1,0 +1,46 @@
+"""Each web process's Daphne takes one connection per wake-up and builds no unread log line."""
+
+from __future__ import annotations
+
+import io
+import socket
+from types import SimpleNamespace
+
+import pytest
+from daphne import http_protocol
+from twisted.internet import epollreactor, tcp
+from twisted.internet.protocol import Factory, Protocol
+
+from shop.serving import daphne_adjusted
+
+
+def test_twisted_port__accepts_one_pending_connection_per_wake_up() -> None:
+    """A process woken by a burst takes one connection and goes back to its loop, so the
+    other processes on the same socket take theirs (Twisted took up to 100 at once)."""
+    daphne_adjusted()
+    reactor = epollreactor.EPollReactor()  # its own, not installed: no event loop runs
+    port = tcp.Port(0, Factory.forProtocol(Protocol), interface="127.0.0.1", reactor=reactor)
+    port.startListening()
+    clients = [socket.create_connection(("127.0.0.1", port.getHost().port)) for _ in range(5)]
+    try:
+        port.doRead()
+        assert port.sessionno == 1  # one of the five pending connections accepted
+        port.doRead()
+        assert port.sessionno == 2
+        port.numberAccepts += 20  # what Twisted does after a full batch
+        assert port.numberAccepts == 1
+    finally:
+        for client in clients:
+            client.close()
+        port.socket.close()
+
+
+def test_daphne_factory__builds_no_twisted_access_log_line() -> None:
+    """Daphne sends Twisted's log nowhere; the line Twisted formatted per request is not built."""
+    daphne_adjusted()
+    factory = http_protocol.HTTPFactory(SimpleNamespace())
+    written = io.StringIO()
+    factory._logFile = written
+    factory._logFormatter = lambda *_: pytest.fail("an access-log line was formatted")
+    factory.log(SimpleNamespace())
+    assert written.getvalue() == ""
