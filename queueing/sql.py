@@ -70,14 +70,14 @@ ORDER BY c.sort_key, c.id
 
 _RETURNING = f"RETURNING {order_columns('o')}"
 
-# Place an order at an outlet, if it still takes orders: ``held`` takes the outlet's row
-# FOR KEY SHARE until the placement commits (sort_key = now() - boost, see
-# queueing.services.orders). KEY SHARE conflicts with the FOR UPDATE under which an outlet
-# is taken down (drained, marked down, retired), so either the take-down waits for this
-# order and moves it with the rest, or this waits for the take-down, finds the outlet no
-# longer active and inserts nothing. The insert alone does not do it: Django's foreign keys are checked at
-# commit. One statement, so a placement outside a transaction is one commit and one round
-# trip (no BEGIN, no separate hold, no COMMIT).
+# Place an order at an outlet, if it still takes orders: ``held`` (OUTLET_HOLD_ACTIVE)
+# takes the outlet's row FOR KEY SHARE until the placement commits (sort_key = now() -
+# boost, see queueing.services.orders). KEY SHARE conflicts with the FOR UPDATE under
+# which an outlet is taken down (drained, marked down, retired), so either the take-down
+# waits for this order and moves it with the rest, or this waits for the take-down, finds
+# the outlet no longer active and inserts nothing. The insert alone does not do it:
+# Django's foreign keys are checked at commit. One statement, so a placement outside a
+# transaction is one commit and one round trip (no BEGIN, no separate hold, no COMMIT).
 _ORDER_INSERT = """
     INSERT INTO queueing_order AS o
         (token, kind, zone, rush, quick, lines, customer, prep_seconds, state, cancel_reason,
@@ -88,29 +88,23 @@ _ORDER_INSERT = """
     FROM {held} AS held
     {returning}, NULL::bigint AS from_outlet_id, %(detail)s::jsonb AS event_detail
 """
+
+# Hold an outlet, if it still takes orders, until the caller's transaction ends: the
+# ``held`` of ORDER_INSERT, and a manager sending an order there (queueing.services.ways_out).
+OUTLET_HOLD_ACTIVE = """
+    SELECT id FROM queueing_outlet
+    WHERE id = %(outlet_id)s AND state = 'active'
+    FOR KEY SHARE
+"""
+
 ORDER_INSERT = with_events(
-    _ORDER_INSERT.format(
-        held="""(
-        SELECT id FROM queueing_outlet
-        WHERE id = %(outlet_id)s AND state = 'active'
-        FOR KEY SHARE
-    )""",
-        returning=_RETURNING,
-    )
+    _ORDER_INSERT.format(held=f"({OUTLET_HOLD_ACTIVE})", returning=_RETURNING)
 )
 
 # Place a delivery order that waits for an outlet (none is alive): no outlet to hold.
 ORDER_INSERT_WAITING = with_events(
     _ORDER_INSERT.format(held="(SELECT NULL::bigint AS id)", returning=_RETURNING)
 )
-
-# Hold an outlet, if it still takes orders, until the caller's transaction ends (a manager
-# sends an order there: queueing.services.ways_out), as ORDER_INSERT's ``held`` does.
-OUTLET_HOLD_ACTIVE = """
-    SELECT id FROM queueing_outlet
-    WHERE id = %(outlet_id)s AND state = 'active'
-    FOR KEY SHARE
-"""
 
 # Claim up to %(limit)s orders of an outlet, ready ones without a holder first (made
 # already: the station hands them over, it does not cook them again), then the

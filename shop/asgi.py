@@ -53,7 +53,7 @@ from shop.serving import daphne_adjusted  # noqa: E402
 
 # Daphne reads a whole body before any ASGI code runs: refuse oversized ones as they arrive.
 daphne_refuses_large_bodies(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-# One connection accepted per wake-up, so the web processes on one socket share them.
+# Connections accepted in small batches, so the web processes on one socket share them.
 daphne_adjusted()
 
 application = ProtocolTypeRouter(
