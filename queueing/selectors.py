@@ -81,8 +81,19 @@ def outlet_queue(*, outlet: Outlet) -> QuerySet[Order]:
     ).order_by("sort_key", "id")
 
 
+# How many queued orders ahead an estimate reads at most: a busy Friday has a few dozen
+# queued at an outlet; 100 pizzas ahead is hours of work for any kitchen.
+ESTIMATE_DEPTH = 100
+
+
 def order_ready_estimate(*, order: Order, now: datetime | None = None) -> datetime | None:
-    """When the order should be ready: the work queued ahead of it at its outlet, shared by its stations."""
+    """When the order should be ready: the work queued ahead of it at its outlet, shared by its stations.
+
+    Exact while at most ``ESTIMATE_DEPTH`` orders are queued ahead of it; deeper in the
+    queue, only the first ``ESTIMATE_DEPTH`` are counted, so the time is the earliest it
+    can be ready (hours away in any kitchen), and reading it costs the same however long
+    the queue: every order answer carries this estimate.
+    """
     now = now or timezone.now()
     if order.state == OrderState.READY:
         return order.ready_at
@@ -94,7 +105,12 @@ def order_ready_estimate(*, order: Order, now: datetime | None = None) -> dateti
         return max(now, started + timedelta(seconds=order.prep_seconds))
     work = fetch_one(
         sql.ORDER_WORK_AHEAD,
-        {"outlet_id": order.outlet_id, "sort_key": order.sort_key, "now": now},
+        {
+            "outlet_id": order.outlet_id,
+            "sort_key": order.sort_key,
+            "now": now,
+            "depth": ESTIMATE_DEPTH,
+        },
     )
     assert work is not None
     ahead, remaining = work["ahead"], work["remaining"]

@@ -281,7 +281,12 @@ SCHEMAS: dict[str, Any] = {
                 "description": "How it was paid, marked by staff at hand-over; null: still owed.",
             },
             "cancel_reason": {"type": "string"},
-            "estimated_ready_at": {"type": ["string", "null"], "format": "date-time"},
+            "estimated_ready_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When it should be ready: the work queued ahead of it, shared by "
+                "the outlet's stations (with more than 100 orders ahead, the earliest it can be).",
+            },
             "status_url": {"type": "string", "description": "The customer's live page."},
         },
     },

@@ -10,6 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from queueing import selectors
 from queueing.models import Order, OrderState, Outlet
 from queueing.selectors import order_ready_estimate
 from queueing.services import order_enqueue
@@ -63,3 +64,22 @@ def test_estimate__an_order_first_in_line_waits_for_its_own_time_only(
     now = timezone.now()
     first = _queued(outlet, 90)
     assert order_ready_estimate(order=first, now=now) == now + timedelta(seconds=90)
+
+
+@pytest.mark.django_db
+def test_estimate__deep_in_a_long_queue_counts_the_first_orders_ahead_only(
+    make_outlet: MakeOutlet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ESTIMATE_DEPTH orders ahead the estimate is the earliest time: the first ones' work."""
+    monkeypatch.setattr(selectors, "ESTIMATE_DEPTH", 3)
+    outlet, _ = make_outlet("north")
+    now = timezone.now()
+    ahead = [_queued(outlet, seconds) for seconds in (100, 200, 300, 400)]
+    mine = _queued(outlet, 60)
+    for k, order in enumerate(ahead):  # in line by hand: one transaction, one now()
+        Order.objects.filter(pk=order.pk).update(sort_key=mine.sort_key - timedelta(seconds=9 - k))
+    second = Order.objects.get(pk=ahead[1].pk)
+    # Three of the four ahead are counted (100 + 200 + 300), over 2 stations, then its own 60 s.
+    assert order_ready_estimate(order=mine, now=now) == now + timedelta(seconds=600 / 2 + 60)
+    # Within the depth it is exact: one ahead of the second order.
+    assert order_ready_estimate(order=second, now=now) == now + timedelta(seconds=100 / 2 + 200)

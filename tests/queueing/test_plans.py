@@ -216,6 +216,33 @@ def test_plan__claim_reads_the_queue_in_claim_order_without_sorting_it(
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_plan__an_estimate_reads_the_queue_in_order_and_stops_at_its_depth(
+    deep_queue: dict[str, Any], generic: bool
+) -> None:
+    """At the back of a 1,990-order queue, the estimate reads ESTIMATE_DEPTH of it, unsorted."""
+    outlet = deep_queue["outlet"]
+    params = {
+        "outlet_id": outlet.pk,
+        "sort_key": timezone.now() + timedelta(hours=1),
+        "now": timezone.now(),
+        "depth": selectors.ESTIMATE_DEPTH,
+    }
+    nodes = explain(sql.ORDER_WORK_AHEAD, params, generic=generic)
+    assert_indexed(nodes, uses="order_claim_queue")
+    (limit,) = [n for n in nodes if n["Node Type"] == "Limit"]
+    (below,) = limit["Plans"]
+    assert below["Node Type"] == "Index Scan", (below["Node Type"], below.get("Sort Key"))
+    with connection.cursor() as cur:
+        cur.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql.ORDER_WORK_AHEAD}", params)
+        raw = cur.fetchone()[0]
+    document = json.loads(raw) if isinstance(raw, str) else raw
+    scans = [
+        n for n in plan_nodes(document[0]["Plan"]) if n.get("Index Name") == "order_claim_queue"
+    ]
+    assert [n["Actual Rows"] for n in scans] == [selectors.ESTIMATE_DEPTH]
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 @pytest.mark.parametrize("name", ["MARK_READY", "ORDER_COMPLETE"])
 def test_plan__fenced_batch_finds_its_rows_by_token(
     deep_queue: dict[str, Any], name: str, generic: bool
@@ -391,7 +418,12 @@ def test_plan__screens_selectors_use_indexes(big_queue: dict[str, Any]) -> None:
         assert_indexed(
             explain(
                 sql.ORDER_WORK_AHEAD,
-                {"outlet_id": outlet.pk, "sort_key": queued.sort_key, "now": timezone.now()},
+                {
+                    "outlet_id": outlet.pk,
+                    "sort_key": queued.sort_key,
+                    "now": timezone.now(),
+                    "depth": selectors.ESTIMATE_DEPTH,
+                },
             )
         )
     except AssertionError as exc:
