@@ -108,6 +108,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU seconds so far of every process named postgres on this machine (any server)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == "postgres":
+                total += cpu_seconds(int(stat.parent.name))
+        except OSError:
+            continue  # gone meanwhile
+    return total
+
+
 def resident_mib(pid: int) -> float:
     """A process's resident memory in MiB (Linux /proc; 0 elsewhere or once it is gone)."""
     try:

@@ -44,7 +44,14 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
 
-from lab.bench.harness import bench_database, cpu_seconds, ms, quantile, raise_open_files
+from lab.bench.harness import (
+    bench_database,
+    cpu_seconds,
+    ms,
+    postgres_cpu_seconds,
+    quantile,
+    raise_open_files,
+)
 from lab.bench.idle import CLAIM_WAIT, STATIONS, Fleet, seed_outlets
 from lab.bench.report import BENCHMARKS_MD, write_section
 from lab.bench.sockets import (
@@ -169,18 +176,6 @@ class DatabaseCpu:
         return {pid: cpu_seconds(pid) for pid in pids}
 
     @staticmethod
-    def server() -> float:
-        """CPU seconds so far of every process named postgres on this machine (any server)."""
-        total = 0.0
-        for stat in Path("/proc").glob("[0-9]*/comm"):
-            try:
-                if stat.read_text().strip() == "postgres":
-                    total += cpu_seconds(int(stat.parent.name))
-            except OSError:
-                continue  # gone meanwhile
-        return total
-
-    @staticmethod
     def used(before: dict[int, float], after: dict[int, float]) -> float:
         """CPU seconds between two samples; a backend that connected in between counts from 0."""
         return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
@@ -276,7 +271,7 @@ async def _measured(
     web_before = sum(cpu_seconds(p) for p in crowd.web_pids)
     client_before = sum(cpu_seconds(p) for p in client_pids)
     fleet_before = cpu_seconds(fleet_pid)
-    server_before = DatabaseCpu.server()
+    server_before = postgres_cpu_seconds()
     start = time.monotonic()
     await work()
     elapsed = time.monotonic() - start
@@ -285,7 +280,7 @@ async def _measured(
     step.client_cpu = (sum(cpu_seconds(p) for p in client_pids) - client_before) / elapsed
     step.fleet_cpu = (cpu_seconds(fleet_pid) - fleet_before) / elapsed
     step.db_cpu = DatabaseCpu.used(db_before, db_after) / elapsed
-    step.server_cpu = (DatabaseCpu.server() - server_before) / elapsed
+    step.server_cpu = (postgres_cpu_seconds() - server_before) / elapsed
     step.load = os.getloadavg()[0]
     for follower in crowd.followers:
         for event_id, latency, _type in follower.timed:

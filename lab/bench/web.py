@@ -8,7 +8,12 @@ one active outlet takes takeaway orders. Side by side in one run:
 - ``POST /api/orders`` through web processes started as ``up`` starts them (one
   listening socket passed to each daphne with ``--fd``), driven by ``wrk -s``
   with a Lua script, at 1 process and at ``up``'s default (one per core);
-- ``GET /api/orders/<token>`` the same way.
+- ``GET /api/orders/<token>`` the same way;
+- the same POST through the same daphne processes serving ``lab.bench.bare``, an
+  ASGI app that reads the body and answers, with no Django: what Daphne itself
+  costs a request. With PostgreSQL's and wrk's CPU per request (read from /proc and
+  from this process's finished children), it gives the most POSTs a second that
+  the machine's cores allow through any web tier on Daphne (``ceiling``).
 
 Every web configuration runs twice where a switch allows it: with the web
 path's optimisations (``HEARTH_API_FAST=1``, the default) and without
@@ -25,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -40,7 +46,7 @@ from typing import TextIO
 from django.conf import settings
 from django.db import connection
 
-from lab.bench.harness import cpu_seconds, free_port
+from lab.bench.harness import cpu_seconds, free_port, postgres_cpu_seconds
 from lab.bench.queue import _django_database
 from lab.bench.queue_peers import Server
 from lab.bench.report import write_section
@@ -78,6 +84,12 @@ class Rate:
     cpu_seconds: float  # the web processes' CPU (user + system) during the run
     duration: float
     latency: str = ""
+    database_cpu_seconds: float = 0.0  # every postgres process on the machine
+    client_cpu_seconds: float = 0.0  # wrk's
+
+    def per_request(self, seconds: float) -> float:
+        """Milliseconds of ``seconds`` (of CPU) per request answered."""
+        return 1000 * seconds / max(1.0, self.per_second * self.duration)
 
 
 def _seed() -> None:
@@ -106,6 +118,10 @@ def _queue_reset(*, keep: str) -> None:
             [keep],
         )
         cursor.execute("DELETE FROM queueing_order WHERE token <> %s", [keep])
+        # And the same tables: the deleted rows' index entries would otherwise lie at the
+        # head of the outlet's queue, stepped over by every estimate (and autovacuum would
+        # reclaim them during the next row, on its CPU) until a vacuum.
+        cursor.execute("VACUUM (ANALYZE) queueing_order, queueing_orderevent")
 
 
 def in_process_rate(duration: float) -> Rate:
@@ -115,6 +131,9 @@ def in_process_rate(duration: float) -> Rate:
     done = [0] * THREADS
     errors = [0] * THREADS
     stop = time.monotonic() + duration
+    # PostgreSQL's CPU is read off its backends, so they stay open until it has been.
+    worked = threading.Barrier(THREADS + 1)
+    measured = threading.Event()
 
     def work(i: int) -> None:
         try:
@@ -125,30 +144,44 @@ def in_process_rate(duration: float) -> Rate:
                 except Exception:
                     errors[i] += 1
         finally:
+            worked.wait()
+            measured.wait()
             connections.close_all()
 
     cpu = time.process_time()
+    database = postgres_cpu_seconds()
     start = time.perf_counter()
     threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
     for t in threads:
         t.start()
+    worked.wait()
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    database = postgres_cpu_seconds() - database
+    measured.set()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - start
     return Rate(
         what="order_submit() in-process",
         processes=None,
         fast=True,
         per_second=sum(done) / wall,
         errors=sum(errors),
-        cpu_seconds=time.process_time() - cpu,
+        cpu_seconds=cpu,
         duration=wall,
+        database_cpu_seconds=database,
     )
 
 
 @contextmanager
 def web_processes(
-    n: int, *, database: str, fast: bool, log_dir: Path, access_log: bool | None = None
+    n: int,
+    *,
+    database: str,
+    fast: bool,
+    log_dir: Path,
+    access_log: bool | None = None,
+    application: str = "shop.asgi:application",
 ) -> Iterator[tuple[str, list[int]]]:
     """``n`` daphne processes on one shared socket, started as ``up`` starts them.
 
@@ -178,6 +211,7 @@ def web_processes(
                         web_argv(
                             listening.fileno(),
                             access_log=str(log_dir / "access.log") if access_log else None,
+                            application=application,
                         ),
                         env=env,
                         stdout=log,
@@ -240,21 +274,33 @@ def _wrk(
     return rate, bad, latency
 
 
+# The row that POSTs the same order to lab.bench.bare: Daphne's own cost, no Django.
+BARE = "POST, Daphne alone"
+
+
 def web_rate(
     what: str, *, processes: int, fast: bool, database: str, token: str, duration: float, tmp: Path
 ) -> Rate:
+    """One wrk run: ``POST`` or ``GET`` through Hearth's web processes, or ``BARE``."""
     script = tmp / "post.lua"
     script.write_text(POST_LUA.format(body=json.dumps(ORDER)))
     _queue_reset(keep=token)
-    with web_processes(processes, database=database, fast=fast, log_dir=tmp) as (base, pids):
+    application = "lab.bench.bare:application" if what == BARE else "shop.asgi:application"
+    with web_processes(
+        processes, database=database, fast=fast, log_dir=tmp, application=application
+    ) as (base, pids):
         cpu = sum(cpu_seconds(p) for p in pids)
-        if what == "POST":
-            rate, bad, latency = _wrk(f"{base}/api/orders", duration=duration, script=str(script))
-        else:
+        database_cpu = postgres_cpu_seconds()
+        client_cpu = _children_cpu_seconds()
+        if what == "GET":
             rate, bad, latency = _wrk(f"{base}/api/orders/{token}", duration=duration)
+        else:
+            rate, bad, latency = _wrk(f"{base}/api/orders", duration=duration, script=str(script))
         cpu = sum(cpu_seconds(p) for p in pids) - cpu
+        database_cpu = postgres_cpu_seconds() - database_cpu
+        client_cpu = _children_cpu_seconds() - client_cpu  # wrk has exited and been waited for
     return Rate(
-        what=f"{what} /api/orders" + ("" if what == "POST" else "/<token>"),
+        what={"POST": "POST /api/orders", "GET": "GET /api/orders/<token>"}.get(what, what),
         processes=processes,
         fast=fast,
         per_second=rate,
@@ -262,7 +308,15 @@ def web_rate(
         cpu_seconds=cpu,
         duration=duration,
         latency=latency,
+        database_cpu_seconds=database_cpu,
+        client_cpu_seconds=client_cpu,
     )
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU of this process's finished children (wrk, once waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _median(runs: list[Rate]) -> Rate:
@@ -294,23 +348,54 @@ def _per_second(rate: Rate) -> float:
 def table(rates: list[Rate], yardstick: Rate, one_before: dict[str, float]) -> str:
     rows = [
         "| what | web processes | web path | per second | × in-process | × 1 process before "
-        "| web CPU per request | p50 / p99 | errors |",
+        "| CPU per request: web / PostgreSQL / wrk | p50 / p99 | errors |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |",
         f"| {yardstick.what} ({THREADS} threads) | – | – | {yardstick.per_second:,.0f} | 1.00× | – "
-        f"| {1000 * yardstick.cpu_seconds / max(1, yardstick.per_second * yardstick.duration):.2f} ms "
-        f"| – | {yardstick.errors} |",
+        f"| {_cpu(yardstick)} | – | {yardstick.errors} |",
     ]
     for r in rates:
         vs_in = f"{r.per_second / yardstick.per_second:.2f}×" if r.what.startswith("POST") else "–"
         base = one_before.get(r.what)
         vs_one = f"{r.per_second / base:.2f}×" if base else "–"
-        per_request = 1000 * r.cpu_seconds / max(1, r.per_second * r.duration)
+        path = "no Django" if r.what == BARE else "optimised" if r.fast else "as before"
         rows.append(
-            f"| {r.what} | {r.processes} | {'optimised' if r.fast else 'as before'} "
-            f"| {r.per_second:,.0f} | {vs_in} | {vs_one} | {per_request:.2f} ms | {r.latency} "
-            f"| {r.errors} |"
+            f"| {r.what} | {r.processes} | {path} | {r.per_second:,.0f} | {vs_in} | {vs_one} "
+            f"| {_cpu(r)} | {r.latency} | {r.errors} |"
         )
     return "\n".join(rows)
+
+
+def _cpu(r: Rate) -> str:
+    """Milliseconds of CPU per request: the web processes' (in-process: the caller's),
+    PostgreSQL's and wrk's."""
+    client = f"{r.per_request(r.client_cpu_seconds):.2f}" if r.processes else "–"
+    return (
+        f"{r.per_request(r.cpu_seconds):.2f} / {r.per_request(r.database_cpu_seconds):.2f} "
+        f"/ {client} ms"
+    )
+
+
+def ceiling(yardstick: Rate, bare: Rate, post: Rate) -> tuple[float, str]:
+    """The most POSTs a second this machine's cores allow through any Daphne web tier.
+
+    Each POST costs at least Daphne's own work (``bare``), the order's own work
+    (the in-process CPU per order), PostgreSQL's and the load generator's (both read
+    off the ``post`` row): the cores divided by their sum.
+    """
+    parts = {
+        "Daphne alone": bare.per_request(bare.cpu_seconds),
+        "the order's own work (in-process)": yardstick.per_request(yardstick.cpu_seconds),
+        "PostgreSQL": post.per_request(post.database_cpu_seconds),
+        "wrk": post.per_request(post.client_cpu_seconds),
+    }
+    cores = os.cpu_count() or 1
+    most = cores * 1000 / sum(parts.values())
+    said = " + ".join(f"{name} {ms:.2f} ms" for name, ms in parts.items())
+    return most, (
+        f"What the machine allows: each POST costs at least {said} of CPU = "
+        f"{sum(parts.values()):.2f} ms; {cores} cores allow at most {most:,.0f} POSTs/s "
+        f"through web processes on Daphne, {most / yardstick.per_second:.2f}× the in-process rate."
+    )
 
 
 def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
@@ -337,8 +422,11 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
             stdout.write(
                 f"round {round_}/{rounds}: in-process {yardsticks[-1].per_second:,.0f} orders/s\n"
             )
-            for what in ("POST", "GET"):
-                for processes, fast in ((1, False), (1, True), (cores, False), (cores, True)):
+            for what in ("POST", BARE, "GET"):
+                configurations = [(1, False), (1, True), (cores, False), (cores, True)]
+                if what == BARE:
+                    configurations = [(cores, True)]
+                for processes, fast in configurations:
                     rate = web_rate(
                         what,
                         processes=processes,
@@ -348,7 +436,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
                         duration=duration,
                         tmp=tmp,
                     )
-                    label = f"{what} ×{processes} {'optimised' if fast else 'as before'}"
+                    label = f"{rate.what} ×{processes} {'optimised' if fast else 'as before'}"
                     samples.setdefault(label, []).append(rate)
                     stdout.write(
                         f"{rate.what} x{processes} fast={fast}: {rate.per_second:,.0f}/s\n"
@@ -367,7 +455,8 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
         f"process as before (target 3×: {'met' if get >= 3 else 'not met'}). "
         '"As before" is the full middleware stack through Django\'s ASGI handler, with '
         "Daphne's access log written to a file as `up` used to; both paths already read the "
-        "ready estimate in one statement (that change is in both rows)."
+        "ready estimate in one statement (that change is in both rows). "
+        + ceiling(yardstick, up[BARE], up["POST /api/orders"])[1]
     )
     body = (
         f"Targets: `POST /api/orders` through the web tier ≥ 0.8× the in-process "

@@ -186,7 +186,9 @@ class Command(BaseCommand):
             self.stdout.write("Hearth stopped")
 
 
-def web_argv(fd: int, *, access_log: str | None) -> list[str]:
+def web_argv(
+    fd: int, *, access_log: str | None, application: str = "shop.asgi:application"
+) -> list[str]:
     """One web process serving on the listening socket ``fd``; with an access log or none."""
     # One line per request would bury the console: in a file, or (the default) not at all,
     # since writing it costs each request time in the process's one event loop. Daphne
@@ -204,7 +206,7 @@ def web_argv(fd: int, *, access_log: str | None) -> list[str]:
         "--ping-timeout",
         "30",
         *log,
-        "shop.asgi:application",
+        application,
     ]
 
 
