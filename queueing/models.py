@@ -138,10 +138,9 @@ class Order(models.Model):
                 condition=Q(state="queued"),
             ),
             # Health and rerouting: open orders per outlet. In claim order within a state
-            # too, so that a scan of one outlet's queue through this index is as bounded as
-            # through the one above: on statistics taken while a queue was near empty, the
-            # planner held both to read one row, and took this (smaller) one and sorted
-            # the whole queue for every claim and every estimate.
+            # too: the planner may read an outlet's queue through this index instead of
+            # the one above (on statistics that say the queue is short, both cost one
+            # row), and it must then stop after the rows it needs, not sort the queue.
             models.Index(
                 fields=["outlet", "state", "sort_key", "id"],
                 name="order_open_by_outlet",

@@ -82,7 +82,7 @@ def outlet_queue(*, outlet: Outlet) -> QuerySet[Order]:
 
 
 # How many queued orders ahead an estimate reads at most: a busy Friday has a few dozen
-# queued at an outlet; 100 pizzas ahead is hours of work for any kitchen.
+# queued at an outlet; 100 pizzas ahead is hours of work for a kitchen of two stations.
 ESTIMATE_DEPTH = 100
 
 
@@ -91,8 +91,8 @@ def order_ready_estimate(*, order: Order, now: datetime | None = None) -> dateti
 
     Exact while at most ``ESTIMATE_DEPTH`` orders are queued ahead of it; deeper in the
     queue, only the first ``ESTIMATE_DEPTH`` are counted, so the time is the earliest it
-    can be ready (hours away in any kitchen), and reading it costs the same however long
-    the queue: every order answer carries this estimate.
+    can be ready, and reading it costs the same however long the queue: every order
+    answer carries this estimate.
     """
     now = now or timezone.now()
     if order.state == OrderState.READY:
@@ -108,6 +108,7 @@ def order_ready_estimate(*, order: Order, now: datetime | None = None) -> dateti
         {
             "outlet_id": order.outlet_id,
             "sort_key": order.sort_key,
+            "id": order.pk,
             "now": now,
             "depth": ESTIMATE_DEPTH,
         },

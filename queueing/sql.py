@@ -309,7 +309,7 @@ OUTLET_LOAD = """
 """
 
 # The work ahead of a queued order at its outlet, in one round trip: the first %(depth)s
-# queued orders before it (seconds), and what is left of those being prepared (a claim
+# queued orders before it in claim order (seconds), and what is left of those being prepared (a claim
 # without a time counts whole). The queue is read in claim order and the read stops at
 # the depth, so an estimate costs the same at the back of a queue of 10,000 as at its
 # front (queueing.selectors.ESTIMATE_DEPTH).
@@ -326,7 +326,8 @@ ORDER_WORK_AHEAD = """
         FROM (
             SELECT prep_seconds
             FROM queueing_order
-            WHERE outlet_id = %(outlet_id)s AND state = 'queued' AND sort_key < %(sort_key)s
+            WHERE outlet_id = %(outlet_id)s AND state = 'queued'
+              AND (sort_key, id) < (%(sort_key)s, %(id)s)
             ORDER BY sort_key, id
             LIMIT %(depth)s
         ) first_ahead

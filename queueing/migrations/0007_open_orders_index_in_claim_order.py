@@ -3,13 +3,17 @@
 from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
 
+NEW = "order_open_by_outlet_new"
+
 
 class Migration(migrations.Migration):
     """order_open_by_outlet in claim order within a state (see Order.Meta).
 
-    Concurrently, so a live chain keeps taking orders while the index is rebuilt;
-    for the moment between the two, the open-order scans use order_claim_queue and
-    order_lease_expiry.
+    The new index is built beside the old one, concurrently, then the old one is
+    dropped and the new one takes its name: a live chain keeps taking orders, and the
+    open-order scans (``state IN ('queued', 'preparing', 'ready')``, which no other
+    partial index serves) always have one of the two. A build that failed leaves an
+    invalid index behind; the first step drops it, so the migration can run again.
     """
 
     atomic = False
@@ -19,16 +23,17 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        RemoveIndexConcurrently(
-            model_name="order",
-            name="order_open_by_outlet",
+        migrations.RunSQL(
+            f"DROP INDEX CONCURRENTLY IF EXISTS {NEW}", reverse_sql=migrations.RunSQL.noop
         ),
         AddIndexConcurrently(
             model_name="order",
             index=models.Index(
                 condition=models.Q(("state__in", ["queued", "preparing", "ready"])),
                 fields=["outlet", "state", "sort_key", "id"],
-                name="order_open_by_outlet",
+                name=NEW,
             ),
         ),
+        RemoveIndexConcurrently(model_name="order", name="order_open_by_outlet"),
+        migrations.RenameIndex(model_name="order", new_name="order_open_by_outlet", old_name=NEW),
     ]

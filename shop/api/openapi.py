@@ -14,6 +14,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from queueing.selectors import ESTIMATE_DEPTH
 from shop.api.common import api_view
 
 MAX_QTY = 50
@@ -285,7 +286,8 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["string", "null"],
                 "format": "date-time",
                 "description": "When it should be ready: the work queued ahead of it, shared by "
-                "the outlet's stations (with more than 100 orders ahead, the earliest it can be).",
+                f"the outlet's stations (with more than {ESTIMATE_DEPTH} orders ahead, the "
+                "earliest it can be).",
             },
             "status_url": {"type": "string", "description": "The customer's live page."},
         },
