@@ -108,15 +108,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU seconds so far of every process named postgres on this machine (any server)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/comm"):
+def postmaster_pid(conninfo: str) -> int:
+    """The pid of the PostgreSQL server that ``conninfo`` reaches (same machine): its backends' parent."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """User + system CPU seconds so far of one PostgreSQL server, all its processes.
+
+    The postmaster's own, every process it has reaped (backends and autovacuum workers
+    that came and went: their CPU is added to its children's counts when they exit), and
+    every one still running. Linux /proc; 0 once the server is gone.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        own = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    total = sum(int(own[k]) for k in (11, 12, 13, 14)) / ticks  # utime stime cutime cstime
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if stat.read_text().strip() == "postgres":
-                total += cpu_seconds(int(stat.parent.name))
+            fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
-            continue  # gone meanwhile
+            continue  # gone meanwhile (then counted in the postmaster's children)
+        if int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / ticks
     return total
 
 

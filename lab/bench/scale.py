@@ -48,9 +48,10 @@ from lab.bench.harness import (
     bench_database,
     cpu_seconds,
     ms,
-    postgres_cpu_seconds,
+    postmaster_pid,
     quantile,
     raise_open_files,
+    server_cpu_seconds,
 )
 from lab.bench.idle import CLAIM_WAIT, STATIONS, Fleet, seed_outlets
 from lab.bench.report import BENCHMARKS_MD, write_section
@@ -118,7 +119,7 @@ QUICK = Plan(
 @dataclass
 class Step(Phase):
     db_cpu: float = 0.0  # cores the bench database's backends used over the step
-    server_cpu: float = 0.0  # cores every postgres process on the machine used
+    server_cpu: float = 0.0  # cores the whole PostgreSQL server used (harness.server_cpu_seconds)
     client_cpu: float = 0.0  # cores this process (the sockets) and the fleet's process used
     fleet_cpu: float = 0.0  # of which the fleet's
     by_kind: dict[str, list[float]] = field(default_factory=dict)  # socket kind -> latencies
@@ -162,6 +163,7 @@ class DatabaseCpu:
     def __init__(self, conninfo: str, name: str) -> None:
         self.conninfo = conninfo
         self.name = name
+        self.postmaster = postmaster_pid(conninfo)
 
     def sample(self) -> dict[int, float]:
         """pid -> CPU seconds so far, for every backend connected to the database now."""
@@ -271,7 +273,7 @@ async def _measured(
     web_before = sum(cpu_seconds(p) for p in crowd.web_pids)
     client_before = sum(cpu_seconds(p) for p in client_pids)
     fleet_before = cpu_seconds(fleet_pid)
-    server_before = postgres_cpu_seconds()
+    server_before = server_cpu_seconds(database.postmaster)
     start = time.monotonic()
     await work()
     elapsed = time.monotonic() - start
@@ -280,7 +282,7 @@ async def _measured(
     step.client_cpu = (sum(cpu_seconds(p) for p in client_pids) - client_before) / elapsed
     step.fleet_cpu = (cpu_seconds(fleet_pid) - fleet_before) / elapsed
     step.db_cpu = DatabaseCpu.used(db_before, db_after) / elapsed
-    step.server_cpu = (postgres_cpu_seconds() - server_before) / elapsed
+    step.server_cpu = (server_cpu_seconds(database.postmaster) - server_before) / elapsed
     step.load = os.getloadavg()[0]
     for follower in crowd.followers:
         for event_id, latency, _type in follower.timed:
@@ -530,8 +532,8 @@ anything else running (the load is the 1-minute load average at the end of each 
 
 Web CPU is the web processes' user + system time, database CPU that of the backends connected
 to the bench database (`pg_stat_activity.pid` at the start and end of the step, from `/proc`),
-"all PostgreSQL" that of every `postgres` process on the machine (the server's background
-writers, other databases' work and other engineers' servers included: the machine is shared),
+"all PostgreSQL" that of the whole server (its postmaster, every process it has running or has
+reaped: background writers, autovacuum and other databases' work included, not other servers),
 client CPU that of the two client processes (the fleet's in brackets), each as a share of one core over the
 step (placing, then draining: until every order is completed and every socket has what the
 table says it should). API is the order POST, sent → answered at the client. Commit → screen
@@ -617,7 +619,7 @@ def _plot(result: Result, out_dir: Path) -> list[Path]:
         ("web", [s.web_cpu for s in steps], idle.web_cpu if idle else None, "C0"),
         ("database", [s.db_cpu for s in steps], idle.db_cpu if idle else None, "C1"),
         ("clients", [s.client_cpu for s in steps], idle.client_cpu if idle else None, "C2"),
-        ("all PostgreSQL on the machine", [s.server_cpu for s in steps], None, "C3"),
+        ("all of PostgreSQL", [s.server_cpu for s in steps], None, "C3"),
     ):
         cpu.plot(rates, [100 * v for v in values], "o-", color=colour, label=label)
         if standing is not None:

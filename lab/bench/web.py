@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import tempfile
@@ -46,7 +45,7 @@ from typing import TextIO
 from django.conf import settings
 from django.db import connection
 
-from lab.bench.harness import cpu_seconds, free_port, postgres_cpu_seconds
+from lab.bench.harness import cpu_seconds, free_port, postmaster_pid, server_cpu_seconds
 from lab.bench.queue import _django_database
 from lab.bench.queue_peers import Server
 from lab.bench.report import write_section
@@ -84,7 +83,7 @@ class Rate:
     cpu_seconds: float  # the web processes' CPU (user + system) during the run
     duration: float
     latency: str = ""
-    database_cpu_seconds: float = 0.0  # every postgres process on the machine
+    database_cpu_seconds: float = 0.0  # the whole PostgreSQL server's
     client_cpu_seconds: float = 0.0  # wrk's
 
     def per_request(self, seconds: float) -> float:
@@ -106,10 +105,10 @@ def _queue_reset(*, keep: str) -> None:
     """Every row starts from the same queue: the followed order alone.
 
     Nothing claims the orders a row places, so the bench outlet's queue grows by
-    thousands a row; every answer to ``POST /api/orders`` carries the new order's
-    ready estimate, which reads the work queued ahead of it (``ORDER_WORK_AHEAD``,
-    one index range), so without this each row would pay for the rows before it. The
-    bench sends no Idempotency-Key and takes no payment, so nothing else refers to them.
+    thousands a row, and tables and indexes with it; each row starts from the same size.
+    (Every answer to ``POST /api/orders`` carries the new order's ready estimate, which
+    reads at most ``ESTIMATE_DEPTH`` orders of the queue ahead.) The bench sends no
+    Idempotency-Key and takes no payment, so nothing else refers to them.
     """
     with connection.cursor() as cursor:
         cursor.execute(
@@ -124,14 +123,14 @@ def _queue_reset(*, keep: str) -> None:
         cursor.execute("VACUUM (ANALYZE) queueing_order, queueing_orderevent")
 
 
-def in_process_rate(duration: float) -> Rate:
+def in_process_rate(duration: float, *, postmaster: int) -> Rate:
     """Orders per second from ``THREADS`` threads calling order_submit() for ``duration``."""
     from django.db import connections
 
     done = [0] * THREADS
     errors = [0] * THREADS
     stop = time.monotonic() + duration
-    # PostgreSQL's CPU is read off its backends, so they stay open until it has been.
+    # The threads stop together, and keep their connections until the clock has stopped.
     worked = threading.Barrier(THREADS + 1)
     measured = threading.Event()
 
@@ -149,18 +148,20 @@ def in_process_rate(duration: float) -> Rate:
             connections.close_all()
 
     cpu = time.process_time()
-    database = postgres_cpu_seconds()
+    database = server_cpu_seconds(postmaster)
     start = time.perf_counter()
     threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
     for t in threads:
         t.start()
-    worked.wait()
-    wall = time.perf_counter() - start
-    cpu = time.process_time() - cpu
-    database = postgres_cpu_seconds() - database
-    measured.set()
-    for t in threads:
-        t.join()
+    try:
+        worked.wait()
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        database = server_cpu_seconds(postmaster) - database
+    finally:
+        measured.set()
+        for t in threads:
+            t.join()
     return Rate(
         what="order_submit() in-process",
         processes=None,
@@ -255,12 +256,19 @@ def web_processes(
 
 def _wrk(
     url: str, *, duration: float, connections: int = CONNECTIONS, script: str | None = None
-) -> tuple[float, int, str]:
-    """(requests/s, non-2xx answers and socket errors, latency p50/p99) from one wrk run."""
+) -> tuple[float, int, str, float]:
+    """(requests/s, non-2xx answers and socket errors, latency p50/p99, wrk's CPU seconds)."""
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     if script:
         argv += ["-s", script]
-    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    child = subprocess.Popen([*argv, url], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)  # wrk's own CPU, as it exits
+    child.returncode = os.waitstatus_to_exitcode(status)
+    child.stdout.close()
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, argv)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     socket_errors = re.search(
@@ -271,7 +279,7 @@ def _wrk(
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     latency = f"{p50.group(1) if p50 else '?'} / {p99.group(1) if p99 else '?'}"
-    return rate, bad, latency
+    return rate, bad, latency, usage.ru_utime + usage.ru_stime
 
 
 # The row that POSTs the same order to lab.bench.bare: Daphne's own cost, no Django.
@@ -279,7 +287,15 @@ BARE = "POST, Daphne alone"
 
 
 def web_rate(
-    what: str, *, processes: int, fast: bool, database: str, token: str, duration: float, tmp: Path
+    what: str,
+    *,
+    processes: int,
+    fast: bool,
+    database: str,
+    token: str,
+    duration: float,
+    tmp: Path,
+    postmaster: int,
 ) -> Rate:
     """One wrk run: ``POST`` or ``GET`` through Hearth's web processes, or ``BARE``."""
     script = tmp / "post.lua"
@@ -290,15 +306,14 @@ def web_rate(
         processes, database=database, fast=fast, log_dir=tmp, application=application
     ) as (base, pids):
         cpu = sum(cpu_seconds(p) for p in pids)
-        database_cpu = postgres_cpu_seconds()
-        client_cpu = _children_cpu_seconds()
+        database_cpu = server_cpu_seconds(postmaster)
         if what == "GET":
-            rate, bad, latency = _wrk(f"{base}/api/orders/{token}", duration=duration)
+            run = _wrk(f"{base}/api/orders/{token}", duration=duration)
         else:
-            rate, bad, latency = _wrk(f"{base}/api/orders", duration=duration, script=str(script))
+            run = _wrk(f"{base}/api/orders", duration=duration, script=str(script))
         cpu = sum(cpu_seconds(p) for p in pids) - cpu
-        database_cpu = postgres_cpu_seconds() - database_cpu
-        client_cpu = _children_cpu_seconds() - client_cpu  # wrk has exited and been waited for
+        database_cpu = server_cpu_seconds(postmaster) - database_cpu
+    rate, bad, latency, client_cpu = run
     return Rate(
         what={"POST": "POST /api/orders", "GET": "GET /api/orders/<token>"}.get(what, what),
         processes=processes,
@@ -311,12 +326,6 @@ def web_rate(
         database_cpu_seconds=database_cpu,
         client_cpu_seconds=client_cpu,
     )
-
-
-def _children_cpu_seconds() -> float:
-    """User + system CPU of this process's finished children (wrk, once waited for)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _median(runs: list[Rate]) -> Rate:
@@ -354,15 +363,19 @@ def table(rates: list[Rate], yardstick: Rate, one_before: dict[str, float]) -> s
         f"| {_cpu(yardstick)} | – | {yardstick.errors} |",
     ]
     for r in rates:
-        vs_in = f"{r.per_second / yardstick.per_second:.2f}×" if r.what.startswith("POST") else "–"
+        posts = r.what == "POST /api/orders"
+        vs_in = f"{r.per_second / yardstick.per_second:.2f}×" if posts else "–"
         base = one_before.get(r.what)
         vs_one = f"{r.per_second / base:.2f}×" if base else "–"
-        path = "no Django" if r.what == BARE else "optimised" if r.fast else "as before"
         rows.append(
-            f"| {r.what} | {r.processes} | {path} | {r.per_second:,.0f} | {vs_in} | {vs_one} "
+            f"| {r.what} | {r.processes} | {_path(r)} | {r.per_second:,.0f} | {vs_in} | {vs_one} "
             f"| {_cpu(r)} | {r.latency} | {r.errors} |"
         )
     return "\n".join(rows)
+
+
+def _path(r: Rate) -> str:
+    return "no Django" if r.what == BARE else "optimised" if r.fast else "as before"
 
 
 def _cpu(r: Rate) -> str:
@@ -375,26 +388,33 @@ def _cpu(r: Rate) -> str:
     )
 
 
-def ceiling(yardstick: Rate, bare: Rate, post: Rate) -> tuple[float, str]:
-    """The most POSTs a second this machine's cores allow through any Daphne web tier.
+def ceiling(yardstick: Rate, bare: Rate, post: Rate) -> str:
+    """How many POSTs a second this machine's cores leave room for, through Daphne.
 
-    Each POST costs at least Daphne's own work (``bare``), the order's own work
-    (the in-process CPU per order), PostgreSQL's and the load generator's (both read
-    off the ``post`` row): the cores divided by their sum.
+    A POST costs at least Daphne's own work (``bare``), the order's own work (the
+    in-process CPU per order) and wrk's; and PostgreSQL's: at the least the in-process
+    call's (a bound: no web tier does less), as measured the POST row's (the answer's
+    estimate included). The cores divided by each sum.
     """
-    parts = {
+    fixed = {
         "Daphne alone": bare.per_request(bare.cpu_seconds),
         "the order's own work (in-process)": yardstick.per_request(yardstick.cpu_seconds),
-        "PostgreSQL": post.per_request(post.database_cpu_seconds),
         "wrk": post.per_request(post.client_cpu_seconds),
     }
-    cores = os.cpu_count() or 1
-    most = cores * 1000 / sum(parts.values())
-    said = " + ".join(f"{name} {ms:.2f} ms" for name, ms in parts.items())
-    return most, (
-        f"What the machine allows: each POST costs at least {said} of CPU = "
-        f"{sum(parts.values()):.2f} ms; {cores} cores allow at most {most:,.0f} POSTs/s "
-        f"through web processes on Daphne, {most / yardstick.per_second:.2f}× the in-process rate."
+    least = yardstick.per_request(yardstick.database_cpu_seconds)
+    measured = post.per_request(post.database_cpu_seconds)
+    cores = len(os.sched_getaffinity(0))
+    said = " + ".join(f"{name} {ms:.2f} ms" for name, ms in fixed.items())
+
+    def most(database_ms: float) -> str:
+        rate = cores * 1000 / (sum(fixed.values()) + database_ms)
+        return f"{rate:,.0f} POSTs/s ({rate / yardstick.per_second:.2f}× the in-process rate)"
+
+    return (
+        f"What the machine leaves room for: a POST costs at least {said} of CPU, and "
+        f"PostgreSQL {least:.2f} ms at the least (the in-process call's), {measured:.2f} ms as "
+        f"measured here; on {cores} cores that is at most {most(least)}, and "
+        f"{most(measured)} at the costs measured."
     )
 
 
@@ -412,13 +432,14 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
     rounds = 1 if quick else ROUNDS
     samples: dict[str, list[Rate]] = {}
     yardsticks: list[Rate] = []
+    postmaster = postmaster_pid(server.conninfo(name))
     with _django_database(name), tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         _seed()
         token = order_submit(payload=ORDER)[0].token
         for round_ in range(1, rounds + 1):
             _queue_reset(keep=token)
-            yardsticks.append(in_process_rate(duration))
+            yardsticks.append(in_process_rate(duration, postmaster=postmaster))
             stdout.write(
                 f"round {round_}/{rounds}: in-process {yardsticks[-1].per_second:,.0f} orders/s\n"
             )
@@ -435,8 +456,9 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
                         token=token,
                         duration=duration,
                         tmp=tmp,
+                        postmaster=postmaster,
                     )
-                    label = f"{rate.what} ×{processes} {'optimised' if fast else 'as before'}"
+                    label = f"{rate.what} ×{processes} {_path(rate)}"
                     samples.setdefault(label, []).append(rate)
                     stdout.write(
                         f"{rate.what} x{processes} fast={fast}: {rate.per_second:,.0f}/s\n"
@@ -456,7 +478,7 @@ def run(*, stdout: TextIO, quick: bool = False) -> list[Rate]:
         '"As before" is the full middleware stack through Django\'s ASGI handler, with '
         "Daphne's access log written to a file as `up` used to; both paths already read the "
         "ready estimate in one statement (that change is in both rows). "
-        + ceiling(yardstick, up[BARE], up["POST /api/orders"])[1]
+        + ceiling(yardstick, up[BARE], up["POST /api/orders"])
     )
     body = (
         f"Targets: `POST /api/orders` through the web tier ≥ 0.8× the in-process "
