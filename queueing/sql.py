@@ -309,10 +309,10 @@ OUTLET_LOAD = """
 """
 
 # The work ahead of a queued order at its outlet, in one round trip: the first %(depth)s
-# queued orders before it in claim order (seconds), and what is left of those being prepared (a claim
-# without a time counts whole). The queue is read in claim order and the read stops at
-# the depth, so an estimate costs the same at the back of a queue of 10,000 as at its
-# front (queueing.selectors.ESTIMATE_DEPTH).
+# queued orders before it in claim order (seconds), and what is left of those being
+# prepared (a claim without a time counts whole). The read stops at the depth, so an
+# estimate costs the same at the back of a queue of 10,000 as at its front
+# (queueing.selectors.ESTIMATE_DEPTH).
 ORDER_WORK_AHEAD = """
     SELECT ahead.seconds::float8 AS ahead,
         (SELECT coalesce(sum(greatest(0, prep_seconds

@@ -11,9 +11,9 @@ one active outlet takes takeaway orders. Side by side in one run:
 - ``GET /api/orders/<token>`` the same way;
 - the same POST through the same daphne processes serving ``lab.bench.bare``, an
   ASGI app that reads the body and answers, with no Django: what Daphne itself
-  costs a request. With PostgreSQL's and wrk's CPU per request (read from /proc and
-  from this process's finished children), it gives the most POSTs a second that
-  the machine's cores allow through any web tier on Daphne (``ceiling``).
+  costs a request. With PostgreSQL's CPU per request (the whole server's, from its
+  postmaster in /proc) and wrk's (from ``wait4``), it gives how many POSTs a second
+  the machine's cores leave room for (``ceiling``).
 
 Every web configuration runs twice where a switch allows it: with the web
 path's optimisations (``HEARTH_API_FAST=1``, the default) and without
@@ -117,9 +117,9 @@ def _queue_reset(*, keep: str) -> None:
             [keep],
         )
         cursor.execute("DELETE FROM queueing_order WHERE token <> %s", [keep])
-        # And the same tables: the deleted rows' index entries would otherwise lie at the
-        # head of the outlet's queue, stepped over by every estimate (and autovacuum would
-        # reclaim them during the next row, on its CPU) until a vacuum.
+        # The deleted rows' index entries would otherwise lie at the head of the outlet's
+        # queue, stepped over by every read of it, until autovacuum reclaimed them during
+        # the next row, on its CPU.
         cursor.execute("VACUUM (ANALYZE) queueing_order, queueing_orderevent")
 
 
